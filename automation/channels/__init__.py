@@ -1,0 +1,84 @@
+"""Channel adapters, discovered through the `lifecycle.channels` entry-point group.
+
+A journey step says `send: email`; settings route each journey channel to an
+adapter (`LIFECYCLE_CHANNEL_EMAIL=outbox` by default). A plugin package adds an
+adapter by declaring an entry point in that group; see docs/adapters.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+from typing import Mapping
+
+from ..config import Settings
+from ..templates import MESSAGE_PARTS
+from .base import Channel, Delivery, Failed, Result, Retry, Sent
+
+logger = logging.getLogger(__name__)
+GROUP = "lifecycle.channels"
+
+__all__ = ["Channel", "Delivery", "Failed", "Result", "Retry", "Sent", "ChannelRegistry", "available_adapters"]
+
+
+def available_adapters() -> dict[str, type[Channel]]:
+    """Adapter classes by name, from installed entry points (the built-in outbox always)."""
+    from .outbox import OutboxChannel
+
+    found: dict[str, type[Channel]] = {OutboxChannel.name: OutboxChannel}
+    for entry in entry_points(group=GROUP):
+        try:
+            adapter = entry.load()
+        except Exception as exc:  # a broken plugin must not take the other channels down
+            logger.error("channel adapter %r (%s) failed to load: %s", entry.name, entry.value, exc)
+            continue
+        if not (isinstance(adapter, type) and issubclass(adapter, Channel)):
+            logger.error("entry point %r does not name a Channel subclass", entry.name)
+            continue
+        found[entry.name] = adapter
+    return found
+
+
+class ChannelRegistry:
+    """The adapter instance serving each journey channel in this process."""
+
+    def __init__(self, settings: Settings, adapters: Mapping[str, type[Channel]] | None = None,
+                 instances: Mapping[str, Channel] | None = None) -> None:
+        self.settings = settings
+        classes = dict(adapters or available_adapters())
+        self._by_channel: dict[str, Channel] = {}
+        self.problems: list[str] = []
+        shared: dict[str, Channel] = {}
+        for channel, adapter_name in settings.channels.items():
+            if instances and channel in instances:
+                self._by_channel[channel] = instances[channel]
+                continue
+            cls = classes.get(adapter_name)
+            if cls is None:
+                self.problems.append(f"channel {channel!r}: no adapter named {adapter_name!r} "
+                                     f"(installed: {', '.join(sorted(classes))})")
+                continue
+            if channel not in cls.channels:
+                self.problems.append(f"channel {channel!r}: adapter {adapter_name!r} only serves "
+                                     f"{', '.join(cls.channels)}")
+                continue
+            if adapter_name not in shared:
+                shared[adapter_name] = cls(settings)
+            self._by_channel[channel] = shared[adapter_name]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._by_channel)
+
+    def get(self, channel: str) -> Channel | None:
+        return self._by_channel.get(channel)
+
+    def parts_for(self, channel: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        adapter = self._by_channel.get(channel)
+        if adapter is not None and channel in adapter.parts:
+            return adapter.parts[channel]
+        return MESSAGE_PARTS.get(channel, (("body",), ()))
+
+    def close(self) -> None:
+        for adapter in {id(a): a for a in self._by_channel.values()}.values():
+            adapter.close()

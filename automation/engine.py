@@ -1,0 +1,41 @@
+"""Everything a worker needs to execute timers, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .channels import ChannelRegistry
+from .contacts import ContactStore
+from .loader import TemplateCheck
+from .registry import JourneyRegistry
+from .runtime import Runtime
+from .scripts import Scripts
+from .templates import Renderer, TemplateCatalog
+from .timers import TimerStore
+
+
+@dataclass
+class Engine:
+    runtime: Runtime
+    journeys: JourneyRegistry
+    renderer: Renderer
+    catalog: TemplateCatalog
+    channels: ChannelRegistry
+    store: ContactStore
+    scripts: Scripts
+    timers: TimerStore
+
+    @classmethod
+    def create(cls, runtime: Runtime, channels: ChannelRegistry | None = None) -> "Engine":
+        settings = runtime.settings
+        channels = channels or ChannelRegistry(settings)
+        catalog = TemplateCatalog(settings.templates_dir)
+        renderer = Renderer(catalog, channels.parts_for)
+        journeys = JourneyRegistry(settings.journeys_dir, channels.names, TemplateCheck(catalog, renderer),
+                                   settings.reload_seconds)
+        return cls(runtime, journeys, renderer, catalog, channels, ContactStore(runtime), Scripts(runtime.redis),
+                   TimerStore(runtime))
+
+    def close(self) -> None:
+        self.channels.close()
+

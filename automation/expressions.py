@@ -1,0 +1,346 @@
+"""The one expression language of journeys: Jinja2 expressions in the sandbox.
+
+Stage rules (`when:`), step conditions (`if:`) and the journey `audience:` are
+compiled once with `compile_expression`. Templates use the same sandbox, names
+and filters, so a marketer learns one language.
+
+Time-based rules become timers, not scans. A rule never sees a raw clock: it
+asks `days_since('purchase')`, which returns a TimeValue. Comparing a TimeValue
+with a number gives a plain bool *and* notes the instant at which that
+comparison would flip. After evaluating a contact, the engine schedules one
+re-evaluation timer at the earliest noted instant. A rule's value can only change
+at those instants (or when an event or attribute change re-evaluates the contact
+anyway), so "no purchase for 90 days -> lapsed" costs one timer per contact,
+rescheduled on each purchase.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import operator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping
+
+from jinja2 import TemplateSyntaxError, Undefined, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+DAY = 86400.0
+
+#: Names every rule may use. Journey `vars` are added per journey.
+RULE_NAMES = frozenset({"contact", "events", "days_since", "hours_since", "stage", "journey"})
+#: Templates see the rule names plus these.
+TEMPLATE_EXTRA_NAMES = frozenset(
+    {"now", "first_name", "last_name", "last", "recent_events", "unsubscribe_url", "locale", "dir",
+     "channel", "step"}
+)
+
+
+class Missing(Undefined):
+    """A missing value in a rule: false, equal only to None, never greater or smaller.
+
+    `contact.lifetime_value > 100` is then simply false for a contact without that
+    attribute, instead of an error that would stop the journey for them.
+    """
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or isinstance(other, Undefined)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = Undefined.__hash__
+
+    def _false(self, other: object) -> bool:
+        return False
+
+    __lt__ = __le__ = __gt__ = __ge__ = _false
+
+    def __getattr__(self, name: str) -> "Missing":
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self
+
+    def __getitem__(self, name: object) -> "Missing":
+        return self
+
+
+class TimeTracker:
+    """Collects the future instants at which a time-dependent comparison flips."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.next_change: float | None = None
+
+    def note(self, instant: float) -> None:
+        if not math.isfinite(instant) or instant <= self.now:
+            return
+        if self.next_change is None or instant < self.next_change:
+            self.next_change = instant
+
+
+_COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
+    "eq": operator.eq, "ne": operator.ne,
+}
+
+
+class TimeValue:
+    """A number that changes linearly with time: value(t) = value + rate * (t - now).
+
+    Arithmetic with plain numbers keeps the time dependence (`days_since('x') / 7`);
+    comparisons return bools and note when they flip.
+    """
+
+    __slots__ = ("value", "rate", "tracker")
+
+    def __init__(self, value: float, rate: float, tracker: TimeTracker) -> None:
+        self.value = value
+        self.rate = rate
+        self.tracker = tracker
+
+    @staticmethod
+    def _linear(other: object) -> tuple[float, float] | None:
+        if isinstance(other, TimeValue):
+            return other.value, other.rate
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return float(other), 0.0
+        return None
+
+    def _compare(self, other: object, name: str) -> bool:
+        lin = self._linear(other)
+        if lin is None:
+            return False if name not in ("ne",) else True
+        other_value, other_rate = lin
+        rate = self.rate - other_rate
+        if rate != 0 and math.isfinite(self.value) and math.isfinite(other_value):
+            # +1 ms so that the re-evaluation lands just after a strict boundary.
+            self.tracker.note(self.tracker.now + (other_value - self.value) / rate + 0.001)
+        return _COMPARISONS[name](self.value, other_value)
+
+    def __lt__(self, other: object) -> bool:
+        return self._compare(other, "lt")
+
+    def __le__(self, other: object) -> bool:
+        return self._compare(other, "le")
+
+    def __gt__(self, other: object) -> bool:
+        return self._compare(other, "gt")
+
+    def __ge__(self, other: object) -> bool:
+        return self._compare(other, "ge")
+
+    def __eq__(self, other: object) -> bool:  # type: ignore[override]
+        return self._compare(other, "eq")
+
+    def __ne__(self, other: object) -> bool:  # type: ignore[override]
+        return self._compare(other, "ne")
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _combine(self, other: object, sign: float) -> "TimeValue":
+        lin = self._linear(other)
+        if lin is None:
+            return NotImplemented
+        return TimeValue(self.value + sign * lin[0], self.rate + sign * lin[1], self.tracker)
+
+    def __add__(self, other: object) -> "TimeValue":
+        return self._combine(other, 1.0)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: object) -> "TimeValue":
+        return self._combine(other, -1.0)
+
+    def __rsub__(self, other: object) -> "TimeValue":
+        return (-self)._combine(other, 1.0)
+
+    def __neg__(self) -> "TimeValue":
+        return TimeValue(-self.value, -self.rate, self.tracker)
+
+    def __mul__(self, other: object) -> "TimeValue":
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return TimeValue(self.value * other, self.rate * other, self.tracker)
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: object) -> "TimeValue":
+        if isinstance(other, (int, float)) and not isinstance(other, bool) and other != 0:
+            return TimeValue(self.value / other, self.rate / other, self.tracker)
+        return NotImplemented
+
+    def __float__(self) -> float:
+        return self.value
+
+    def __int__(self) -> int:
+        return int(self.value) if math.isfinite(self.value) else 2**62
+
+    def __round__(self, ndigits: int | None = None) -> float:
+        return round(self.value, ndigits) if math.isfinite(self.value) else self.value
+
+    def __str__(self) -> str:
+        return "never" if math.isinf(self.value) else f"{self.value:.2f}"
+
+    __repr__ = __str__
+
+
+@dataclass(frozen=True)
+class EventStats:
+    """What a rule or template knows about one event type of a contact."""
+
+    count: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+
+
+class EventsView(dict):
+    """`events.purchase.count`: unknown events read as never happened (count 0)."""
+
+    def __missing__(self, name: str) -> EventStats:
+        return EventStats()
+
+
+def to_datetime(timestamp: float | None) -> datetime | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+
+
+def to_timestamp(value: object) -> float | None:
+    """Epoch seconds from a number, datetime or ISO 8601 string; None if not a time."""
+    if isinstance(value, bool) or value is None or isinstance(value, Undefined):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.timestamp()
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) >= 10 and text[4:5] == "-" and text[:4].isdigit():
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            return parsed.timestamp()
+    return None
+
+
+def _since(unit: float, events: Mapping[str, EventStats], tracker: TimeTracker) -> Callable[[Any], TimeValue]:
+    def since(what: Any) -> TimeValue:
+        """Time since an event's last occurrence (by name) or since a date value.
+
+        Never happened (or no such date) counts as infinitely long ago.
+        """
+        timestamp = to_timestamp(what)
+        if timestamp is None and isinstance(what, str):
+            last = events[what].last
+            timestamp = last.timestamp() if last else None
+        if timestamp is None:
+            return TimeValue(math.inf, 1.0 / unit, tracker)
+        return TimeValue((tracker.now - timestamp) / unit, 1.0 / unit, tracker)
+
+    return since
+
+
+def time_functions(events: Mapping[str, EventStats], tracker: TimeTracker) -> dict[str, Any]:
+    return {"days_since": _since(DAY, events, tracker), "hours_since": _since(3600.0, events, tracker)}
+
+
+# -- the environment ---------------------------------------------------------------------------
+
+
+def _date_filter(value: Any, fmt: str = "%Y-%m-%d", tz: str | None = None) -> str:
+    from zoneinfo import ZoneInfo
+
+    timestamp = to_timestamp(value)
+    if timestamp is None:
+        return ""
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    if tz:
+        try:
+            moment = moment.astimezone(ZoneInfo(tz))
+        except Exception:  # an unknown zone formats in UTC rather than failing the message
+            pass
+    return moment.strftime(fmt)
+
+
+def configure(env: SandboxedEnvironment) -> SandboxedEnvironment:
+    """Filters shared by rules and templates."""
+    env.filters["date"] = _date_filter
+    return env
+
+
+RULE_ENV = configure(SandboxedEnvironment(undefined=Missing))
+
+
+class ExpressionError(ValueError):
+    """An expression that does not compile or names something unknown."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class RuleError(RuntimeError):
+    """A rule that failed while being evaluated for a contact."""
+
+
+@dataclass(frozen=True)
+class Expression:
+    source: str
+    evaluate_fn: Callable[..., Any] = field(repr=False, compare=False)
+
+    def evaluate(self, context: Mapping[str, Any]) -> bool:
+        try:
+            return bool(self.evaluate_fn(**context))
+        except Exception as exc:  # any failure inside marketer code is reported, not raised raw
+            raise RuleError(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def unknown_names(source: str, known: Iterable[str]) -> set[str]:
+    ast = RULE_ENV.parse("{{ (" + source + ") }}")
+    return set(meta.find_undeclared_variables(ast)) - set(known)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def compile_rule(source: str, extra_names: Iterable[str] = ()) -> Expression:
+    """Compile a rule or raise ExpressionError with a marketer-readable message and hint."""
+    if not isinstance(source, str) or not source.strip():
+        raise ExpressionError("expression is empty", "write a condition such as events.purchase.count > 0")
+    try:
+        unknown = unknown_names(source, RULE_NAMES | set(extra_names))
+        compiled = RULE_ENV.compile_expression(source, undefined_to_none=False)
+    except TemplateSyntaxError as exc:
+        raise ExpressionError(
+            f"expression does not compile: {exc.message}",
+            "rules are Jinja2 expressions, e.g. events.purchase.count > 0 and days_since('purchase') >= 90",
+        ) from None
+    if "now" in unknown:
+        raise ExpressionError(
+            "rules cannot use 'now'",
+            "use days_since('event') or hours_since(contact.some_date) so the engine can schedule the change",
+        )
+    if unknown:
+        name = sorted(unknown)[0]
+        known = sorted(RULE_NAMES | set(extra_names))
+        raise ExpressionError(
+            f"unknown name {name!r} in expression",
+            did_you_mean(name, known) or f"names you can use: {', '.join(known)}",
+        )
+    return Expression(source, compiled)

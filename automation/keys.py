@@ -1,0 +1,77 @@
+"""Redis key layout. One place names every key, so docs/architecture.md can list them.
+
+Timer members are short strings (`s|<journey>|<contact>` for a stage's next step,
+`r|<contact>` for re-evaluating a contact's stages) because memory per pending
+timer is what limits how many contacts one Redis can hold.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str
+    shards: int
+
+    def contact(self, contact_id: str) -> str:
+        return f"{self.namespace}:c:{contact_id}"
+
+    def recent_events(self, contact_id: str) -> str:
+        return f"{self.namespace}:ev:{contact_id}"
+
+    def ledger(self, contact_id: str) -> str:
+        return f"{self.namespace}:m:{contact_id}"
+
+    def shard_of(self, contact_id: str) -> int:
+        return zlib.crc32(contact_id.encode()) % self.shards
+
+    def timers(self, shard: int) -> str:
+        return f"{self.namespace}:t:{shard}"
+
+    def leases(self, shard: int) -> str:
+        return f"{self.namespace}:l:{shard}"
+
+    def timers_for(self, contact_id: str) -> str:
+        return self.timers(self.shard_of(contact_id))
+
+    def leases_for(self, contact_id: str) -> str:
+        return self.leases(self.shard_of(contact_id))
+
+    def event_id(self, event_id: str) -> str:
+        return f"{self.namespace}:eid:{event_id}"
+
+    @property
+    def activity(self) -> str:
+        return f"{self.namespace}:activity"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.namespace}:stats"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.namespace}:meta"
+
+    @property
+    def contact_pattern(self) -> str:
+        return f"{self.namespace}:c:*"
+
+
+def step_member(journey: str, contact_id: str) -> str:
+    return f"s|{journey}|{contact_id}"
+
+
+def recheck_member(contact_id: str) -> str:
+    return f"r|{contact_id}"
+
+
+def parse_member(member: str) -> tuple[str, str | None, str]:
+    """(kind, journey or None, contact id) from a timer member."""
+    kind, _, rest = member.partition("|")
+    if kind == "s":
+        journey, _, contact_id = rest.partition("|")
+        return kind, journey, contact_id
+    return kind, None, rest

@@ -1,0 +1,118 @@
+"""What ops look at: `lifecycle status` and `lifecycle inspect CONTACT`."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from .contacts import ContactStore
+from .dispatch import broker_namespace, queue_key
+from .keys import recheck_member, step_member
+from .runtime import Runtime
+from .timers import TimerStore
+
+
+def iso(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def collect_status(runtime: Runtime, failures: int = 10) -> dict[str, Any]:
+    settings = runtime.settings
+    client = runtime.redis
+    timers = TimerStore(runtime)
+    heartbeat_key = f"{broker_namespace(settings)}:__heartbeats__"
+    alive_since = (time.time() * 1000) - settings.heartbeat_timeout_ms
+    stats = {k: int(v) for k, v in client.hgetall(runtime.keys.stats).items()}
+    recent_failures = []
+    for entry_id, fields in client.xrevrange(runtime.keys.activity, count=2000):
+        if fields.get("k") in ("failed", "unknown"):
+            recent_failures.append({"id": entry_id, **fields})
+            if len(recent_failures) >= failures:
+                break
+    return {
+        "now": runtime.clock.now(),
+        "timers": timers.counts(),
+        "next_due": timers.next_due(),
+        "queue_waiting": int(client.llen(queue_key(settings))),
+        "queue_unacked": int(client.hlen(f"{queue_key(settings)}.msgs")),
+        "worker_processes": int(client.zcount(heartbeat_key, alive_since, "+inf")),
+        "stats": stats,
+        "recent_failures": recent_failures,
+    }
+
+
+def format_status(status: dict[str, Any]) -> str:
+    stats = status["stats"]
+    lines = [
+        f"clock          {iso(status['now'])}",
+        f"workers        {status['worker_processes']} process(es) with a live heartbeat",
+        f"timers         {status['timers']['pending']} pending, {status['timers']['leased']} claimed "
+        f"(next due {iso(status['next_due'])})",
+        f"queue          {status['queue_waiting']} message(s) waiting, {status['queue_unacked']} not yet acknowledged",
+        "steps          " + ", ".join(f"{k} {stats.get(k, 0)}" for k in ("sent", "skipped", "failed", "retry",
+                                                                            "unknown", "cancelled")),
+    ]
+    reasons = sorted((k, v) for k, v in stats.items() if k.count(":") == 1 and k.split(":")[0] in
+                     ("skipped", "failed", "sent", "retry"))
+    if reasons:
+        lines.append("by reason      " + ", ".join(f"{k} {v}" for k, v in reasons))
+    if stats.get("rule_errors"):
+        lines.append(f"rule errors    {stats['rule_errors']} (see worker logs)")
+    if status["recent_failures"]:
+        lines.append("recent failures:")
+        for item in status["recent_failures"]:
+            lines.append(f"  {iso(float(item.get('t', 0)))}  {item.get('c')}  {item.get('j')}/{item.get('s')}/"
+                         f"{item.get('p')}  {item.get('ch', '')}: {item.get('d', '')}")
+    return "\n".join(lines)
+
+
+def inspect_contact(runtime: Runtime, contact_id: str) -> dict[str, Any]:
+    store = ContactStore(runtime)
+    state = store.load(contact_id, recent=True)
+    timers = TimerStore(runtime)
+    journeys = {}
+    for name, enrollment in sorted(state.enrollments.items()):
+        journeys[name] = {
+            "stage": enrollment.stage,
+            "entered_at": iso(enrollment.entered_at),
+            "entries": enrollment.occurrence,
+            "pending_step": enrollment.step,
+            "pending_due": iso(timers.due_time(contact_id, step_member(name, contact_id))),
+        }
+    return {
+        "id": contact_id,
+        "exists": state.exists,
+        "attributes": state.attributes,
+        "events": {name: {"count": s.count, "first": s.first.isoformat() if s.first else None,
+                          "last": s.last.isoformat() if s.last else None} for name, s in sorted(state.events.items())},
+        "recent_events": [{**e, "at": iso(e["at"])} for e in state.recent],
+        "journeys": journeys,
+        "next_stage_check": iso(timers.due_time(contact_id, recheck_member(contact_id))),
+        "messages": store.history(contact_id),
+    }
+
+
+def format_contact(info: dict[str, Any]) -> str:
+    if not info["exists"]:
+        return f"no contact {info['id']!r}"
+    lines = [f"contact {info['id']}"]
+    for key, value in sorted(info["attributes"].items()):
+        lines.append(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
+    lines.append("events:")
+    for name, stats in info["events"].items():
+        lines.append(f"  {name}: {stats['count']} (last {stats['last']})")
+    lines.append("journeys:")
+    for name, journey in info["journeys"].items():
+        pending = f", next step {journey['pending_step']} at {journey['pending_due']}" if journey["pending_step"] else ""
+        lines.append(f"  {name}: {journey['stage'] or '(none)'} since {journey['entered_at']}{pending}")
+    lines.append(f"next time-based stage check: {info['next_stage_check']}")
+    lines.append("messages:")
+    for key, outcome in info["messages"].items():
+        reason = f" ({outcome['reason']})" if outcome.get("reason") else ""
+        lines.append(f"  {key}: {outcome['state']} {outcome.get('ch', '')} {outcome.get('tpl', '')} "
+                     f"at {iso(outcome.get('at'))}{reason}")
+    return "\n".join(lines)

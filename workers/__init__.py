@@ -1,0 +1,18 @@
+"""Dramatiq workers of the lifecycle engine.
+
+`dramatiq workers` (what `lifecycle worker` runs) imports this package: it sets
+the global broker from the environment, then declares the actors on it.
+"""
+
+import dramatiq
+
+from automation.config import Settings
+from automation.dispatch import make_broker
+
+settings = Settings.from_env()
+broker = make_broker(settings)
+dramatiq.set_broker(broker)
+
+from .actors import run_timers  # noqa: E402  (actors bind to the broker set above)
+
+__all__ = ["broker", "settings", "run_timers"]

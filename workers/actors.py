@@ -1,0 +1,37 @@
+"""Dramatiq actors: thin wrappers that hand a message to a plain function in automation/."""
+
+from __future__ import annotations
+
+import threading
+
+import dramatiq
+
+from automation.dispatch import ACTOR_NAME
+from automation.engine import Engine
+from automation.executor import run_batch
+from automation.runtime import open_runtime
+from automation.timers import Claim
+
+from . import settings
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def engine() -> Engine:
+    """One engine per worker process, created on first use (after Dramatiq forked the process)."""
+    global _engine
+    if _engine is None:
+        with _engine_lock:
+            if _engine is None:
+                _engine = Engine.create(open_runtime(settings))
+    return _engine
+
+
+# Retries only cover crashes of the batch itself (Redis unreachable, a bug); a provider's
+# "try later" is rescheduled per step in the timer store. Both paths are idempotent.
+@dramatiq.actor(actor_name=ACTOR_NAME, queue_name=settings.queue, max_retries=5, min_backoff=1_000,
+                max_backoff=60_000, time_limit=max(60_000, int(settings.lease_seconds * 1000)))
+def run_timers(claims: list[list]) -> None:
+    """Execute a batch of due timers claimed by the scheduler."""
+    run_batch(engine(), [Claim.from_wire(item) for item in claims])
