@@ -324,8 +324,8 @@ def compile_rule(source: str, extra_names: Iterable[str] = ()) -> Expression:
     if not isinstance(source, str) or not source.strip():
         raise ExpressionError("expression is empty", "write a condition such as events.purchase.count > 0")
     try:
-        unknown = unknown_names(source, RULE_NAMES | set(extra_names))
         compiled = RULE_ENV.compile_expression(source, undefined_to_none=False)
+        unknown = unknown_names(source, RULE_NAMES | set(extra_names))
     except TemplateSyntaxError as exc:
         raise ExpressionError(
             f"expression does not compile: {exc.message}",

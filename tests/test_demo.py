@@ -1,0 +1,78 @@
+"""`lifecycle demo` end to end: the README's first command, with a faster clock."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+
+# What the sample population (automation/data/demo.yaml) must receive in 40 days.
+EXPECTED = Counter({
+    ("ana", "welcome"): 1, ("ben", "welcome"): 1, ("chloe", "welcome"): 1, ("ewa", "welcome"): 1,
+    ("rosa", "welcome"): 1,
+    ("ana", "demo-offer"): 1, ("chloe", "demo-offer"): 1,
+    ("dmitri", "thank-you"): 1, ("ewa", "thank-you"): 1, ("jonas", "thank-you"): 1, ("sam", "thank-you"): 1,
+    ("rosa", "thank-you"): 1,
+    ("dmitri", "check-in"): 1, ("ewa", "check-in"): 1, ("sam", "check-in"): 1, ("rosa", "check-in"): 1,
+    ("farid", "thank-you-again"): 1, ("grace", "thank-you-again"): 1, ("ines", "thank-you-again"): 1,
+    ("quinn", "thank-you-again"): 1, ("jonas", "thank-you-again"): 1,
+    ("hiro", "loyalty-welcome"): 1, ("grace", "loyalty-welcome"): 1, ("tara", "loyalty-welcome"): 2,
+    ("hiro", "loyalty-reminder"): 1, ("grace", "loyalty-reminder"): 1,
+    ("ines", "winback-coupon"): 1, ("jonas", "winback-coupon"): 1, ("kasia", "winback-coupon"): 1,
+    ("liam", "winback-coupon"): 1, ("nora", "winback-coupon"): 1, ("quinn", "winback-coupon"): 1,
+    ("tara", "winback-coupon"): 1,
+    ("mei", "last-call"): 1, ("nora", "last-call"): 1,
+    ("ines", "winback-reminder"): 1, ("kasia", "winback-reminder"): 1, ("nora", "winback-reminder"): 1,
+    ("quinn", "winback-reminder"): 1,
+    ("ines", "winback-last-chance"): 1, ("kasia", "winback-last-chance"): 1, ("nora", "winback-last-chance"): 1,
+    ("quinn", "winback-last-chance"): 1,
+})
+
+
+def leftover_processes(home: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if "automation worker" in cmdline and process.environ().get("LIFECYCLE_HOME", "").startswith(str(home)):
+                found.append(process)
+            elif "redis-server" in cmdline and str(home) in Path(process.info["cmdline"][-1]).read_text():
+                found.append(process)
+        except (psutil.Error, OSError, IndexError):
+            continue
+    return found
+
+
+def test_demo_delivers_the_lifecycle_messages_and_cleans_up(project: Path):
+    env = {**os.environ, "LIFECYCLE_HOME": str(project / ".lifecycle")}
+    env.pop("REDIS_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "automation", "demo", "--days", "40", "--speed", str(2 * 86400),
+         "--outbox", str(project / "outbox")],
+        cwd=project, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    files = sorted((project / "outbox").glob("*/*--*"))
+    delivered = Counter((path.name.split("--")[0], path.name.split("--")[2]) for path in files)
+    assert delivered == EXPECTED, result.stdout
+    # The timeline tells the story as it goes
+    out = result.stdout
+    assert "Jonas (jonas)    x  cancelled pending step 'winback-reminder' (left 'lapsed')" in out
+    assert "skipped email welcome" in out and "no email address" in out
+    assert "sent 44 messages" in out
+    # The messages are real, personalised email
+    path = next((project / "outbox" / "email").glob("dmitri--*--check-in--*.eml"))
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert message["Subject"] == "How is the Merino wool shirt working out?"
+    assert "Hi Дмитрий," in message.get_body(("html",)).get_content()
+    # and nothing keeps running
+    assert leftover_processes(project / ".lifecycle") == []

@@ -1,0 +1,107 @@
+"""Templates: parts, escaping, defaults, locales, and errors that never become broken messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from automation.templates import (Renderer, TemplateCatalog, TemplateRenderError, html_to_text, locale_chain,
+                                  text_direction)
+from tests.conftest import write
+
+EMAIL = """\
+{% extends "email/_layout.html" %}
+{% block subject %}Hi {{ first_name }} & welcome to {{ brand }}{% endblock %}
+{% block content %}<p>Hello {{ first_name }}, you bought {{ last.purchase.item | default("something") }}.</p>{% endblock %}
+"""
+
+
+@pytest.fixture
+def renderer(tmp_path: Path) -> Renderer:
+    write(tmp_path / "email" / "_layout.html",
+          '{% block html %}<html lang="{{ locale }}" dir="{{ dir }}">{% block content %}{% endblock %}'
+          '<a href="{{ unsubscribe_url }}">unsubscribe</a></html>{% endblock %}')
+    write(tmp_path / "email" / "hello.en.html", EMAIL)
+    write(tmp_path / "email" / "hello.fa.html", EMAIL.replace("Hi", "سلام"))
+    write(tmp_path / "sms" / "ping.en.txt", "{{ brand }}: hi {{ first_name }}")
+    write(tmp_path / "sms" / "typo.en.txt", "hi {{ contact.frist_name }}")
+    write(tmp_path / "push" / "offer.txt", "{% block title %}Offer{% endblock %}{% block body %}20% off{% endblock %}")
+    return Renderer(TemplateCatalog(tmp_path))
+
+
+def context(**extra):
+    base = {"first_name": "Ana <b>", "brand": "Tom & Jerry", "contact": {"first_name": "Ana"},
+            "last": {"purchase": {"item": "shirt <3"}}, "unsubscribe_url": "https://x.test/u?t=1&c=2"}
+    return {**base, **extra}
+
+
+def test_html_is_escaped_but_subject_and_text_are_not(renderer):
+    rendered = renderer.render("email", "hello", "en", "en", context())
+    assert rendered.parts["subject"] == "Hi Ana <b> & welcome to Tom & Jerry"
+    assert "<p>Hello Ana &lt;b&gt;, you bought shirt &lt;3.</p>" in rendered.parts["html"]
+    assert 'href="https://x.test/u?t=1&amp;c=2"' in rendered.parts["html"]
+    # A text part is derived from the HTML when the template has none.
+    assert "Hello Ana <b>, you bought shirt <3." in rendered.parts["text"]
+    assert "unsubscribe (https://x.test/u?t=1&c=2)" in rendered.parts["text"]
+
+
+def test_layout_gets_locale_and_direction(renderer):
+    persian = renderer.render("email", "hello", "fa-IR", "en", context())
+    assert persian.locale == "fa"
+    assert '<html lang="fa" dir="rtl">' in persian.parts["html"]
+    assert persian.parts["subject"].startswith("سلام")
+    english = renderer.render("email", "hello", None, "en", context())
+    assert '<html lang="en" dir="ltr">' in english.parts["html"]
+
+
+def test_locale_fallback_order():
+    assert locale_chain("pt-BR", "en") == ["pt-BR", "pt", "en", None]
+    assert locale_chain(None, "en") == ["en", None]
+    assert text_direction("fa") == "rtl" and text_direction("ar-EG") == "rtl" and text_direction("pl") == "ltr"
+
+
+def test_missing_values_can_be_tested_and_defaulted(renderer):
+    rendered = renderer.render("email", "hello", "en", "en", context(last={}))
+    assert "you bought something." in rendered.parts["html"]
+
+
+def test_a_typo_is_an_error_not_a_message_with_a_hole(renderer):
+    with pytest.raises(TemplateRenderError) as error:
+        renderer.render("sms", "typo", "en", "en", context())
+    assert "typo.en.txt" in str(error.value)
+    assert "frist_name" in str(error.value)
+
+
+def test_sms_without_blocks_is_the_whole_body(renderer):
+    assert renderer.render("sms", "ping", "en", "en", context()).parts == {"body": "Tom & Jerry: hi Ana <b>"}
+
+
+def test_push_has_title_and_body_and_a_locale_free_default(renderer):
+    rendered = renderer.render("push", "offer", "ru", "en", context())
+    assert rendered.parts == {"title": "Offer", "body": "20% off"}
+
+
+def test_no_template_for_any_locale(renderer):
+    with pytest.raises(TemplateRenderError, match="no template sms/missing"):
+        renderer.render("sms", "missing", "en", "en", context())
+
+
+def test_the_sandbox_blocks_python_internals(renderer, tmp_path):
+    write(tmp_path / "sms" / "evil.en.txt", "{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    renderer.catalog.refresh()
+    with pytest.raises(TemplateRenderError, match="evil.en.txt") as error:
+        renderer.render("sms", "evil", "en", "en", context())
+    assert "no template" not in str(error.value)
+
+
+def test_empty_required_part_is_an_error(renderer, tmp_path):
+    write(tmp_path / "push" / "blank.en.txt", "{% block title %}{% endblock %}{% block body %}x{% endblock %}")
+    renderer.catalog.refresh()
+    with pytest.raises(TemplateRenderError, match="'title' part is empty"):
+        renderer.render("push", "blank", "en", "en", context())
+
+
+def test_html_to_text_keeps_links_and_paragraphs():
+    text = html_to_text("<html><head><style>p{}</style></head><p>One &amp; two</p><p><a href='u'>Link</a></p></html>")
+    assert text == "One & two\n\nLink (u)"

@@ -1,0 +1,114 @@
+"""Durable timers: atomic claims, leases that bring work back, cancel and reschedule."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from automation.keys import step_member
+from automation.runtime import open_runtime
+from automation.timers import Claim, TimerStore
+
+
+def test_concurrent_claims_never_hand_out_a_timer_twice(runtime, settings, clock):
+    # Given 2,000 due timers
+    store = TimerStore(runtime)
+    store.schedule_many((f"c{i}", step_member("j", f"c{i}"), clock.now() - 1) for i in range(2000))
+    # When four schedulers, each with its own connection, claim at the same time
+    results: list[list[Claim]] = []
+
+    def claim_all() -> None:
+        own = open_runtime(settings, clock=clock)
+        mine: list[Claim] = []
+        while True:
+            claims, _ = TimerStore(own).claim(limit_per_shard=50)
+            if not claims:
+                break
+            mine.extend(claims)
+        results.append(mine)
+        own.close()
+
+    threads = [threading.Thread(target=claim_all) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then every timer was claimed exactly once
+    members = [claim.member for mine in results for claim in mine]
+    assert len(members) == 2000
+    assert len(set(members)) == 2000
+    assert store.counts() == {"pending": 0, "leased": 2000}
+
+
+def test_only_due_timers_are_claimed_in_due_order(runtime, clock):
+    store = TimerStore(runtime)
+    now = clock.now()
+    store.schedule("a", step_member("j", "a"), now - 5)
+    store.schedule("b", step_member("j", "b"), now - 10)
+    store.schedule("c", step_member("j", "c"), now + 60)
+    claims, _ = store.claim(limit_per_shard=100)
+    assert [c.member for c in claims] == [step_member("j", "b"), step_member("j", "a")]
+    assert [c.due for c in claims] == [now - 10, now - 5]
+    assert store.counts() == {"pending": 1, "leased": 2}
+
+
+def test_an_unfinished_claim_comes_back_when_its_lease_ends(settings, clock):
+    runtime = open_runtime(settings.with_changes(lease_seconds=1.0), clock=clock)
+    store = TimerStore(runtime)
+    member = step_member("j", "c1")
+    store.schedule("c1", member, clock.now())
+    first, _ = store.claim(limit_per_shard=10)
+    assert [c.member for c in first] == [member]
+    # While the lease holds, nobody else gets it
+    assert store.claim(limit_per_shard=10)[0] == []
+    # When the worker dies and the lease runs out, the timer is handed out again
+    time.sleep(1.1)
+    again, reclaimed = store.claim(limit_per_shard=10)
+    assert [c.member for c in again] == [member] and reclaimed == 1
+    runtime.close()
+
+
+def test_ack_releases_only_the_claim_it_holds(runtime, clock):
+    store = TimerStore(runtime)
+    member = step_member("j", "c1")
+    store.schedule("c1", member, clock.now())
+    (claim,), _ = store.claim(limit_per_shard=10)
+    store.ack([Claim(member, claim.due, claim.lease + 5)])   # a stale message with an older lease
+    assert store.counts()["leased"] == 1
+    store.ack([claim])
+    assert store.counts() == {"pending": 0, "leased": 0}
+
+
+def test_reschedule_and_cancel(runtime, clock):
+    store = TimerStore(runtime)
+    member = step_member("winback", "c1")
+    store.schedule("c1", member, clock.now() + 100)
+    store.schedule("c1", member, clock.now() + 500)          # scheduling again moves it
+    assert store.due_time("c1", member) == clock.now() + 500
+    assert store.counts()["pending"] == 1
+    assert store.cancel("c1", member) is True
+    assert store.due_time("c1", member) is None
+    clock.advance(1000)
+    assert store.claim(limit_per_shard=10)[0] == []
+
+
+def test_a_timer_rescheduled_while_claimed_keeps_its_new_time(settings, clock):
+    runtime = open_runtime(settings.with_changes(lease_seconds=1.0), clock=clock)
+    store = TimerStore(runtime)
+    member = step_member("j", "c1")
+    store.schedule("c1", member, clock.now())
+    store.claim(limit_per_shard=10)
+    store.schedule("c1", member, clock.now() + 3600)         # e.g. an event moved it meanwhile
+    time.sleep(1.1)
+    claims, reclaimed = store.claim(limit_per_shard=10)
+    assert claims == [] and reclaimed == 1
+    assert store.due_time("c1", member) == clock.now() + 3600
+    runtime.close()
+
+
+def test_timers_spread_over_shards_by_contact(runtime, clock):
+    store = TimerStore(runtime)
+    store.schedule_many((f"c{i}", step_member("j", f"c{i}"), clock.now() + 10) for i in range(400))
+    sizes = [runtime.redis.zcard(runtime.keys.timers(s)) for s in range(runtime.keys.shards)]
+    assert sum(sizes) == 400 and min(sizes) > 50
+    assert runtime.keys.shard_of("c7") == runtime.keys.shard_of("c7")

@@ -1,0 +1,126 @@
+"""Behaviour that depends on real worker processes: crashes and timer latency under load.
+
+These start `lifecycle worker` (Dramatiq) processes and a real scheduler with its
+Dramatiq dispatcher, all on the test Redis.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Iterator
+
+import pytest
+
+from automation.clock import SystemClock
+from automation.config import Settings
+from automation.contacts import ContactStore
+from automation.dispatch import DramatiqDispatcher
+from automation.events import check_attributes
+from automation.processes import kill_process
+from automation.runtime import Runtime, open_runtime
+from automation.scheduler import Scheduler
+from automation.timers import TimerStore
+from tests.conftest import DAY, outbox_files, wait_for, write
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def live_settings(settings: Settings) -> Settings:
+    # Short leases so that a killed worker's claims come back within the test.
+    return settings.with_changes(lease_seconds=3.0, heartbeat_timeout_ms=3000, batch_size=20, poll_interval=0.05)
+
+
+@pytest.fixture
+def live_runtime(live_settings: Settings) -> Iterator[Runtime]:
+    runtime = open_runtime(live_settings, clock=SystemClock())
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def scheduler(live_runtime: Runtime, live_settings: Settings) -> Iterator[Scheduler]:
+    dispatcher = DramatiqDispatcher(live_settings)
+    scheduler = Scheduler(live_runtime, dispatcher, dispatcher.queue_depth)
+    stop = threading.Event()
+    thread = threading.Thread(target=scheduler.run, args=(stop,), daemon=True)
+    thread.start()
+    yield scheduler
+    stop.set()
+    thread.join(timeout=5)
+    dispatcher.close()
+
+
+def sent_keys(runtime: Runtime) -> Counter:
+    """How many times each step was recorded as sent, from the activity log."""
+    counts: Counter = Counter()
+    for _, fields in runtime.redis.xrange(runtime.keys.activity):
+        if fields.get("k") == "sent":
+            counts[(fields["c"], fields["p"])] += 1
+    return counts
+
+
+def test_kill_9_mid_run_then_restart_completes_everything_once(live_settings, live_runtime, scheduler,
+                                                                workers, monkeypatch):
+    # Given 1,000 new leads, each due a welcome email
+    store = ContactStore(live_runtime)
+    store.identify_many((f"lead{n:04d}", check_attributes({"email": f"lead{n}@example.com", "first_name": f"L{n}",
+                                                           "consent": {"email": True}})) for n in range(1000))
+    outbox = live_settings.outbox_dir
+    # When the workers are killed with SIGKILL in the middle of sending
+    process = workers(processes=2, threads=4, LIFECYCLE_LEASE_SECONDS="3", LIFECYCLE_HEARTBEAT_TIMEOUT_MS="3000")
+    wait_for(lambda: len(outbox_files(outbox, "email")) >= 150, timeout=60, what="sending to start")
+    kill_process(process)
+    written_at_kill = len(outbox_files(outbox, "email"))
+    assert written_at_kill < 1000, "the kill came too late to test anything"
+    # and started again
+    workers(processes=2, threads=4, LIFECYCLE_LEASE_SECONDS="3", LIFECYCLE_HEARTBEAT_TIMEOUT_MS="3000")
+    wait_for(lambda: len(sent_keys(live_runtime)) >= 1000, timeout=120, what="all 1,000 welcomes")
+    time.sleep(1.0)  # let any duplicate (there must be none) surface
+    # Then every step completed, and none was recorded or written twice
+    counts = sent_keys(live_runtime)
+    assert len(counts) == 1000
+    assert set(counts.values()) == {1}
+    files = outbox_files(outbox, "email")
+    assert len(files) == 1000
+    assert len({path.name.split("--")[0] for path in files}) == 1000
+    history = [store.history(f"lead{n:04d}")["customer-lifecycle:lead:1:welcome"]["state"] for n in range(1000)]
+    assert Counter(history) == {"sent": 1000}
+
+
+SHORT_JOURNEY = """\
+journey: short
+vars: {brand: Acme, shop_url: "https://acme.test"}
+stages:
+  - name: everyone
+    steps:
+      - wait: 3s
+        send: email
+        template: welcome
+"""
+
+
+def test_a_short_timer_behind_100k_long_ones_fires_within_a_second(live_settings, live_runtime, scheduler, workers):
+    # Given 100,000 timers due in 30 days (other contacts' future stage changes)
+    timers = TimerStore(live_runtime)
+    later = time.time() + 30 * DAY
+    timers.schedule_many((f"future{n}", f"r|future{n}", later) for n in range(100_000))
+    assert timers.counts()["pending"] == 100_000
+    # and a journey whose only step waits three seconds
+    (live_settings.journeys_dir / "customer-lifecycle.yaml").unlink()
+    write(live_settings.journeys_dir / "short.yaml", SHORT_JOURNEY)
+    workers(processes=1, threads=4)
+    # When a contact enters it
+    store = ContactStore(live_runtime)
+    store.identify("now", {"email": "now@example.com", "consent": {"email": True}})
+    wait_for(lambda: "short:everyone:1:welcome" in store.history("now"), timeout=20, what="the short timer")
+    # Then its message went out within a second of its due time
+    due = store.load("now").enrollments["short"].entered_at + 3
+    sent = store.history("now")["short:everyone:1:welcome"]
+    assert sent["state"] == "sent", sent
+    lateness = sent["w"] - due
+    assert -0.01 <= lateness <= 1.0, f"fired {lateness:.3f}s after its due time"
+    # and the long timers are untouched
+    assert timers.counts()["pending"] == 100_000
