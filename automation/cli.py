@@ -210,12 +210,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
             embedded.stop()
 
 
-def _run_scheduler(settings: Settings, stop: threading.Event) -> None:
+def _run_scheduler(settings: Settings, stop: threading.Event, metrics_port: int | None = None) -> None:
     from .dispatch import DramatiqDispatcher
     from .runtime import open_runtime
     from .scheduler import Scheduler
 
     runtime = open_runtime(settings)
+    if metrics_port:
+        from .metrics import serve_metrics
+
+        serve_metrics(runtime, metrics_port)
+        logger.warning("metrics on http://0.0.0.0:%d/metrics", metrics_port)
     dispatcher = DramatiqDispatcher(settings)
     try:
         Scheduler(runtime, dispatcher, dispatcher.queue_depth).run(stop)
@@ -237,7 +242,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _stop_on_signals(stop)
     try:
-        _run_scheduler(settings, stop)
+        _run_scheduler(settings, stop, args.metrics_port)
     finally:
         for embedded in _EMBEDDED:
             embedded.stop()
@@ -251,7 +256,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _stop_on_signals(stop)
     workers = start_workers(settings, args.processes, args.threads)
-    scheduler = threading.Thread(target=_run_scheduler, args=(settings, stop), name="scheduler", daemon=True)
+    scheduler = threading.Thread(target=_run_scheduler, args=(settings, stop, args.metrics_port), name="scheduler",
+                                 daemon=True)
     scheduler.start()
     print(f"lifecycle running: scheduler + {args.processes} worker process(es) x {args.threads} threads "
           f"on {settings.redis_url}; Ctrl-C stops", flush=True)
@@ -332,11 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("scheduler", help="run the timer scheduler")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.set_defaults(func=cmd_scheduler)
 
     p = sub.add_parser("run", help="scheduler and workers in one command, for small installs")
     p.add_argument("--processes", "-p", type=int, default=1)
     p.add_argument("--threads", "-t", type=int, default=8)
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="timers, queue, workers, counters and recent failures")

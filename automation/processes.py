@@ -24,11 +24,15 @@ def start_workers(settings: Settings, processes: int = 1, threads: int = 8,
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM the process group (graceful: running batches finish), then SIGKILL if needed."""
+    """SIGTERM the main process (graceful: running batches finish), then SIGKILL the group if needed.
+
+    Only the main process is signalled: the Dramatiq master forwards the signal to its
+    workers, and a worker that gets a second SIGTERM exits at once.
+    """
     if process.poll() is not None:
         return
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
     except ProcessLookupError:
         return
     try:
