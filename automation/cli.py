@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the demo: sample contacts, shipped journeys, compressed clock")
     p.add_argument("--days", type=float, default=40, help="simulated days to run (default 40)")
-    p.add_argument("--speed", type=float, default=86400, help="simulated seconds per real second (default 86400: a day a second)")
+    p.add_argument("--speed", type=float, default=86400,
+                   help="simulated seconds per real second (default 86400: a day a second)")
     p.add_argument("--outbox", default="outbox", help="folder for the messages (default ./outbox)")
     p.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from .channels import ChannelRegistry
@@ -12,6 +13,8 @@ from .runtime import Runtime
 from .scripts import Scripts
 from .templates import Renderer, TemplateCatalog
 from .timers import TimerStore
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +36,10 @@ class Engine:
         renderer = Renderer(catalog, channels.parts_for)
         journeys = JourneyRegistry(settings.journeys_dir, channels.names, TemplateCheck(catalog, renderer),
                                    settings.reload_seconds)
+        if not journeys.journeys:
+            logger.warning("no journeys are served: none load from %s", settings.journeys_dir)
+        for problem in channels.problems:
+            logger.error("channel configuration: %s", problem)
         return cls(runtime, journeys, renderer, catalog, channels, ContactStore(runtime), Scripts(runtime.redis),
                    TimerStore(runtime))
 

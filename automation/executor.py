@@ -67,11 +67,15 @@ def reevaluate(engine: Engine, claims: list[Claim]) -> None:
     journeys = list(engine.journeys.journeys.values())
     now = engine.runtime.clock.now()
     pipe = engine.runtime.redis.pipeline(transaction=False)
-    for claim, contact_id in zip(claims, ids):
+    missing = []
+    for claim, contact_id in zip(claims, ids, strict=True):
         state = states[contact_id]
+        if not state.exists:
+            missing.append(claim)  # deleted meanwhile: evaluating would recreate it
+            continue
         result = evaluate(state, journeys, now)
         for error in result.errors:
-            logger.warning("contact %s: rule error treated as false: %s", contact_id, error)
+            _log_rule_error(contact_id, error)
         if result.errors:
             pipe.hincrby(keys.stats, "rule_errors", len(result.errors))
         args: list[Any] = [contact_id, state.version, repr(now),
@@ -86,6 +90,20 @@ def reevaluate(engine: Engine, claims: list[Claim]) -> None:
                   keys.activity, keys.stats],
             args=args, client=pipe)
     pipe.execute()
+    if missing:
+        engine.timers.ack(missing)
+
+
+_rule_errors_logged: dict[str, float] = {}
+
+
+def _log_rule_error(contact_id: str, error: str) -> None:
+    """Log each distinct rule error at most once a minute: one broken rule must not flood the logs."""
+    now = time.monotonic()
+    if now - _rule_errors_logged.get(error, -60.0) >= 60.0:
+        _rule_errors_logged[error] = now
+        logger.warning("rule error treated as false (contact %s; repeats for a minute are not logged): %s",
+                       contact_id, error)
 
 
 # -- steps --------------------------------------------------------------------------------------
@@ -245,7 +263,7 @@ def _mark_and_send(engine: Engine, jobs: list[_Job], now: float) -> None:
                             client=pipe)
     to_send: dict[str, list[_Job]] = {}
     untouched: list[Claim] = []
-    for job, reply in zip(jobs, pipe.execute()):
+    for job, reply in zip(jobs, pipe.execute(), strict=True):
         state, _, rest = reply.partition(":")
         if state == "busy":
             # Another worker is sending this step now; its outcome will release everything.
@@ -270,10 +288,12 @@ def _mark_and_send(engine: Engine, jobs: list[_Job], now: float) -> None:
         assert adapter is not None
         try:
             results = adapter.send_many([job.delivery for job in batch if job.delivery is not None])
+            if len(results) != len(batch):
+                raise RuntimeError(f"send_many returned {len(results)} results for {len(batch)} deliveries")
         except Exception as exc:  # an adapter bug must not lose the batch: retry it like a 5xx
             logger.exception("adapter for %s raised", channel)
             results = [Retry(engine.runtime.settings.retry_base_seconds, f"adapter error: {exc}")] * len(batch)
-        for job, result in zip(batch, results):
+        for job, result in zip(batch, results, strict=True):
             _classify(engine, job, result, now)
 
 

@@ -128,7 +128,7 @@ def import_csv(store: ContactStore, path: Path) -> ImportReport:
             try:
                 attributes: dict[str, Any] = {}
                 contact_id = ""
-                for (name, kind), cell in zip(columns, row):
+                for (name, kind), cell in zip(columns, row, strict=True):
                     if name == id_column:
                         contact_id = check_contact_id(cell)
                     elif cell.strip() != "":

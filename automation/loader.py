@@ -135,7 +135,8 @@ def _explain(error: ValidationError, doc: Any, report: _Report) -> None:
                     if need not in instance:
                         report.add(_pos(instance, given, of_key=True),
                                    f"{given!r} needs {need!r} in the same step",
-                                   "a sending step names both the channel and the template: send: email, template: welcome")
+                                   "a sending step names both the channel and the template: "
+                                   "send: email, template: welcome")
         return
     if kind == "minProperties" and not path[-2:-1] == ["stages"]:
         report.add(_where(doc, path), "empty step", "a step has send: + template:, or wait:, or both")
@@ -189,7 +190,8 @@ def read_yaml(path: Path, report: _Report) -> Any:
         return None
 
 
-def load_journey(path: Path, channels: Collection[str], templates: TemplateCheck | None) -> tuple[Journey | None, list[Diagnostic]]:
+def load_journey(path: Path, channels: Collection[str],
+                 templates: TemplateCheck | None) -> tuple[Journey | None, list[Diagnostic]]:
     """Read and check one journey file. The journey is None when there is any error."""
     report = _Report(display_path(path))
     doc = read_yaml(path, report)

@@ -107,7 +107,9 @@ def format_contact(info: dict[str, Any]) -> str:
         lines.append(f"  {name}: {stats['count']} (last {stats['last']})")
     lines.append("journeys:")
     for name, journey in info["journeys"].items():
-        pending = f", next step {journey['pending_step']} at {journey['pending_due']}" if journey["pending_step"] else ""
+        pending = ""
+        if journey["pending_step"]:
+            pending = f", next step {journey['pending_step']} at {journey['pending_due']}"
         lines.append(f"  {name}: {journey['stage'] or '(none)'} since {journey['entered_at']}{pending}")
     lines.append(f"next time-based stage check: {info['next_stage_check']}")
     lines.append("messages:")

@@ -42,6 +42,10 @@ logger = logging.getLogger(__name__)
 RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "ps", "yi", "ckb"})
 
 
+#: For a channel, the message parts its templates must and may define.
+PartsFor = Callable[[str], tuple[tuple[str, ...], tuple[str, ...]]]
+
+
 class MissingValue(ChainableUndefined):
     """Falsy and chainable (so `{% if last.purchase.item %}` works), but printing it fails."""
 
@@ -76,7 +80,11 @@ class Rendered:
     parts: Mapping[str, str]
 
 
-_FILE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)(?:\.(?P<locale>[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*))?\.[A-Za-z0-9]+$")
+_FILE = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)"            # welcome
+    r"(?:\.(?P<locale>[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*))?"  # .pt-BR (optional)
+    r"\.[A-Za-z0-9]+$"                                  # .html
+)
 
 
 def locale_chain(locale: str | None, default: str | None) -> list[str | None]:
@@ -171,7 +179,7 @@ def _environment(root: Path, autoescape: bool) -> SandboxedEnvironment:
 class Renderer:
     """Renders the parts of a message from a template file and a context."""
 
-    def __init__(self, catalog: TemplateCatalog, parts_for: Callable[[str], tuple[tuple[str, ...], tuple[str, ...]]] | None = None) -> None:
+    def __init__(self, catalog: TemplateCatalog, parts_for: PartsFor | None = None) -> None:
         self.catalog = catalog
         self.parts_for = parts_for or (lambda channel: MESSAGE_PARTS.get(channel, (("body",), ())))
         self._text_env = _environment(catalog.root, autoescape=False)

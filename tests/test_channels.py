@@ -31,7 +31,8 @@ def plugin_path(tmp_path: Path) -> Iterator[Path]:
         "    def send(self, delivery):\n"
         "        return Sent('coo')\n"
     ))
-    write(tmp_path / "demo_plugin-1.0.dist-info" / "METADATA", "Metadata-Version: 2.1\nName: demo-plugin\nVersion: 1.0\n")
+    write(tmp_path / "demo_plugin-1.0.dist-info" / "METADATA",
+          "Metadata-Version: 2.1\nName: demo-plugin\nVersion: 1.0\n")
     write(tmp_path / "demo_plugin-1.0.dist-info" / "entry_points.txt", (
         "[lifecycle.channels]\n"
         "pigeon = demo_plugin:Pigeon\n"

@@ -58,7 +58,8 @@ def test_run_serves_contacts_from_other_commands_on_the_embedded_redis(project: 
         # and Prometheus sees the same counters
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         assert 'lifecycle_steps_total{channel="email",outcome="sent",reason=""} 1.0' in metrics
-        assert 'lifecycle_journey_steps_total{journey="customer-lifecycle",outcome="sent",stage="lead",step="welcome"} 1.0' in metrics
+        assert ('lifecycle_journey_steps_total{journey="customer-lifecycle",outcome="sent",stage="lead",'
+                'step="welcome"} 1.0') in metrics
         assert 'lifecycle_stage_entries_total{journey="customer-lifecycle",stage="lead"} 1.0' in metrics
         assert 'lifecycle_timers{state="pending"} 1.0' in metrics
     finally:

@@ -17,8 +17,10 @@ import pytest
 
 from automation.api import Lifecycle
 from automation.channels import Channel, ChannelRegistry, Delivery, Failed, Retry, Sent
+from automation.engine import Engine
 from automation.executor import run_batch
 from automation.keys import recheck_member, step_member
+from automation.runtime import open_runtime
 from automation.status import collect_status
 from automation.timers import TimerStore
 from tests.conftest import DAY, outbox_files, write
@@ -179,11 +181,14 @@ def test_a_redelivered_message_never_sends_twice(runtime, make_engine, settings,
     assert lc.history("ana")["customer-lifecycle:lead:1:welcome"]["state"] == "sent"
 
 
-def test_an_interrupted_send_is_not_repeated_by_a_provider_without_dedupe(runtime, make_engine, settings, clock):
-    # Given a provider that accepts the message, and the process dies before recording it
-    provider = Provider(settings.with_changes(lease_seconds=0.0), answers=[Crash()])
-    engine = with_provider(make_engine, settings, provider)
-    engine.runtime.settings = settings.with_changes(lease_seconds=0.0)  # the mark is abandoned at once
+def interrupted_welcome(settings, clock, idempotent: bool):
+    """A welcome the provider accepted, with the process dying before the outcome was recorded.
+
+    Leases of zero seconds make the "sending" mark count as abandoned at once.
+    """
+    runtime = open_runtime(settings.with_changes(lease_seconds=0.0), clock=clock)
+    provider = Provider(settings, answers=[Crash()], idempotent=idempotent)
+    engine = Engine.create(runtime, ChannelRegistry(settings, instances={"email": provider}))
     lc = Lifecycle(runtime)
     customer(lc, "ana", None, None)
     timers = TimerStore(runtime)
@@ -192,28 +197,26 @@ def test_an_interrupted_send_is_not_repeated_by_a_provider_without_dedupe(runtim
     with pytest.raises(Crash):
         run_batch(engine, step)
     assert lc.history("ana")["customer-lifecycle:lead:1:welcome"]["state"] == "sending"
+    return provider, engine, lc, step
+
+
+def test_an_interrupted_send_is_not_repeated_by_a_provider_without_dedupe(settings, clock):
+    provider, engine, lc, step = interrupted_welcome(settings, clock, idempotent=False)
     # When the step is delivered again
     run_batch(engine, step)
     # Then it is not sent a second time: the outcome is unknown, for reconciliation
     assert len(provider.calls) == 1
     outcome = lc.history("ana")["customer-lifecycle:lead:1:welcome"]
     assert outcome["state"] == "unknown" and outcome["code"] == "interrupted"
+    engine.runtime.close()
 
 
-def test_an_interrupted_send_is_repeated_when_the_provider_deduplicates(runtime, make_engine, settings):
-    provider = Provider(settings, answers=[Crash()], idempotent=True)
-    engine = with_provider(make_engine, settings, provider)
-    engine.runtime.settings = settings.with_changes(lease_seconds=0.0)
-    lc = Lifecycle(runtime)
-    customer(lc, "ana", None, None)
-    timers = TimerStore(runtime)
-    run_batch(engine, timers.claim(100)[0])
-    step, _ = timers.claim(100)
-    with pytest.raises(Crash):
-        run_batch(engine, step)
+def test_an_interrupted_send_is_repeated_when_the_provider_deduplicates(settings, clock):
+    provider, engine, lc, step = interrupted_welcome(settings, clock, idempotent=True)
     run_batch(engine, step)
     assert [d.key for d in provider.calls] == [provider.calls[0].key] * 2   # same key: deduplicated upstream
     assert lc.history("ana")["customer-lifecycle:lead:1:welcome"]["state"] == "sent"
+    engine.runtime.close()
 
 
 def test_retry_later_then_sent(runtime, make_engine, settings, clock, run_due):
@@ -236,10 +239,10 @@ def test_retry_later_then_sent(runtime, make_engine, settings, clock, run_due):
     assert outcome["state"] == "sent" and outcome["attempt"] == 2 and outcome["id"] == "p-ok"
 
 
-def test_retries_give_up_and_record_why(runtime, make_engine, settings, clock, run_due):
+def test_retries_give_up_and_record_why(settings, clock, run_due):
     provider = Provider(settings, answers=[Retry(1, "503 unavailable")] * 3)
-    engine = with_provider(make_engine, settings, provider)
-    engine.runtime.settings = settings.with_changes(max_send_attempts=3, retry_base_seconds=1)
+    runtime = open_runtime(settings.with_changes(max_send_attempts=3, retry_base_seconds=1), clock=clock)
+    engine = with_provider(lambda channels: Engine.create(runtime, channels), settings, provider)
     lc = Lifecycle(runtime)
     customer(lc, "ana", None, None)
     for _ in range(4):
@@ -248,6 +251,7 @@ def test_retries_give_up_and_record_why(runtime, make_engine, settings, clock, r
     outcome = lc.history("ana")["customer-lifecycle:lead:1:welcome"]
     assert outcome["state"] == "failed" and outcome["code"] == "gave_up" and "503" in outcome["reason"]
     assert len(provider.calls) == 3
+    runtime.close()
 
 
 def test_permanent_failure_updates_the_contact(runtime, make_engine, settings, clock, run_due):
@@ -334,3 +338,13 @@ def test_a_bad_edit_keeps_the_last_good_version_serving(runtime, engine, run_due
     customer(lc, "ana", None, None)
     run_due(engine)
     assert stage_of(lc, "ana") == "lead"
+
+
+def test_a_reevaluation_for_a_deleted_contact_does_not_recreate_it(runtime, engine, run_due, clock):
+    lc = Lifecycle(runtime)
+    customer(lc, "gone", None, None)
+    runtime.redis.delete(runtime.keys.contact("gone"))
+    run_due(engine)
+    assert not lc.contact("gone").exists
+    assert runtime.redis.exists(runtime.keys.contact("gone")) == 0
+    assert TimerStore(runtime).counts() == {"pending": 0, "leased": 0}

@@ -13,7 +13,8 @@ from tests.conftest import write
 EMAIL = """\
 {% extends "email/_layout.html" %}
 {% block subject %}Hi {{ first_name }} & welcome to {{ brand }}{% endblock %}
-{% block content %}<p>Hello {{ first_name }}, you bought {{ last.purchase.item | default("something") }}.</p>{% endblock %}
+{% block content %}<p>Hello {{ first_name }}, you bought {{ last.purchase.item | default("something") }}.</p>
+{% endblock %}
 """
 
 

@@ -99,5 +99,5 @@ class Channel(ABC):
         """Send several messages; adapters whose provider takes batches override this."""
         return [self.send(delivery) for delivery in deliveries]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Release connections; called when a worker stops."""
