@@ -35,7 +35,11 @@ def _ensure_venv() -> Path:
     python = _venv_python()
     if not python.exists():
         print(f"Creating virtual environment in {VENV} ...", flush=True)
-        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+        try:
+            venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+        except subprocess.CalledProcessError:
+            sys.exit("Could not create a virtual environment with pip. On Debian or Ubuntu install it with "
+                     "`sudo apt install python3-venv`, then run this command again.")
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if not STAMP.exists() or STAMP.read_text().strip() != wanted:
         print("Installing lifecycle and its dependencies ...", flush=True)

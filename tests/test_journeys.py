@@ -77,7 +77,7 @@ def test_a_new_lead_gets_a_personal_welcome_email(runtime, engine, run_due, sett
     assert stage_of(lc, "ana") == "lead"
     (path,) = outbox_files(settings.outbox_dir, "email")
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-    assert message["Subject"] == "Welcome to Northwind Outfitters, Ana!"
+    assert message["Subject"] == "Ana, welcome to Northwind Outfitters!"
     assert message["To"] == "ana@example.com"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["List-Unsubscribe"].startswith("<https://example.com/unsubscribe?token=")
@@ -348,3 +348,16 @@ def test_a_reevaluation_for_a_deleted_contact_does_not_recreate_it(runtime, engi
     assert not lc.contact("gone").exists
     assert runtime.redis.exists(runtime.keys.contact("gone")) == 0
     assert TimerStore(runtime).counts() == {"pending": 0, "leased": 0}
+
+
+def test_a_missing_first_name_falls_back_to_the_locale_greeting(runtime, engine, run_due, settings):
+    lc = Lifecycle(runtime)
+    lc.identify("anon", {"email": "anon@example.com", "consent": {"email": True}})
+    lc.identify("olga", {"email": "olga@example.com", "locale": "ru", "consent": {"email": True}})
+    run_due(engine)
+    bodies = {path.name.split("--")[0]: email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+              for path in outbox_files(settings.outbox_dir, "email")}
+    assert bodies["anon"]["Subject"] == "Welcome to Northwind Outfitters!"
+    assert "Hi there," in bodies["anon"].get_body(("html",)).get_content()
+    # No Russian template yet: the English one, with the Russian default name
+    assert "Hi друг," in bodies["olga"].get_body(("html",)).get_content()

@@ -178,3 +178,14 @@ def test_duplicate_journey_names_across_files(capsys, project):
                            "--templates", str(project / "templates"))
     assert code == 1
     assert any("journey name 'same' is already used by" in line for line in lines)
+
+
+def test_the_published_schema_is_valid_and_accepts_the_shipped_journeys():
+    from jsonschema import Draft202012Validator
+    from ruamel.yaml import YAML
+
+    from automation.loader import SCHEMA
+
+    Draft202012Validator.check_schema(SCHEMA)
+    for path in (ROOT / "journeys").glob("*.yaml"):
+        assert list(Draft202012Validator(SCHEMA).iter_errors(YAML().load(path.read_text()))) == []
