@@ -136,7 +136,7 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
         for diagnostic in engine.journeys.diagnostics:
             print(diagnostic.format(), file=sys.stderr)
         print("lifecycle demo: fix the journey files first (lifecycle validate)", file=sys.stderr)
-        runtime.close()
+        runtime.close(stop_embedded=True)
         return 1
 
     data = load_population()
@@ -186,7 +186,7 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
         stop_process(workers)
         dispatcher.close()
         engine.close()
-        runtime.close()
+        runtime.close(stop_embedded=True)  # the demo's own server
     return _summary(timeline, Path(outbox), out)
 
 

@@ -33,10 +33,12 @@ class Runtime:
         assert self.settings.redis_url, "open_runtime() always sets redis_url"
         return self.settings.redis_url
 
-    def close(self) -> None:
+    def close(self, stop_embedded: bool = False) -> None:
+        """Disconnect; leave the embedded server if this process started or joined it
+        (`stop_embedded=True` stops it even if other clients are connected)."""
         self.redis.close()
         if self.embedded is not None:
-            self.embedded.stop()
+            self.embedded.stop(force=stop_embedded)
             self.embedded = None
 
 

@@ -41,7 +41,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
     yield server.start()
-    server.stop()
+    server.stop(force=True)
 
 
 @pytest.fixture

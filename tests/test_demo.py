@@ -45,8 +45,8 @@ def leftover_processes(home: Path) -> list[psutil.Process]:
             cmdline = " ".join(process.info["cmdline"] or [])
             if "automation worker" in cmdline and process.environ().get("LIFECYCLE_HOME", "").startswith(str(home)):
                 found.append(process)
-            elif "redis-server" in cmdline and str(home) in Path(process.info["cmdline"][-1]).read_text():
-                found.append(process)
+            elif "redis-server" in cmdline and process.cwd().startswith(str(home)):
+                found.append(process)  # redis-server runs in its data folder
         except (psutil.Error, OSError, IndexError):
             continue
     return found
