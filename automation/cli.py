@@ -175,18 +175,19 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(settings: Settings) -> Settings:
-    """Resolve Redis and export settings so that child processes see the same deployment."""
+def _export(settings: Settings) -> tuple[Settings, Any]:
+    """Resolve Redis (starting the embedded server if needed) and export the settings, so that
+    child processes see the same deployment. Returns the settings and the embedded server or None."""
     from .runtime import resolve_redis
 
     resolved, embedded = resolve_redis(settings)
     os.environ.update(resolved.to_env())
+    return resolved, embedded
+
+
+def _leave(embedded: Any) -> None:
     if embedded is not None:
-        _EMBEDDED.append(embedded)
-    return resolved
-
-
-_EMBEDDED: list[Any] = []
+        embedded.stop()
 
 
 #: How often an idle Dramatiq consumer looks for new messages. Dramatiq's default (1000 ms)
@@ -198,7 +199,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     os.environ.setdefault("dramatiq_worker_timeout", IDLE_POLL_MS)
     from dramatiq import cli as dramatiq_cli
 
-    settings = _export(_settings())
+    settings, embedded = _export(_settings())
     argv = ["workers", "--processes", str(args.processes), "--threads", str(args.threads),
             "--queues", settings.queue, "--worker-shutdown-timeout", str(int(args.shutdown_timeout * 1000))]
     if args.verbose:
@@ -206,8 +207,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         return dramatiq_cli.main(dramatiq_cli.make_argument_parser().parse_args(argv)) or 0
     finally:
-        for embedded in _EMBEDDED:
-            embedded.stop()
+        _leave(embedded)
 
 
 def _run_scheduler(settings: Settings, stop: threading.Event, metrics_port: int | None = None) -> None:
@@ -238,21 +238,20 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    settings = _export(_settings())
+    settings, embedded = _export(_settings())
     stop = threading.Event()
     _stop_on_signals(stop)
     try:
         _run_scheduler(settings, stop, args.metrics_port)
     finally:
-        for embedded in _EMBEDDED:
-            embedded.stop()
+        _leave(embedded)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .processes import start_workers, stop_process
 
-    settings = _export(_settings())
+    settings, embedded = _export(_settings())
     stop = threading.Event()
     _stop_on_signals(stop)
     workers = start_workers(settings, args.processes, args.threads)
@@ -272,8 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop.set()
         scheduler.join(timeout=10)
         stop_process(workers)
-        for embedded in _EMBEDDED:
-            embedded.stop()
+        _leave(embedded)
     return 0 if workers.returncode in (0, -signal.SIGTERM, None) else 1
 
 

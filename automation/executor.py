@@ -64,8 +64,13 @@ def reevaluate(engine: Engine, claims: list[Claim]) -> None:
     keys = engine.runtime.keys
     ids = [claim.member[2:] for claim in claims]
     states = engine.store.load_many(ids)
-    journeys = list(engine.journeys.journeys.values())
+    served = engine.journeys.journeys
+    journeys = list(served.values())
     now = engine.runtime.clock.now()
+    # While a journey file fails to load, contacts in its stages keep being re-checked, so its
+    # time-based changes are not lost; they happen once the file is fixed.
+    retry_at = now + engine.runtime.clock.to_clock_seconds(JOURNEY_RETRY_SECONDS)
+    unloaded = bool(engine.journeys.failed_files)
     pipe = engine.runtime.redis.pipeline(transaction=False)
     missing = []
     for claim, contact_id in zip(claims, ids, strict=True):
@@ -78,8 +83,11 @@ def reevaluate(engine: Engine, claims: list[Claim]) -> None:
             _log_rule_error(contact_id, error)
         if result.errors:
             pipe.hincrby(keys.stats, "rule_errors", len(result.errors))
+        recheck_at = result.recheck_at
+        if unloaded and any(e.stage and name not in served for name, e in state.enrollments.items()):
+            recheck_at = min(recheck_at or retry_at, retry_at)
         args: list[Any] = [contact_id, state.version, repr(now),
-                           repr(result.recheck_at) if result.recheck_at is not None else "",
+                           repr(recheck_at) if recheck_at is not None else "",
                            repr(claim.lease) if claim.lease is not None else "", ACTIVITY_LENGTH,
                            len(result.changes)]
         for change in result.changes:
@@ -101,6 +109,8 @@ def _log_rule_error(contact_id: str, error: str) -> None:
     """Log each distinct rule error at most once a minute: one broken rule must not flood the logs."""
     now = time.monotonic()
     if now - _rule_errors_logged.get(error, -60.0) >= 60.0:
+        if len(_rule_errors_logged) > 1000:
+            _rule_errors_logged.clear()
         _rule_errors_logged[error] = now
         logger.warning("rule error treated as false (contact %s; repeats for a minute are not logged): %s",
                        contact_id, error)

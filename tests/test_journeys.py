@@ -361,3 +361,29 @@ def test_a_missing_first_name_falls_back_to_the_locale_greeting(runtime, engine,
     assert "Hi there," in bodies["anon"].get_body(("html",)).get_content()
     # No Russian template yet: the English one, with the Russian default name
     assert "Hi друг," in bodies["olga"].get_body(("html",)).get_content()
+
+
+def test_while_a_journey_file_is_broken_its_contacts_keep_being_rechecked(runtime, settings, clock, make_engine,
+                                                                          run_due):
+    # Given a contact in 'new' whose lapse is 40 days away
+    lc = Lifecycle(runtime)
+    customer(lc, "pat", 50, clock)
+    run_due(make_engine())
+    assert stage_of(lc, "pat") == "new"
+    # When a worker starts while the journey file is broken (so it has no good version of it)
+    path: Path = settings.journeys_dir / "customer-lifecycle.yaml"
+    good = path.read_text()
+    path.write_text(good.replace("send: sms", "send: smss"))
+    broken = make_engine()
+    assert "customer-lifecycle" not in broken.journeys.journeys
+    lc.track("pat", "page_view")
+    run_due(broken)
+    # Then pat keeps a re-check within a minute instead of losing the 40-day one
+    due = TimerStore(runtime).due_time("pat", recheck_member("pat"))
+    assert due is not None and due <= clock.now() + 60
+    # And once the file is fixed, the lapse happens on time
+    path.write_text(good)
+    broken.journeys.refresh(force=True)
+    clock.advance(41 * DAY)
+    run_due(broken)
+    assert stage_of(lc, "pat") == "lapsed"
