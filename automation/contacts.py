@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .events import Event, check_attributes, check_contact_id
-from .expressions import EventStats, EventsView, to_datetime
+from .expressions import EventStats, EventsView
 from .keys import recheck_member
 from .runtime import Runtime
 from .scripts import Scripts
@@ -69,10 +69,8 @@ class ContactState:
             elif kind == "j":
                 journey, _, part = rest.rpartition(":")
                 journeys.setdefault(journey, {})[part] = raw
-        events = EventsView(
-            (name, EventStats(int(v.get("n", 0)), to_datetime(v.get("f")), to_datetime(v.get("t"))))
-            for name, v in counts.items()
-        )
+        events = EventsView((name, EventStats(int(v.get("n", 0)), v.get("f"), v.get("t")))
+                            for name, v in counts.items())
         enrollments = {
             name: Enrollment(
                 stage=v.get("st"),
@@ -94,6 +92,8 @@ class ContactState:
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    if not any("." in path for path in flat):
+        return dict(flat)
     nested: dict[str, Any] = {}
     for path, value in sorted(flat.items()):
         node = nested
@@ -161,8 +161,9 @@ class ContactStore:
         def flush() -> None:
             if not batch:
                 return
-            now = self.runtime.clock.now()
-            pipe = self.redis.pipeline(transaction=False)
+            now = repr(self.runtime.clock.now())
+            keep = self.runtime.settings.recent_events
+            calls = []
             for event in batch:
                 keys = [
                     self.keys.contact(event.contact_id),
@@ -171,13 +172,9 @@ class ContactStore:
                 ]
                 if event.id is not None:
                     keys.append(self.keys.event_id(f"{event.contact_id}:{event.id}"))
-                self.scripts.record_event(
-                    keys=keys,
-                    args=[event.name, repr(round(event.at, 3)), event.to_json(), repr(now),
-                          self.runtime.settings.recent_events, EVENT_ID_TTL, recheck_member(event.contact_id)],
-                    client=pipe,
-                )
-            results.extend(bool(r) for r in pipe.execute())
+                calls.append(("record_event", keys, [event.name, repr(round(event.at, 3)), event.to_json(), now,
+                                                     keep, EVENT_ID_TTL, recheck_member(event.contact_id)]))
+            results.extend(bool(r) for r in self.scripts.run(calls))
             batch.clear()
 
         for event in events:

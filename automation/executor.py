@@ -71,8 +71,10 @@ def reevaluate(engine: Engine, claims: list[Claim]) -> None:
     # time-based changes are not lost; they happen once the file is fixed.
     retry_at = now + engine.runtime.clock.to_clock_seconds(JOURNEY_RETRY_SECONDS)
     unloaded = bool(engine.journeys.failed_files)
-    pipe = engine.runtime.redis.pipeline(transaction=False)
+    script_keys: list[str] = [keys.activity, keys.stats]
+    args: list[Any] = [repr(now), ACTIVITY_LENGTH]
     missing = []
+    rule_errors = 0
     for claim, contact_id in zip(claims, ids, strict=True):
         state = states[contact_id]
         if not state.exists:
@@ -81,23 +83,20 @@ def reevaluate(engine: Engine, claims: list[Claim]) -> None:
         result = evaluate(state, journeys, now)
         for error in result.errors:
             _log_rule_error(contact_id, error)
-        if result.errors:
-            pipe.hincrby(keys.stats, "rule_errors", len(result.errors))
+        rule_errors += len(result.errors)
         recheck_at = result.recheck_at
         if unloaded and any(e.stage and name not in served for name, e in state.enrollments.items()):
             recheck_at = min(recheck_at or retry_at, retry_at)
-        args: list[Any] = [contact_id, state.version, repr(now),
-                           repr(recheck_at) if recheck_at is not None else "",
-                           repr(claim.lease) if claim.lease is not None else "", ACTIVITY_LENGTH,
-                           len(result.changes)]
+        script_keys += [keys.contact(contact_id), keys.timers_for(contact_id), keys.leases_for(contact_id)]
+        args += [contact_id, state.version, repr(recheck_at) if recheck_at is not None else "",
+                 repr(claim.lease) if claim.lease is not None else "", len(result.changes)]
         for change in result.changes:
             args += [change.journey, change.stage or "", change.first_step.id if change.first_step else "",
                      repr(change.first_due) if change.first_due is not None else "", change.reason]
-        engine.scripts.transition(
-            keys=[keys.contact(contact_id), keys.timers_for(contact_id), keys.leases_for(contact_id),
-                  keys.activity, keys.stats],
-            args=args, client=pipe)
-    pipe.execute()
+    if len(script_keys) > 2:
+        engine.scripts.call("transition", script_keys, args)
+    if rule_errors:
+        engine.runtime.redis.hincrby(keys.stats, "rule_errors", rule_errors)
     if missing:
         engine.timers.ack(missing)
 
@@ -265,15 +264,12 @@ def _mark_and_send(engine: Engine, jobs: list[_Job], now: float) -> None:
     if not jobs:
         return
     runtime = engine.runtime
-    wall = time.time()
-    pipe = runtime.redis.pipeline(transaction=False)
-    for job in jobs:
-        engine.scripts.mark(keys=[runtime.keys.ledger(job.state.id)],
-                            args=[job.ledger_field, repr(wall), runtime.settings.lease_seconds, repr(now)],
-                            client=pipe)
+    replies = engine.scripts.call(
+        "mark", [runtime.keys.ledger(job.state.id) for job in jobs],
+        [repr(time.time()), runtime.settings.lease_seconds, repr(now), *(job.ledger_field for job in jobs)])
     to_send: dict[str, list[_Job]] = {}
     untouched: list[Claim] = []
-    for job, reply in zip(jobs, pipe.execute(), strict=True):
+    for job, reply in zip(jobs, replies, strict=True):
         state, _, rest = reply.partition(":")
         if state == "busy":
             # Another worker is sending this step now; its outcome will release everything.
@@ -329,7 +325,8 @@ def _record(engine: Engine, jobs: list[_Job], now: float) -> None:
     runtime = engine.runtime
     keys = runtime.keys
     wall = time.time()
-    pipe = runtime.redis.pipeline(transaction=False)
+    script_keys: list[str] = [keys.activity, keys.stats]
+    args: list[Any] = [repr(now), ACTIVITY_LENGTH]
     effects: list[_Job] = []
     for job in jobs:
         if job.kind in ("busy", "done"):
@@ -350,20 +347,24 @@ def _record(engine: Engine, jobs: list[_Job], now: float) -> None:
             following = job.stage.steps[job.index + 1] if job.index + 1 < len(job.stage.steps) else None
             next_id = following.id if following else ""
             next_due = job.due + following.delay if following else None
-        engine.scripts.record_step(
-            keys=[keys.contact(job.state.id), keys.timers_for(job.state.id), keys.leases_for(job.state.id),
-                  keys.ledger(job.state.id), keys.activity, keys.stats],
-            args=[job.state.id, job.journey.name, job.stage.name, job.occurrence, step.id, job.ledger_field,
-                  json.dumps(outcome, ensure_ascii=False), mode, next_id,
-                  repr(next_due) if next_due is not None else "",
-                  repr(job.claim.lease) if job.claim.lease is not None else "", repr(now), ACTIVITY_LENGTH,
-                  job.kind, step.channel, job.code, job.detail[:500]],
-            client=pipe)
-        log = logger.info if job.kind in ("sent", "skipped") else logger.warning
-        log("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.stage.name, step.id, job.state.id,
-            job.code, job.detail)
+        contact_id = job.state.id
+        script_keys += [keys.contact(contact_id), keys.timers_for(contact_id), keys.leases_for(contact_id),
+                        keys.ledger(contact_id)]
+        args += [contact_id, job.journey.name, job.stage.name, job.occurrence, step.id, job.ledger_field,
+                 json.dumps(outcome, ensure_ascii=False), mode, next_id,
+                 repr(next_due) if next_due is not None else "",
+                 repr(job.claim.lease) if job.claim.lease is not None else "",
+                 job.kind, step.channel, job.code, job.detail[:500]]
+        if job.kind in ("sent", "skipped"):
+            # Every outcome is in the ledger and the activity log; per-message lines only when asked.
+            logger.debug("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.stage.name, step.id,
+                         contact_id, job.code, job.detail)
+        else:
+            logger.warning("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.stage.name, step.id,
+                           contact_id, job.code, job.detail)
         if job.effect:
             effects.append(job)
-    pipe.execute()
+    if len(script_keys) > 2:
+        engine.scripts.call("record_step", script_keys, args)
     for job in effects:
         engine.store.identify(job.state.id, job.effect)

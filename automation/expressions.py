@@ -33,7 +33,7 @@ RULE_NAMES = frozenset({"contact", "events", "days_since", "hours_since", "stage
 #: Templates see the rule names plus these.
 TEMPLATE_EXTRA_NAMES = frozenset(
     {"now", "first_name", "last_name", "last", "recent_events", "unsubscribe_url", "locale", "dir",
-     "channel", "step"}
+     "channel", "step", "subject", "preheader"}
 )
 
 
@@ -191,13 +191,34 @@ class TimeValue:
     __repr__ = __str__
 
 
-@dataclass(frozen=True)
 class EventStats:
-    """What a rule or template knows about one event type of a contact."""
+    """What a rule or template knows about one event type of a contact.
 
-    count: int = 0
-    first: datetime | None = None
-    last: datetime | None = None
+    Times are kept as epoch seconds and turned into datetimes only when asked for:
+    most evaluations only need the count and `days_since()`.
+    """
+
+    __slots__ = ("count", "first_ts", "last_ts")
+
+    def __init__(self, count: int = 0, first_ts: float | None = None, last_ts: float | None = None) -> None:
+        self.count = count
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+
+    @property
+    def first(self) -> datetime | None:
+        return to_datetime(self.first_ts)
+
+    @property
+    def last(self) -> datetime | None:
+        return to_datetime(self.last_ts)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EventStats) and (self.count, self.first_ts, self.last_ts) == (
+            other.count, other.first_ts, other.last_ts)
+
+    def __repr__(self) -> str:
+        return f"EventStats(count={self.count}, first_ts={self.first_ts}, last_ts={self.last_ts})"
 
 
 class EventsView(dict):
@@ -244,8 +265,7 @@ def _since(unit: float, events: Mapping[str, EventStats], tracker: TimeTracker) 
         """
         timestamp = to_timestamp(what)
         if timestamp is None and isinstance(what, str):
-            last = events[what].last
-            timestamp = last.timestamp() if last else None
+            timestamp = events[what].last_ts
         if timestamp is None:
             return TimeValue(math.inf, 1.0 / unit, tracker)
         return TimeValue((tracker.now - timestamp) / unit, 1.0 / unit, tracker)

@@ -33,11 +33,11 @@ class Stage:
     description: str = ""
     line: int = 0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {step.id: i for i, step in enumerate(self.steps)})
+
     def step_index(self, step_id: str) -> int | None:
-        for index, step in enumerate(self.steps):
-            if step.id == step_id:
-                return index
-        return None
+        return self._index.get(step_id)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ class Journey:
     description: str = ""
     vars: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {stage.name: stage for stage in self.stages})
+
     def stage(self, name: str) -> Stage | None:
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        return None
+        return self._by_name.get(name)  # type: ignore[attr-defined]

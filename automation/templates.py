@@ -5,9 +5,13 @@ email; `title`, `body` for push); a template without blocks is the whole body
 (SMS). Templates may `{% extends %}` a layout and `{% import %}` macros.
 
 HTML is autoescaped; subjects, text bodies and SMS are not (an `&` in a subject
-must stay an `&`). Each template is therefore compiled in two environments that
-differ only in autoescaping, and rendered once per environment with every block
-captured as it runs, so top-level imports and layouts behave as usual.
+must stay an `&`). Every part is rendered in the one autoescaping environment,
+from one context, and the parts that are not HTML have their HTML entities
+decoded: decoding undoes exactly what escaping did to the contact's values, and
+entities have no meaning outside HTML anyway. Templates with only `extends` and
+blocks at the top level render each part straight from its block, the way
+Jinja's own inheritance would; others (top-level imports, `super()`) run once
+with every block captured as it renders.
 
 A value the template prints but the contact does not have is an error for that
 step (recorded, never a message with a hole); `{% if %}` and `| default(...)`
@@ -24,7 +28,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from jinja2 import ChainableUndefined, FileSystemLoader, TemplateError, TemplateSyntaxError
+from jinja2 import ChainableUndefined, FileSystemLoader, TemplateError, TemplateSyntaxError, nodes
 from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -110,20 +114,32 @@ class TemplateCatalog:
         self.root = Path(root)
         self._index: dict[tuple[str, str], dict[str | None, TemplateFile]] = {}
         self._defaults: dict[str, dict[str, Any]] = {}
+        self._signature: int | None = None
+        self.version = 0
         self.refresh()
 
     def refresh(self) -> None:
+        """Rescan the files; `version` changes when any file (layouts and partials too) changed."""
         index: dict[tuple[str, str], dict[str | None, TemplateFile]] = {}
+        stamps: list[tuple[str, int, int]] = []
         if self.root.is_dir():
             for channel_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
                 for path in sorted(channel_dir.iterdir()):
+                    if not path.is_file():
+                        continue
+                    info = path.stat()
+                    stamps.append((str(path), info.st_mtime_ns, info.st_size))
                     match = _FILE.match(path.name)
-                    if not path.is_file() or path.name.startswith("_") or not match:
+                    if path.name.startswith("_") or not match:
                         continue
                     entry = TemplateFile(channel_dir.name, match["name"], match["locale"], path)
                     index.setdefault((channel_dir.name, match["name"]), {})[match["locale"]] = entry
         self._index = index
         self._defaults = self._read_defaults()
+        signature = hash(tuple(stamps))
+        if signature != self._signature:
+            self._signature = signature
+            self.version += 1
 
     def _read_defaults(self) -> dict[str, dict[str, Any]]:
         """`defaults.yaml`: values used when a contact lacks them, per locale."""
@@ -164,12 +180,19 @@ class TemplateCatalog:
         return None
 
 
-def _environment(root: Path, autoescape: bool) -> SandboxedEnvironment:
+def _plain(rendered: str) -> str:
+    """A part that is not HTML: undo the autoescaping (`Tom &amp; Jerry` -> `Tom & Jerry`)."""
+    return html_lib.unescape(rendered) if "&" in rendered else rendered
+
+
+def _environment(root: Path) -> SandboxedEnvironment:
+    # No auto_reload (a stat per template per message): the catalog's periodic refresh
+    # notices changed files and the renderer drops its compiled templates then.
     env = SandboxedEnvironment(
         loader=FileSystemLoader(str(root)),
-        autoescape=autoescape,
+        autoescape=True,
         undefined=MissingValue,
-        auto_reload=True,
+        auto_reload=False,
         trim_blocks=True,
         lstrip_blocks=True,
     )
@@ -182,11 +205,21 @@ class Renderer:
     def __init__(self, catalog: TemplateCatalog, parts_for: PartsFor | None = None) -> None:
         self.catalog = catalog
         self.parts_for = parts_for or (lambda channel: MESSAGE_PARTS.get(channel, (("body",), ())))
-        self._text_env = _environment(catalog.root, autoescape=False)
-        self._html_env = _environment(catalog.root, autoescape=True)
+        self.env = _environment(catalog.root)
+        self._seen_version = catalog.version
+        self._chains: dict[str, list[Any] | None] = {}
+
+    def _sync(self) -> None:
+        """Forget compiled templates when files changed on disk."""
+        if self._seen_version != self.catalog.version:
+            self._seen_version = self.catalog.version
+            if self.env.cache is not None:
+                self.env.cache.clear()
+            self._chains.clear()
 
     def render(self, channel: str, name: str, locale: str | None, default_locale: str | None,
                context: Mapping[str, Any]) -> Rendered:
+        self._sync()
         template = self.catalog.resolve(channel, name, locale, default_locale)
         if template is None:
             tried = ", ".join(f"{name}.{opt}" if opt else name for opt in locale_chain(locale, default_locale))
@@ -196,15 +229,9 @@ class Renderer:
         variables.setdefault("locale", used_locale)
         variables.setdefault("dir", text_direction(used_locale))
         required, optional = self.parts_for(channel)
-        wanted = required + optional
-        parts: dict[str, str] = {}
+        wanted = tuple(required) + tuple(optional)
         try:
-            text_parts = [p for p in wanted if p not in HTML_PARTS]
-            html_parts = [p for p in wanted if p in HTML_PARTS]
-            if text_parts:
-                parts.update(self._render_parts(self._text_env, template, variables, text_parts))
-            if html_parts:
-                parts.update(self._render_parts(self._html_env, template, variables, html_parts))
+            parts = self._render_parts(template, variables, wanted)
         except UndefinedError as exc:
             raise TemplateRenderError(f"{template.path}: missing value: {exc.message}") from None
         except TemplateError as exc:
@@ -223,38 +250,82 @@ class Renderer:
                 raise TemplateRenderError(f"{template.path}: the {part!r} part is empty")
         return Rendered(template, used_locale, {k: v.strip() for k, v in parts.items()})
 
-    def _render_parts(self, env: SandboxedEnvironment, template: TemplateFile, variables: Mapping[str, Any],
-                      parts: list[str]) -> dict[str, str]:
-        compiled = env.get_template(template.loader_name)
+    def _render_parts(self, template: TemplateFile, variables: Mapping[str, Any],
+                      parts: tuple[str, ...]) -> dict[str, str]:
+        compiled = self.env.get_template(template.loader_name)
         context = compiled.new_context(dict(variables))
-        captured: dict[str, str] = {}
+        if not compiled.blocks and parts == ("body",):
+            return {"body": _plain("".join(compiled.root_render_func(context)))}
+        chain = self._chain(template.loader_name)
+        if chain is not None:
+            # Only blocks and `extends` at the top level: wire the inherited blocks into the context
+            # the way Jinja's `extends` does and render each wanted part once, from its block.
+            for parent in chain[1:]:
+                for name, block in parent.blocks.items():
+                    context.blocks.setdefault(name, []).append(block)
+            render = lambda part: "".join(context.blocks[part][0](context))  # noqa: E731
+        else:
+            # Top-level code (imports, sets, super()): run the template once, keeping each block's output.
+            captured: dict[str, str] = {}
+            for name, blocks in context.blocks.items():
+                blocks[0] = _Capture(name, blocks[0], captured)
+            "".join(compiled.root_render_func(context))
 
-        def capture(name: str, block: Callable[[Any], Iterable[str]]) -> Callable[[Any], Iterable[str]]:
-            def run(ctx: Any) -> Iterable[str]:
-                out = "".join(block(ctx))
-                captured.setdefault(name, out)
-                yield out
-            return run
-
-        for name, chain in context.blocks.items():
-            chain[0] = capture(name, chain[0])
-        whole = "".join(compiled.root_render_func(context))
+            def render(part: str) -> str:
+                return captured[part] if part in captured else "".join(context.blocks[part][0](context))
         result: dict[str, str] = {}
+        for part in parts:  # text parts first: the layout shows the subject and preheader
+            if part not in HTML_PARTS and part in context.blocks:
+                result[part] = _plain(render(part))
+                if part in ("subject", "preheader"):
+                    context.vars[part] = " ".join(result[part].split())
         for part in parts:
-            if part in captured:
-                result[part] = captured[part]
-            elif part in context.blocks:  # defined but not printed by a layout
-                result[part] = "".join(context.blocks[part][0](context))
-        if not compiled.blocks and parts == ["body"]:
-            result["body"] = whole
+            if part in HTML_PARTS and part in context.blocks:
+                result[part] = render(part)
         return result
+
+    def _chain(self, name: str) -> list[Any] | None:
+        """[template, its layout, ...] if each has only `extends` and blocks at its top level, else None.
+
+        A top-level `{% import %}` or `{% set %}` must run for blocks to see it, and `super()`
+        needs Jinja's own bookkeeping: such templates take the slower, general path.
+        """
+        if name not in self._chains:
+            self._chains[name] = self._find_chain(name, depth=0)
+        return self._chains[name]
+
+    def _find_chain(self, name: str, depth: int) -> list[Any] | None:
+        env = self.env
+        if depth > 10:
+            return None
+        ast = env.parse(env.loader.get_source(env, name)[0])
+        if any(node.name == "super" for node in ast.find_all(nodes.Name)):
+            return None
+        parent = None
+        for node in ast.body:
+            if isinstance(node, nodes.Extends):
+                if not isinstance(node.template, nodes.Const) or parent is not None:
+                    return None
+                parent = node.template.value
+            elif isinstance(node, nodes.Output):
+                if not all(isinstance(n, nodes.TemplateData) and not n.data.strip() for n in node.nodes):
+                    return None
+            elif not isinstance(node, nodes.Block):
+                return None
+        chain = [env.get_template(name)]
+        if parent is not None:
+            rest = self._find_chain(parent, depth + 1)
+            if rest is None:
+                return None
+            chain += rest
+        return chain
 
     def check(self, template: TemplateFile) -> list[tuple[int, str]]:
         """Problems in a template file as (line, message): syntax errors and missing parts."""
+        self._sync()
         problems: list[tuple[int, str]] = []
         try:
-            compiled = self._text_env.get_template(template.loader_name)
-            self._html_env.get_template(template.loader_name)
+            compiled = self.env.get_template(template.loader_name)
         except TemplateSyntaxError as exc:
             return [(exc.lineno or 1, f"template syntax error: {exc.message}")]
         except TemplateError as exc:
@@ -275,6 +346,30 @@ class Renderer:
                 yield from self._all_blocks(compiled.environment.get_template(match.group(1)))
             except TemplateError:
                 pass
+
+
+class _Capture:
+    """Stands in for a block function and keeps what it rendered.
+
+    It compares equal to the block it wraps because Jinja finds a block's parent for
+    `{{ super() }}` by looking the running block up in the chain.
+    """
+
+    __slots__ = ("name", "block", "captured")
+
+    def __init__(self, name: str, block: Callable[[Any], Iterable[str]], captured: dict[str, str]) -> None:
+        self.name, self.block, self.captured = name, block, captured
+
+    def __call__(self, context: Any) -> Iterable[str]:
+        out = "".join(self.block(context))
+        self.captured.setdefault(self.name, out)
+        yield out
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or other is self.block
+
+    def __hash__(self) -> int:
+        return hash(self.block)
 
 
 class _TextExtractor(HTMLParser):

@@ -68,13 +68,12 @@ class TimerStore:
         now = self.runtime.clock.now()
         wall = time.time()
         lease_end = wall + self.runtime.settings.lease_seconds
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in range(self.keys.shards):
-            self.scripts.claim(keys=[self.keys.timers(shard), self.keys.leases(shard)],
-                               args=[repr(now), repr(wall), repr(lease_end), limit_per_shard], client=pipe)
+        args = [repr(now), repr(wall), repr(lease_end), limit_per_shard]
+        calls = [("claim", [self.keys.timers(shard), self.keys.leases(shard)], args)
+                 for shard in range(self.keys.shards)]
         claims: list[Claim] = []
         reclaimed = 0
-        for flat, expired in pipe.execute():
+        for flat, expired in self.scripts.run(calls):
             reclaimed += int(expired)
             for i in range(0, len(flat), 2):
                 claims.append(Claim(flat[i], float(flat[i + 1]), lease_end))
@@ -82,13 +81,10 @@ class TimerStore:
         return claims, reclaimed
 
     def ack(self, claims: Iterable[Claim]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for claim in claims:
-            if claim.lease is not None:
-                contact_id = claim.member.rsplit("|", 1)[-1]
-                self.scripts.ack(keys=[self.keys.leases_for(contact_id)], args=[claim.member, repr(claim.lease)],
-                                 client=pipe)
-        pipe.execute()
+        """Release claims that needed no work (the lease only, and only if still theirs)."""
+        self.scripts.run([("ack", [self.keys.leases_for(claim.member.rsplit("|", 1)[-1])],
+                           [claim.member, repr(claim.lease)])
+                          for claim in claims if claim.lease is not None])
 
     def counts(self) -> dict[str, int]:
         """Pending and leased timers over all shards."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from urllib.parse import urlencode
 
 
 def _b64(data: bytes) -> str:
@@ -43,7 +42,7 @@ def verify_token(secret: str, token: str) -> tuple[str, str] | None:
 
 def unsubscribe_url(base: str, secret: str, contact_id: str, channel: str) -> str:
     separator = "&" if "?" in base else "?"
-    return f"{base}{separator}{urlencode({'token': make_token(secret, contact_id, channel)})}"
+    return f"{base}{separator}token={make_token(secret, contact_id, channel)}"  # URL-safe as it is
 
 
 def list_unsubscribe_headers(url: str, mailto: str | None) -> dict[str, str]:

@@ -7,9 +7,12 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from automation.embedded import EmbeddedRedis
+
+pytestmark = pytest.mark.integration
 
 
 def alive(pid: int) -> bool:

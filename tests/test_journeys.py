@@ -151,6 +151,10 @@ def test_winback_email_then_sms_then_push_when_nothing_happens(runtime, engine, 
     assert "20%" in body["body"] and "COMEBACK20" in body["body"]
     (push,) = outbox_files(settings.outbox_dir, "push")
     assert json.loads(push.read_text())["to"] == ["tok-1"]
+    (coupon,) = outbox_files(settings.outbox_dir, "email")
+    html = email.message_from_bytes(coupon.read_bytes(), policy=email.policy.default).get_body(("html",)).get_content()
+    assert "<title>Kim, here is 20% off to welcome you back</title>" in html
+    assert ">Use code COMEBACK20 at checkout.</div>" in html
 
 
 def test_no_consent_means_nothing_on_that_channel(runtime, engine, run_due, clock, settings):

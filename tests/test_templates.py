@@ -106,3 +106,23 @@ def test_empty_required_part_is_an_error(renderer, tmp_path):
 def test_html_to_text_keeps_links_and_paragraphs():
     text = html_to_text("<html><head><style>p{}</style></head><p>One &amp; two</p><p><a href='u'>Link</a></p></html>")
     assert text == "One & two\n\nLink (u)"
+
+
+def test_edits_are_picked_up_after_a_refresh(renderer, tmp_path):
+    assert renderer.render("sms", "ping", "en", "en", context()).parts["body"].startswith("Tom & Jerry: hi")
+    write(tmp_path / "sms" / "ping.en.txt", "Changed: {{ first_name }}")
+    renderer.catalog.refresh()
+    assert renderer.render("sms", "ping", "en", "en", context()).parts["body"] == "Changed: Ana <b>"
+
+
+def test_top_level_imports_and_super_still_work(renderer, tmp_path):
+    write(tmp_path / "email" / "_macros.html", "{% macro shout(x) %}{{ x | upper }}!{% endmacro %}")
+    write(tmp_path / "email" / "_base.html",
+          "{% block subject %}Base{% endblock %}{% block html %}<p>b</p>{% endblock %}")
+    write(tmp_path / "email" / "macro.en.html", '{% import "email/_macros.html" as m %}'
+          "{% block subject %}{{ m.shout(first_name) }}{% endblock %}{% block html %}{{ m.shout('x') }}{% endblock %}")
+    write(tmp_path / "email" / "sup.en.html", '{% extends "email/_base.html" %}'
+          "{% block subject %}{{ super() }} and more{% endblock %}")
+    renderer.catalog.refresh()
+    assert renderer.render("email", "macro", "en", "en", context()).parts["subject"] == "ANA <B>!"
+    assert renderer.render("email", "sup", "en", "en", context()).parts["subject"] == "Base and more"

@@ -1,43 +1,57 @@
--- Record a step's outcome and move the contact's journey on, atomically.
--- KEYS[1] contact hash  KEYS[2] timers zset  KEYS[3] leases zset  KEYS[4] ledger hash
--- KEYS[5] activity stream  KEYS[6] stats hash
--- ARGV[1] contact id  ARGV[2] journey  ARGV[3] stage  ARGV[4] occurrence  ARGV[5] step id
--- ARGV[6] ledger field  ARGV[7] outcome JSON  ARGV[8] mode: 'advance' or 'retry'
--- ARGV[9] next step id ('' = last step) or, for 'retry', unused
--- ARGV[10] next step due, or the retry time  ARGV[11] lease end held ('' = none)
--- ARGV[12] now  ARGV[13] activity length  ARGV[14] outcome kind (sent, skipped, failed, retry, unknown)
--- ARGV[15] channel  ARGV[16] reason code  ARGV[17] detail for the activity log
-local cid, journey, stage, occ, step = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local member = 's|' .. journey .. '|' .. cid
-redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
-local kind = ARGV[14]
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[13], '*', 't', ARGV[12], 'k', kind, 'c', cid,
-  'j', journey, 's', stage, 'p', step, 'ch', ARGV[15], 'd', ARGV[17])
-redis.call('HINCRBY', KEYS[6], kind, 1)
-if ARGV[15] ~= '' then
-  redis.call('HINCRBY', KEYS[6], kind .. ':' .. ARGV[15], 1)
+-- Record the outcomes of a batch of steps and move each contact's journey on, atomically.
+-- KEYS[1] activity stream  KEYS[2] stats hash
+-- then per step i, four keys from 3 + 4(i-1): contact hash, timers zset, leases zset, ledger hash
+-- ARGV[1] now  ARGV[2] activity length
+-- then per step i, 15 values from 3 + 15(i-1): contact id, journey, stage, occurrence, step id,
+--   ledger field, outcome JSON, mode ('advance' or 'retry'), next step id ('' = last),
+--   next due (or the retry time), lease end held ('' = none), outcome kind
+--   (sent, skipped, failed, retry, unknown), channel, reason code, detail for the activity log
+-- Returns per step 1 if the journey moved on, 0 if the contact had moved on meanwhile.
+local now, maxlen = ARGV[1], ARGV[2]
+local counts = {}
+local function count(field)
+  counts[field] = (counts[field] or 0) + 1
 end
-if ARGV[16] ~= '' then
-  redis.call('HINCRBY', KEYS[6], kind .. ':' .. ARGV[16], 1)
-end
-redis.call('HINCRBY', KEYS[6], 'step:' .. journey .. ':' .. stage .. ':' .. step .. ':' .. kind, 1)
-if ARGV[11] ~= '' then
-  local score = redis.call('ZSCORE', KEYS[3], member)
-  if score and tonumber(score) == tonumber(ARGV[11]) then
-    redis.call('ZREM', KEYS[3], member)
+local replies = {}
+local n = (#KEYS - 2) / 4
+for i = 1, n do
+  local k = 3 + 4 * (i - 1)
+  local contact, timers, leases, ledger = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local a = 3 + 15 * (i - 1)
+  local cid, journey, stage, occ, step = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local field, outcome, mode, next_id, next_due = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
+  local lease, kind, channel, code, detail = ARGV[a + 10], ARGV[a + 11], ARGV[a + 12], ARGV[a + 13], ARGV[a + 14]
+  local member = 's|' .. journey .. '|' .. cid
+  redis.call('HSET', ledger, field, outcome)
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 't', now, 'k', kind, 'c', cid,
+    'j', journey, 's', stage, 'p', step, 'ch', channel, 'd', detail)
+  count(kind)
+  if channel ~= '' then count(kind .. ':' .. channel) end
+  if code ~= '' then count(kind .. ':' .. code) end
+  count('step:' .. journey .. ':' .. stage .. ':' .. step .. ':' .. kind)
+  if lease ~= '' then
+    local score = redis.call('ZSCORE', leases, member)
+    if score and tonumber(score) == tonumber(lease) then
+      redis.call('ZREM', leases, member)
+    end
+  end
+  local p = 'j:' .. journey .. ':'
+  local current = redis.call('HMGET', contact, p .. 'st', p .. 'oc', p .. 'sp')
+  if current[1] ~= stage or current[2] ~= occ or current[3] ~= step then
+    replies[i] = 0  -- the contact moved on meanwhile; its new stage has its own timer
+  else
+    if mode == 'retry' then
+      redis.call('ZADD', timers, next_due, member)
+    elseif next_id ~= '' then
+      redis.call('HSET', contact, p .. 'sp', next_id, p .. 'du', next_due)
+      redis.call('ZADD', timers, next_due, member)
+    else
+      redis.call('HDEL', contact, p .. 'sp', p .. 'du')
+    end
+    replies[i] = 1
   end
 end
-local p = 'j:' .. journey .. ':'
-local current = redis.call('HMGET', KEYS[1], p .. 'st', p .. 'oc', p .. 'sp')
-if current[1] ~= stage or current[2] ~= occ or current[3] ~= step then
-  return 0  -- the contact moved on meanwhile; its new stage has its own timer
+for field, value in pairs(counts) do
+  redis.call('HINCRBY', KEYS[2], field, value)
 end
-if ARGV[8] == 'retry' then
-  redis.call('ZADD', KEYS[2], ARGV[10], member)
-elseif ARGV[9] ~= '' then
-  redis.call('HSET', KEYS[1], p .. 'sp', ARGV[9], p .. 'du', ARGV[10])
-  redis.call('ZADD', KEYS[2], ARGV[10], member)
-else
-  redis.call('HDEL', KEYS[1], p .. 'sp', p .. 'du')
-end
-return 1
+return replies

@@ -1,0 +1,22 @@
+"""The discard adapter: the whole pipeline runs, nothing leaves the building.
+
+Templates are rendered, consent and addresses checked, outcomes recorded, but
+the message is dropped. For dry runs of a journey in staging, load tests, and
+the throughput benchmark (bench/), where it measures the engine, not a provider.
+"""
+
+from __future__ import annotations
+
+from .base import Channel, Delivery, Result, Sent
+
+
+class DiscardChannel(Channel):
+    name = "discard"
+    channels = ("email", "sms", "push")
+    idempotent = True
+
+    def send(self, delivery: Delivery) -> Result:
+        return Sent(provider_id="discarded")
+
+    def send_many(self, deliveries):  # type: ignore[override]
+        return [Sent(provider_id="discarded")] * len(deliveries)
