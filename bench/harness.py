@@ -82,6 +82,24 @@ def bench_redis() -> Iterator[tuple[str, str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class StepsFailed(RuntimeError):
+    """A benchmark's steps failed instead of being sent: the figures would mean nothing."""
+
+
+def progress(client: redis.Redis, stats_key: str, target: int, field: str = "sent") -> Callable[[], bool]:
+    """A wait_until condition: `field` reached `target`; raises if steps failed meanwhile."""
+
+    def done() -> bool:
+        values = client.hmget(stats_key, field, "failed")
+        if int(values[1] or 0):
+            namespace = stats_key.rsplit(":", 1)[0]
+            last = client.xrevrange(f"{namespace}:activity", count=1)
+            raise StepsFailed(f"{values[1]} step(s) failed, e.g. {last[0][1] if last else '?'}")
+        return int(values[0] or 0) >= target
+
+    return done
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

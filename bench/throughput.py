@@ -26,7 +26,8 @@ from automation.events import check_attributes
 from automation.runtime import open_runtime
 from automation.scheduler import Scheduler
 
-from .harness import Bench, LifecycleWorkers, NoopWorkers, delete_namespace, run_in_process, setup_engine, wait_until
+from .harness import (Bench, LifecycleWorkers, NoopWorkers, delete_namespace, progress, run_in_process, setup_engine,
+                      wait_until)
 
 
 def baseline(bench: Bench, n: int) -> float:
@@ -76,7 +77,7 @@ def steps(bench: Bench, n: int, name: str = "steps") -> float:
     stop = threading.Event()
     scheduler = Scheduler(runtime, dispatcher, dispatcher.queue_depth)
     thread = threading.Thread(target=scheduler.run, args=(stop,), daemon=True)
-    done = lambda: int(client.hget(runtime.keys.stats, "sent") or 0) >= n  # noqa: E731
+    done = progress(client, runtime.keys.stats, n)
     try:
         start = time.perf_counter()
         thread.start()

@@ -1,0 +1,59 @@
+"""Redis memory of one contact with 10 attributes and a short event history.
+
+10,000 such contacts are imported and settled in their stage (enrollment fields, the
+pending step timer and the re-check timer included); Redis's memory growth divided by
+their number is `redis_bytes_per_contact`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from automation.clock import ManualClock
+from automation.contacts import ContactStore
+from automation.events import Event, check_attributes
+
+from .harness import Bench, delete_namespace, run_in_process, setup_engine, used_memory
+
+DAY = 86400.0
+COUNT = 10_000
+
+
+def attributes(n: int) -> dict:
+    return {
+        "email": f"customer{n}@example.com", "phone": f"+1415555{n % 10000:04d}", "first_name": "Alexandra",
+        "last_name": "Kowalska", "locale": "pl", "timezone": "Europe/Warsaw", "country": "PL", "plan": "gold",
+        "consent": {"email": True, "sms": False},
+    }
+
+
+def history(contact: str, now: float) -> list[Event]:
+    return [
+        Event(contact, "signup", now - 60 * DAY, {}),
+        Event(contact, "page_view", now - 50 * DAY, {"page": "/jackets"}),
+        Event(contact, "page_view", now - 40 * DAY, {"page": "/pricing"}),
+        Event(contact, "purchase", now - 30 * DAY, {"item": "Merino wool shirt", "value": 79}),
+        Event(contact, "email_open", now - 20 * DAY, {"campaign": "spring"}),
+    ]
+
+
+def run(bench: Bench) -> dict:
+    settings = bench.settings("mem")
+    clock = ManualClock(time.time())
+    runtime, engine = setup_engine(settings, clock)
+    store = ContactStore(runtime)
+    client = bench.client()
+    before = used_memory(client)
+    ids = [f"m{n:06d}" for n in range(COUNT)]
+    store.identify_many((cid, check_attributes(attributes(n))) for n, cid in enumerate(ids))
+    store.track_many(event for cid in ids for event in history(cid, clock.now()))
+    stored = used_memory(client) - before
+    run_in_process(runtime, engine)
+    settled = used_memory(client) - before
+    engine.close()
+    runtime.close()
+    delete_namespace(client, settings.namespace)
+    return {
+        "redis_bytes_per_contact": round(settled / COUNT, 1),
+        "redis_bytes_per_contact_before_evaluation": round(stored / COUNT, 1),
+    }
