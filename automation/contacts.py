@@ -4,14 +4,16 @@ One hash per contact holds everything a rule needs, so evaluating a contact is
 one HGETALL:
 
     a:<attribute>      JSON value (nested attributes flattened: a:consent.email)
-    e:<event>:n|f|t    count, first and last occurrence (epoch seconds)
+    e:<event>          "count,first,last" (times in whole epoch seconds)
     j:<journey>:st     current stage; :oc entries so far; :in entered at;
     j:<journey>:sp     pending step id; :du its due time
     v                  version, bumped by every event or attribute change
     ct                 created at
 
-The last few events with their properties live in a capped list beside it
-(`last.purchase.item` in a template), and the per-step outcomes in a ledger hash.
+The last few events with their properties live beside it, newest first, as JSON
+lines in one string (`last.purchase.item` in a template), and the per-step
+outcomes in a ledger hash. Field layouts are chosen for memory: Redis keeps small
+hashes in a compact encoding in which integers take 5 bytes.
 Every change queues a re-evaluation of the contact's stages as a timer due now,
 so bursts of events for one contact coalesce into one evaluation.
 """
@@ -24,7 +26,7 @@ from typing import Any, Iterable, Mapping
 
 from .events import Event, check_attributes, check_contact_id
 from .expressions import EventStats, EventsView
-from .keys import recheck_member
+from .keys import recheck_member, seconds
 from .runtime import Runtime
 from .scripts import Scripts
 
@@ -57,20 +59,18 @@ class ContactState:
     @classmethod
     def from_hash(cls, contact_id: str, data: Mapping[str, str]) -> "ContactState":
         flat: dict[str, Any] = {}
-        counts: dict[str, dict[str, float]] = {}
+        events = EventsView()
         journeys: dict[str, dict[str, str]] = {}
         for key, raw in data.items():
             kind, _, rest = key.partition(":")
             if kind == "a":
                 flat[rest] = json.loads(raw)
             elif kind == "e":
-                name, _, part = rest.rpartition(":")
-                counts.setdefault(name, {})[part] = float(raw)
+                count, first, last = raw.split(",")
+                events[rest] = EventStats(int(count), float(first), float(last))
             elif kind == "j":
                 journey, _, part = rest.rpartition(":")
                 journeys.setdefault(journey, {})[part] = raw
-        events = EventsView((name, EventStats(int(v.get("n", 0)), v.get("f"), v.get("t")))
-                            for name, v in counts.items())
         enrollments = {
             name: Enrollment(
                 stage=v.get("st"),
@@ -107,11 +107,12 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def decode_recent(items: Iterable[str]) -> list[dict[str, Any]]:
+def decode_recent(text: str | None) -> list[dict[str, Any]]:
+    """Recent events are kept as JSON lines of compact arrays: [name, time, properties]."""
     recent = []
-    for raw in items:
+    for raw in (text or "").splitlines():
         item = json.loads(raw)
-        recent.append({"event": item["e"], "at": item["t"], "properties": item.get("p", {})})
+        recent.append({"event": item[0], "at": float(item[1]), "properties": item[2] if len(item) > 2 else {}})
     recent.sort(key=lambda e: e["at"], reverse=True)
     return recent
 
@@ -143,7 +144,7 @@ class ContactStore:
             if removals:
                 pipe.hdel(key, *removals)
             pipe.hincrby(key, "v", 1)
-            pipe.hsetnx(key, "ct", repr(now))
+            pipe.hsetnx(key, "ct", seconds(now))
             pipe.zadd(self.keys.timers_for(contact_id), {recheck_member(contact_id): now}, lt=True)
             count += 1
         pipe.execute()
@@ -172,7 +173,7 @@ class ContactStore:
                 ]
                 if event.id is not None:
                     keys.append(self.keys.event_id(f"{event.contact_id}:{event.id}"))
-                calls.append(("record_event", keys, [event.name, repr(round(event.at, 3)), event.to_json(), now,
+                calls.append(("record_event", keys, [event.name, seconds(event.at), event.to_json(), now,
                                                      keep, EVENT_ID_TTL, recheck_member(event.contact_id)]))
             results.extend(bool(r) for r in self.scripts.run(calls))
             batch.clear()
@@ -193,7 +194,7 @@ class ContactStore:
         for contact_id in ids:
             pipe.hgetall(self.keys.contact(contact_id))
             if recent:
-                pipe.lrange(self.keys.recent_events(contact_id), 0, -1)
+                pipe.get(self.keys.recent_events(contact_id))
         replies = pipe.execute()
         step = 2 if recent else 1
         states = {}

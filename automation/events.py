@@ -39,9 +39,11 @@ class Event:
     id: str | None = None
 
     def to_json(self) -> str:
-        """Compact form kept in the contact's recent-event list."""
-        return json.dumps({"e": self.name, "t": round(self.at, 3), "p": dict(self.properties)},
-                          separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+        """Compact form kept in the contact's recent-event list: [name, whole seconds, properties]."""
+        item: list[Any] = [self.name, int(self.at)]
+        if self.properties:
+            item.append(dict(self.properties))
+        return json.dumps(item, separators=(",", ":"), ensure_ascii=False)
 
 
 def check_contact_id(value: object) -> str:

@@ -30,7 +30,7 @@ from .context import rule_context, template_context
 from .engine import Engine
 from .expressions import RuleError, TimeTracker
 from .journey import Journey, Stage, Step
-from .keys import parse_member
+from .keys import due, parse_member, seconds
 from .stages import evaluate
 from .templates import TemplateRenderError
 from .timers import Claim
@@ -72,7 +72,7 @@ def reevaluate(engine: Engine, claims: list[Claim]) -> None:
     retry_at = now + engine.runtime.clock.to_clock_seconds(JOURNEY_RETRY_SECONDS)
     unloaded = bool(engine.journeys.failed_files)
     script_keys: list[str] = [keys.activity, keys.stats]
-    args: list[Any] = [repr(now), ACTIVITY_LENGTH]
+    args: list[Any] = [seconds(now), ACTIVITY_LENGTH]
     missing = []
     rule_errors = 0
     for claim, contact_id in zip(claims, ids, strict=True):
@@ -88,11 +88,11 @@ def reevaluate(engine: Engine, claims: list[Claim]) -> None:
         if unloaded and any(e.stage and name not in served for name, e in state.enrollments.items()):
             recheck_at = min(recheck_at or retry_at, retry_at)
         script_keys += [keys.contact(contact_id), keys.timers_for(contact_id), keys.leases_for(contact_id)]
-        args += [contact_id, state.version, repr(recheck_at) if recheck_at is not None else "",
+        args += [contact_id, state.version, due(recheck_at) if recheck_at is not None else "",
                  repr(claim.lease) if claim.lease is not None else "", len(result.changes)]
         for change in result.changes:
             args += [change.journey, change.stage or "", change.first_step.id if change.first_step else "",
-                     repr(change.first_due) if change.first_due is not None else "", change.reason]
+                     due(change.first_due) if change.first_due is not None else "", change.reason]
     if len(script_keys) > 2:
         engine.scripts.call("transition", script_keys, args)
     if rule_errors:
@@ -326,7 +326,7 @@ def _record(engine: Engine, jobs: list[_Job], now: float) -> None:
     keys = runtime.keys
     wall = time.time()
     script_keys: list[str] = [keys.activity, keys.stats]
-    args: list[Any] = [repr(now), ACTIVITY_LENGTH]
+    args: list[Any] = [seconds(now), ACTIVITY_LENGTH]
     effects: list[_Job] = []
     for job in jobs:
         if job.kind in ("busy", "done"):
@@ -352,7 +352,7 @@ def _record(engine: Engine, jobs: list[_Job], now: float) -> None:
                         keys.ledger(contact_id)]
         args += [contact_id, job.journey.name, job.stage.name, job.occurrence, step.id, job.ledger_field,
                  json.dumps(outcome, ensure_ascii=False), mode, next_id,
-                 repr(next_due) if next_due is not None else "",
+                 due(next_due) if next_due is not None else "",
                  repr(job.claim.lease) if job.claim.lease is not None else "",
                  job.kind, step.channel, job.code, job.detail[:500]]
         if job.kind in ("sent", "skipped"):

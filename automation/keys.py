@@ -60,6 +60,16 @@ class Keys:
         return f"{self.namespace}:c:*"
 
 
+def seconds(timestamp: float) -> str:
+    """A time kept in a contact hash: whole seconds, which Redis stores as a 5-byte integer."""
+    return str(int(timestamp))
+
+
+def due(timestamp: float) -> str:
+    """A due time: to the millisecond, the same value in the timer's score and the contact hash."""
+    return repr(round(timestamp, 3))
+
+
 def step_member(journey: str, contact_id: str) -> str:
     return f"s|{journey}|{contact_id}"
 

@@ -17,7 +17,7 @@ from .config import ConfigError, Settings
 from .embedded import EmbeddedRedis
 from .keys import Keys
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 
 @dataclass
@@ -72,6 +72,12 @@ def check_meta(runtime: Runtime) -> None:
     key = runtime.keys.meta
     runtime.redis.hsetnx(key, "timer_shards", runtime.settings.timer_shards)
     runtime.redis.hsetnx(key, "schema", SCHEMA_VERSION)
+    schema = runtime.redis.hget(key, "schema")
+    if schema != SCHEMA_VERSION:
+        raise ConfigError(
+            f"the data in Redis (namespace {runtime.settings.namespace!r}) has layout version {schema}, this "
+            f"version of lifecycle uses {SCHEMA_VERSION}; use another LIFECYCLE_NAMESPACE or an empty database"
+        )
     stored = int(runtime.redis.hget(key, "timer_shards"))
     if stored != runtime.settings.timer_shards:
         raise ConfigError(
