@@ -7,6 +7,7 @@ timer is what limits how many contacts one Redis can hold.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -66,8 +67,11 @@ def seconds(timestamp: float) -> str:
 
 
 def due(timestamp: float) -> str:
-    """A due time: to the millisecond, the same value in the timer's score and the contact hash."""
-    return repr(round(timestamp, 3))
+    """A due time, to the millisecond, the same value in the timer's score and the contact hash.
+
+    Rounded down: a step due now must be due now, not half a millisecond from now.
+    """
+    return repr(math.floor(timestamp * 1000) / 1000)
 
 
 def step_member(journey: str, contact_id: str) -> str:

@@ -73,6 +73,6 @@ def evaluate(state: ContactState, journeys: Iterable[Journey], now: float) -> Ev
         first = stage.steps[0] if stage.steps else None
         reason = f"when: {stage.rule.source}" if stage.rule else "no other stage applies"
         result.changes.append(StageChange(journey.name, stage.name, first,
-                                          round(now + first.delay, 3) if first else None, reason))
+                                          now + first.delay if first else None, reason))
     result.recheck_at = tracker.next_change
     return result

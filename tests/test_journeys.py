@@ -391,3 +391,14 @@ def test_while_a_journey_file_is_broken_its_contacts_keep_being_rechecked(runtim
     clock.advance(41 * DAY)
     run_due(broken)
     assert stage_of(lc, "pat") == "lapsed"
+
+
+@pytest.mark.parametrize("fraction", [0.0001, 0.4996, 0.9999])
+def test_a_step_due_on_entry_runs_in_the_same_pass_whatever_the_clock_reads(runtime, engine, run_due, clock,
+                                                                           fraction, settings):
+    # Due times are kept to the millisecond; rounding up would leave them just out of reach.
+    clock.set(int(clock.now()) + fraction)
+    lc = Lifecycle(runtime)
+    customer(lc, "ana", None, None)
+    run_due(engine)
+    assert len(outbox_files(settings.outbox_dir, "email")) == 1
