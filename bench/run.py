@@ -26,6 +26,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+try:
+    import dramatiq  # noqa: F401
+    import redis  # noqa: F401
+except ImportError:
+    # Started by a Python without the project installed: use the README's virtual environment.
+    venv_python = ROOT / ".venv" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if venv_python.exists() and Path(sys.executable).resolve() != venv_python.resolve():
+        os.execv(str(venv_python), [str(venv_python), *sys.argv])
+    sys.exit("The project is not installed: run `python3 dev.py test` (or `python3 dev.py demo`) once first.")
+
 from bench import memory, population, throughput, timers, transitions  # noqa: E402
 from bench.harness import Bench, bench_redis  # noqa: E402
 

@@ -126,3 +126,16 @@ def test_the_documented_adapter_sends_and_classifies(slack_url):
     assert isinstance(result, Failed) and "invalid_payload" in result.reason
     result = adapter.send(delivery("http://127.0.0.1:1/closed"))
     assert isinstance(result, Retry) and "unreachable" in result.reason
+
+
+def test_the_discard_adapter_runs_everything_but_the_send(runtime, make_engine, run_due, settings):
+    from automation.api import Lifecycle
+
+    discard = {"email": "discard", "sms": "discard", "push": "discard"}
+    engine = make_engine(ChannelRegistry(settings.with_changes(channels=discard)))
+    lc = Lifecycle(runtime)
+    lc.identify("ana", {"email": "ana@example.com", "consent": {"email": True}})
+    run_due(engine)
+    outcome = lc.history("ana")["customer-lifecycle:lead:1:welcome"]
+    assert outcome["state"] == "sent" and outcome["id"] == "discarded"
+    assert list(settings.outbox_dir.glob("*/*")) == []
