@@ -66,7 +66,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     catalog = TemplateCatalog(templates_dir)
     check = TemplateCheck(catalog, Renderer(catalog, channels.parts_for))
     paths = [Path(p) for p in args.paths] or [settings.journeys_dir]
-    journeys, diagnostics = validate_paths(paths, channels.names, check, include_all_templates=not args.paths)
+    journeys, diagnostics = validate_paths(paths, channels.adapters, check, include_all_templates=not args.paths)
     errors = [d for d in diagnostics if d.is_error]
     warnings = [d for d in diagnostics if not d.is_error]
     if args.format == "json":

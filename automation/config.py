@@ -67,16 +67,22 @@ class Settings:
     unsubscribe_url: str = "https://example.com/unsubscribe"
     unsubscribe_mailto: str = "unsubscribe@example.com"
     secret: str = "change-me"
+    pause_seconds: float = 300.0
     channels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CHANNELS))
+    #: Messages per second per adapter name (LIFECYCLE_RATE_TWILIO=10), shared by all workers.
+    rate_limits: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         channels = dict(DEFAULT_CHANNELS)
+        rate_limits: dict[str, float] = {}
         for key, value in env.items():
             # LIFECYCLE_CHANNEL_EMAIL=sendgrid routes the journey channel "email" to that adapter.
             if key.startswith("LIFECYCLE_CHANNEL_") and value:
                 channels[key[len("LIFECYCLE_CHANNEL_"):].lower()] = value
+            elif key.startswith("LIFECYCLE_RATE_") and value:
+                rate_limits[key[len("LIFECYCLE_RATE_"):].lower()] = _float(env, key, 0.0, minimum=0.001)
         origin = env.get("LIFECYCLE_CLOCK_ORIGIN")
         namespace = env.get("LIFECYCLE_NAMESPACE") or "lc"
         if any(c in namespace for c in " |:"):
@@ -107,7 +113,9 @@ class Settings:
             unsubscribe_url=env.get("LIFECYCLE_UNSUBSCRIBE_URL") or cls.unsubscribe_url,
             unsubscribe_mailto=env.get("LIFECYCLE_UNSUBSCRIBE_MAILTO") or cls.unsubscribe_mailto,
             secret=env.get("LIFECYCLE_SECRET") or cls.secret,
+            pause_seconds=_float(env, "LIFECYCLE_PAUSE_SECONDS", 300.0, minimum=1.0),
             channels=channels,
+            rate_limits=rate_limits,
         )
 
     def with_changes(self, **changes: object) -> "Settings":
@@ -139,6 +147,7 @@ class Settings:
             "LIFECYCLE_UNSUBSCRIBE_URL": self.unsubscribe_url,
             "LIFECYCLE_UNSUBSCRIBE_MAILTO": self.unsubscribe_mailto,
             "LIFECYCLE_SECRET": self.secret,
+            "LIFECYCLE_PAUSE_SECONDS": repr(self.pause_seconds),
         }
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
@@ -146,4 +155,6 @@ class Settings:
             env["LIFECYCLE_CLOCK_ORIGIN"] = repr(self.clock_origin)
         for channel, adapter in self.channels.items():
             env[f"LIFECYCLE_CHANNEL_{channel.upper()}"] = adapter
+        for adapter, rate in self.rate_limits.items():
+            env[f"LIFECYCLE_RATE_{adapter.upper()}"] = repr(rate)
         return env

@@ -135,6 +135,10 @@ class ContactStore:
         count = 0
         for contact_id, checked in items:
             key = self.keys.contact(contact_id)
+            # A new address is worth trying again: forget that the old one was invalid.
+            for address in ("email", "phone"):
+                if checked.get(address) is not None and f"{address}_invalid" not in checked:
+                    checked = {**checked, f"{address}_invalid": None}
             updates = {f"a:{k}": json.dumps(v, ensure_ascii=False) for k, v in checked.items() if v is not None}
             removals = [f"a:{k}" for k, v in checked.items() if v is None]
             # Order matters, not atomicity: an evaluation that read the old attributes either
@@ -149,6 +153,36 @@ class ContactStore:
             count += 1
         pipe.execute()
         return count
+
+    def apply_effects(self, contact_id: str, effect: Mapping[str, Any]) -> None:
+        """Apply what an adapter learnt while sending: attributes to set, or values to remove
+        from list attributes (`Remove`), e.g. a push token the provider says is dead."""
+        from .channels.base import Remove
+
+        plain = {name: value for name, value in effect.items() if not isinstance(value, Remove)}
+        if plain:
+            self.identify(contact_id, plain)
+        for name, removal in effect.items():
+            if isinstance(removal, Remove):
+                self._remove_from_list(contact_id, name, removal.values)
+
+    def _remove_from_list(self, contact_id: str, name: str, values: Iterable[Any]) -> None:
+        key, field = self.keys.contact(contact_id), f"a:{name}"
+        gone = set(values)
+
+        def change(pipe: Any) -> None:
+            raw = pipe.hget(key, field)
+            current = json.loads(raw) if raw else []
+            kept = [v for v in current if v not in gone] if isinstance(current, list) else current
+            pipe.multi()
+            if kept:
+                pipe.hset(key, field, json.dumps(kept, ensure_ascii=False))
+            else:
+                pipe.hdel(key, field)
+            pipe.hincrby(key, "v", 1)
+            pipe.zadd(self.keys.timers_for(contact_id), {recheck_member(contact_id): self.runtime.clock.now()}, lt=True)
+
+        self.redis.transaction(change, key)  # retried if the contact changes meanwhile
 
     def track(self, event: Event) -> bool:
         """Record an event; False if an event with the same id was already recorded."""

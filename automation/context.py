@@ -26,6 +26,22 @@ def rule_context(state: ContactState, journey: Journey, tracker: TimeTracker) ->
     return context
 
 
+def step_data(state: ContactState, journey: Journey, stage: str, step: str, now: float) -> dict[str, Any]:
+    """What a step without a template sends: webhooks post it, provider templates receive it."""
+    return {
+        "journey": journey.name, "stage": stage, "step": step, "at": _iso(now),
+        "contact": contact_view(state),
+        "events": {name: {"count": s.count, "first": _iso(s.first_ts), "last": _iso(s.last_ts)}
+                   for name, s in sorted(state.events.items())},
+        "vars": dict(journey.vars),
+    }
+
+
+def _iso(timestamp: float | None) -> str | None:
+    moment = to_datetime(timestamp)
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
 def last_events(recent: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The most recent occurrence of each event type: `last.purchase.item`."""
     last: dict[str, dict[str, Any]] = {}

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from .channels import ChannelRegistry
 from .contacts import ContactStore
 from .loader import TemplateCheck
+from .pauses import ChannelPauses
+from .ratelimit import RateLimiter
 from .registry import JourneyRegistry
 from .runtime import Runtime
 from .scripts import Scripts
@@ -27,6 +29,8 @@ class Engine:
     store: ContactStore
     scripts: Scripts
     timers: TimerStore
+    pauses: ChannelPauses
+    limiter: RateLimiter
 
     @classmethod
     def create(cls, runtime: Runtime, channels: ChannelRegistry | None = None) -> "Engine":
@@ -34,14 +38,15 @@ class Engine:
         channels = channels or ChannelRegistry(settings)
         catalog = TemplateCatalog(settings.templates_dir)
         renderer = Renderer(catalog, channels.parts_for)
-        journeys = JourneyRegistry(settings.journeys_dir, channels.names, TemplateCheck(catalog, renderer),
+        journeys = JourneyRegistry(settings.journeys_dir, channels.adapters, TemplateCheck(catalog, renderer),
                                    settings.reload_seconds)
         if not journeys.journeys:
             logger.warning("no journeys are served: none load from %s", settings.journeys_dir)
         for problem in channels.problems:
             logger.error("channel configuration: %s", problem)
-        return cls(runtime, journeys, renderer, catalog, channels, ContactStore(runtime), Scripts(runtime.redis),
-                   TimerStore(runtime))
+        scripts = Scripts(runtime.redis)
+        return cls(runtime, journeys, renderer, catalog, channels, ContactStore(runtime), scripts,
+                   TimerStore(runtime), ChannelPauses(runtime), RateLimiter(runtime, settings.rate_limits, scripts))
 
     def close(self) -> None:
         self.channels.close()

@@ -23,14 +23,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .channels import Delivery, Failed, Retry, Sent
+from .channels import Delivery, Failed, Misconfigured, Retry, Sent
 from .channels.base import Result
 from .contacts import ContactState
-from .context import rule_context, template_context
+from .context import rule_context, step_data, template_context
 from .engine import Engine
 from .expressions import RuleError, TimeTracker
 from .journey import Journey, Stage, Step
 from .keys import due, parse_member, seconds
+from .pauses import Pause
 from .stages import evaluate
 from .templates import TemplateRenderError
 from .timers import Claim
@@ -38,6 +39,8 @@ from .unsubscribe import list_unsubscribe_headers, unsubscribe_url
 
 logger = logging.getLogger(__name__)
 ACTIVITY_LENGTH = 100_000
+#: Outcomes of steps that could not go yet and wait in the timer store, attempts unchanged.
+WAITING = frozenset({"paused", "throttled"})
 #: When a step's journey failed to load, look again after this many wall-clock seconds.
 JOURNEY_RETRY_SECONDS = 60.0
 
@@ -165,8 +168,9 @@ def execute_steps(engine: Engine, claims: list[Claim]) -> None:
         engine.timers.ack(done)
     if postponed:
         _postpone(engine, postponed, now)
+    paused = engine.pauses.active() if jobs else {}
     for job in jobs:
-        _check_and_render(engine, job, now)
+        _check_and_render(engine, job, now, paused)
     _mark_and_send(engine, [job for job in jobs if not job.kind], now)
     _record(engine, [job for job in jobs if job.kind], now)
 
@@ -214,7 +218,13 @@ def _postpone(engine: Engine, claims: list[Claim], now: float) -> None:
     engine.timers.ack(claims)
 
 
-def _check_and_render(engine: Engine, job: _Job, now: float) -> None:
+def _wait(engine: Engine, job: _Job, now: float, kind: str, code: str, detail: str, wall_seconds: float) -> None:
+    """The step cannot go now (channel paused, rate limit): it waits in the timer store."""
+    job.retry_at = now + engine.runtime.clock.to_clock_seconds(max(wall_seconds, 0.0))
+    job.decide(kind, code, detail)
+
+
+def _check_and_render(engine: Engine, job: _Job, now: float, paused: dict[str, Pause]) -> None:
     """Decide skips and failures that need no provider call; otherwise build the Delivery."""
     if job.kind:
         return
@@ -226,17 +236,25 @@ def _check_and_render(engine: Engine, job: _Job, now: float) -> None:
         except RuleError as exc:
             return job.decide("failed", "rule_error", str(exc))
     adapter = engine.channels.get(step.channel)
-    if adapter is None:
-        return job.decide("failed", "channel_not_configured",
-                          f"no adapter serves channel {step.channel!r} in this worker")
-    contact = {**state.attributes, "id": state.id}
-    consent = state.attributes.get("consent", {})
-    if not (isinstance(consent, dict) and consent.get(step.channel) is True):
-        return job.decide("skipped", "no_consent", f"no consent for {step.channel}")
-    to = adapter.address(step.channel, contact)
-    if not to:
-        return job.decide("skipped", "no_address", f"no {step.channel} address")
     settings = engine.runtime.settings
+    if adapter is None:
+        # This worker's configuration does not route the channel (others may): wait, do not fail.
+        return _wait(engine, job, now, "paused", "channel_not_configured",
+                     f"no adapter serves channel {step.channel!r} in this worker", settings.pause_seconds)
+    if step.channel in paused:
+        pause = paused[step.channel]
+        return _wait(engine, job, now, "paused", "channel_paused", f"channel paused: {pause.reason}",
+                     pause.until - time.time())
+    contact = {**state.attributes, "id": state.id}
+    if adapter.needs_consent:
+        consent = state.attributes.get("consent", {})
+        if not (isinstance(consent, dict) and consent.get(step.channel) is True):
+            return job.decide("skipped", "no_consent", f"no consent for {step.channel}")
+    to = adapter.address(step.channel, contact, step.options)
+    if not to:
+        why = {"email": "no valid email address", "sms": "no valid phone number"}.get(
+            step.channel, f"no {step.channel} address")
+        return job.decide("skipped", "no_address", why)
     key = f"{job.ledger_field}:{state.id}"
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
@@ -245,19 +263,26 @@ def _check_and_render(engine: Engine, job: _Job, now: float) -> None:
         extra["unsubscribe_url"] = url
         headers.update(list_unsubscribe_headers(url, settings.unsubscribe_mailto))
     locale = state.attributes.get("locale")
-    defaults = engine.catalog.defaults_for(locale, journey.locale)
-    context = template_context(state, journey, job.stage.name, step.id, step.channel, now, defaults, extra)
-    try:
-        rendered = engine.renderer.render(step.channel, step.template, locale, journey.locale, context)
-    except TemplateRenderError as exc:
-        return job.decide("failed", "template_error", str(exc))
+    parts: dict[str, str] = {}
+    used_locale = locale or journey.locale
+    if step.template:
+        defaults = engine.catalog.defaults_for(locale, journey.locale)
+        context = template_context(state, journey, job.stage.name, step.id, step.channel, now, defaults, extra)
+        try:
+            rendered = engine.renderer.render(step.channel, step.template, locale, journey.locale, context)
+        except TemplateRenderError as exc:
+            return job.decide("failed", "template_error", str(exc))
+        parts, used_locale = dict(rendered.parts), rendered.locale
     metadata = {"journey": journey.name, "stage": job.stage.name, "step": step.id, "contact_id": state.id,
                 "key": key}
     headers.update({"X-Lifecycle-Journey": journey.name, "X-Lifecycle-Step": f"{job.stage.name}/{step.id}",
                     "X-Lifecycle-Key": key})
+    # Steps without a template (webhooks, provider-side templates) send the step's data instead.
+    data = {} if step.template else {**step_data(state, journey, job.stage.name, step.id, now), **extra}
     job.delivery = Delivery(key=key, contact_id=state.id, journey=journey.name, stage=job.stage.name, step=step.id,
-                            channel=step.channel, template=step.template, locale=rendered.locale, to=to,
-                            parts=rendered.parts, at=now, headers=headers, metadata=metadata)
+                            channel=step.channel, template=step.template, locale=used_locale, to=to,
+                            parts=parts, at=now, headers=headers, metadata=metadata, options=step.options,
+                            data=data)
 
 
 def _mark_and_send(engine: Engine, jobs: list[_Job], now: float) -> None:
@@ -292,6 +317,13 @@ def _mark_and_send(engine: Engine, jobs: list[_Job], now: float) -> None:
     for channel, batch in to_send.items():
         adapter = engine.channels.get(channel)
         assert adapter is not None
+        granted, wait = engine.limiter.take(adapter.name, len(batch))
+        for job in batch[granted:]:
+            _wait(engine, job, now, "throttled", "rate_limited",
+                  f"{adapter.name} is limited to {engine.limiter.limits[adapter.name]:g} messages/s", wait)
+        batch = batch[:granted]
+        if not batch:
+            continue
         try:
             results = adapter.send_many([job.delivery for job in batch if job.delivery is not None])
             if len(results) != len(batch):
@@ -299,8 +331,14 @@ def _mark_and_send(engine: Engine, jobs: list[_Job], now: float) -> None:
         except Exception as exc:  # an adapter bug must not lose the batch: retry it like a 5xx
             logger.exception("adapter for %s raised", channel)
             results = [Retry(engine.runtime.settings.retry_base_seconds, f"adapter error: {exc}")] * len(batch)
+        pause = None
         for job, result in zip(batch, results, strict=True):
-            _classify(engine, job, result, now)
+            if isinstance(result, Misconfigured):
+                pause = pause or engine.pauses.pause(channel, result.reason)
+                _wait(engine, job, now, "paused", "misconfigured", f"channel paused: {result.reason}",
+                      pause.until - time.time())
+            else:
+                _classify(engine, job, result, now)
 
 
 def _classify(engine: Engine, job: _Job, result: Result, now: float) -> None:
@@ -308,6 +346,8 @@ def _classify(engine: Engine, job: _Job, result: Result, now: float) -> None:
     if isinstance(result, Sent):
         job.decide("sent", "", result.detail or result.provider_id)
         job.outcome["id"] = result.provider_id
+        job.outcome.update(result.info)
+        job.effect = dict(result.effect)
     elif isinstance(result, Retry):
         if job.attempt >= settings.max_send_attempts:
             job.decide("failed", "gave_up", f"gave up after {job.attempt} attempts: {result.reason}")
@@ -334,13 +374,16 @@ def _record(engine: Engine, jobs: list[_Job], now: float) -> None:
         step = job.step
         outcome = {"state": job.kind, "at": now, "w": wall, "ch": step.channel, "tpl": step.template,
                    "attempt": job.attempt, **job.outcome}
+        if job.kind in WAITING and job.code in ("channel_paused", "channel_not_configured"):
+            # Never marked: leave the ledger as it is (an earlier retry keeps its attempt count).
+            outcome = {}
         if job.delivery is not None:
             outcome["loc"] = job.delivery.locale
         if job.kind != "sent" and job.detail:
             outcome["reason"] = job.detail
         if job.code:
             outcome["code"] = job.code
-        if job.kind == "retry":
+        if job.kind == "retry" or job.kind in WAITING:
             mode, next_id, next_due = "retry", "", job.retry_at
         else:
             mode = "advance"
@@ -351,11 +394,11 @@ def _record(engine: Engine, jobs: list[_Job], now: float) -> None:
         script_keys += [keys.contact(contact_id), keys.timers_for(contact_id), keys.leases_for(contact_id),
                         keys.ledger(contact_id)]
         args += [contact_id, job.journey.name, job.stage.name, job.occurrence, step.id, job.ledger_field,
-                 json.dumps(outcome, ensure_ascii=False), mode, next_id,
+                 json.dumps(outcome, ensure_ascii=False) if outcome else "", mode, next_id,
                  due(next_due) if next_due is not None else "",
                  repr(job.claim.lease) if job.claim.lease is not None else "",
                  job.kind, step.channel, job.code, job.detail[:500]]
-        if job.kind in ("sent", "skipped"):
+        if job.kind in ("sent", "skipped") or job.kind in WAITING:
             # Every outcome is in the ledger and the activity log; per-message lines only when asked.
             logger.debug("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.stage.name, step.id,
                          contact_id, job.code, job.detail)
@@ -367,4 +410,4 @@ def _record(engine: Engine, jobs: list[_Job], now: float) -> None:
     if len(script_keys) > 2:
         engine.scripts.call("record_step", script_keys, args)
     for job in effects:
-        engine.store.identify(job.state.id, job.effect)
+        engine.store.apply_effects(job.state.id, job.effect)

@@ -20,9 +20,11 @@ class Step:
     id: str
     delay: float
     channel: str
-    template: str
+    template: str                       # "" when the channel needs none (webhook, provider template)
     condition: Expression | None = None
     line: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    max_segments: int | None = None     # SMS: warn in `validate` above this many segments
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Journey:
     locale: str = "en"
     description: str = ""
     vars: Mapping[str, Any] = field(default_factory=dict)
+    max_sms_segments: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {stage.name: stage for stage in self.stages})

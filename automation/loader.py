@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Collection, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -27,7 +27,16 @@ from .durations import HINT as DURATION_HINT
 from .durations import DurationError, parse_duration
 from .expressions import RULE_NAMES, TEMPLATE_EXTRA_NAMES, ExpressionError, compile_rule, did_you_mean
 from .journey import Journey, Stage, Step
-from .templates import Renderer, TemplateCatalog, locale_chain
+from .samples import sample_context
+from .sms import segments
+from .templates import Renderer, TemplateCatalog, TemplateRenderError, locale_chain
+
+if TYPE_CHECKING:
+    from .channels.base import Channel
+
+#: Journey channel -> the adapter serving it (None where only the name is known).
+Channels = Mapping[str, "Channel | None"]
+DEFAULT_MAX_SMS_SEGMENTS = 2
 
 SCHEMA: dict[str, Any] = json.loads((resources.files("automation") / "schema" / "journey.schema.json").read_text())
 _VALIDATOR = Draft202012Validator(SCHEMA)
@@ -190,7 +199,7 @@ def read_yaml(path: Path, report: _Report) -> Any:
         return None
 
 
-def load_journey(path: Path, channels: Collection[str],
+def load_journey(path: Path, channels: Channels,
                  templates: TemplateCheck | None) -> tuple[Journey | None, list[Diagnostic]]:
     """Read and check one journey file. The journey is None when there is any error."""
     report = _Report(display_path(path))
@@ -206,7 +215,7 @@ def load_journey(path: Path, channels: Collection[str],
     return (None if has_errors(report.items) else journey), sorted(set(report.items))
 
 
-def _compile(source: Any, where: tuple[int, int], names: Collection[str], report: _Report):
+def _compile(source: Any, where: tuple[int, int], names: Iterable[str], report: _Report):
     if not isinstance(source, str):
         return None  # the schema already reported the wrong type
     try:
@@ -216,7 +225,7 @@ def _compile(source: Any, where: tuple[int, int], names: Collection[str], report
         return None
 
 
-def _build(doc: CommentedMap, path: Path, report: _Report, channels: Collection[str],
+def _build(doc: CommentedMap, path: Path, report: _Report, channels: Channels,
            templates: TemplateCheck | None) -> Journey | None:
     name = doc.get("journey") if isinstance(doc.get("journey"), str) else path.stem
     variables = doc.get("vars") if isinstance(doc.get("vars"), dict) else {}
@@ -226,6 +235,8 @@ def _build(doc: CommentedMap, path: Path, report: _Report, channels: Collection[
                    f"rename it; {var!r} already means something in rules and templates")
     names = set(variables) - reserved
     locale = doc.get("locale") if isinstance(doc.get("locale"), str) else "en"
+    max_segments = doc.get("max_sms_segments")
+    max_segments = max_segments if isinstance(max_segments, int) and max_segments > 0 else DEFAULT_MAX_SMS_SEGMENTS
     audience = None
     if "audience" in doc:
         audience = _compile(doc["audience"], _pos(doc, "audience"), names, report)
@@ -234,7 +245,11 @@ def _build(doc: CommentedMap, path: Path, report: _Report, channels: Collection[
     seen_stages: dict[str, int] = {}
     catch_all: str | None = None
     for index, stage_doc in enumerate(stages_doc):
-        if not isinstance(stage_doc, dict) or not isinstance(stage_doc.get("name"), str):
+        if not isinstance(stage_doc, dict):
+            continue
+        if not isinstance(stage_doc.get("name"), str):
+            # Reported by the schema; its steps still get checked, so every problem shows at once.
+            _build_steps(stage_doc, report, channels, templates, locale, names, _plain(variables), max_segments)
             continue
         stage_name = stage_doc["name"]
         where = _pos(stages_doc, index)
@@ -252,7 +267,8 @@ def _build(doc: CommentedMap, path: Path, report: _Report, channels: Collection[
             rule = _compile(stage_doc["when"], _pos(stage_doc, "when"), names, report)
         elif catch_all is None:
             catch_all = stage_name
-        steps = _build_steps(stage_doc, report, channels, templates, locale, names)
+        steps = _build_steps(stage_doc, report, channels, templates, locale, names,
+                             _plain(variables), max_segments)
         stages.append(Stage(stage_name, rule, tuple(steps), str(stage_doc.get("description", "")), where[0]))
     return Journey(
         name=name,
@@ -262,6 +278,7 @@ def _build(doc: CommentedMap, path: Path, report: _Report, channels: Collection[
         locale=locale,
         description=str(doc.get("description", "")),
         vars=_plain(variables),
+        max_sms_segments=max_segments,
     )
 
 
@@ -280,8 +297,9 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _build_steps(stage_doc: CommentedMap, report: _Report, channels: Collection[str],
-                 templates: TemplateCheck | None, locale: str, names: Collection[str]) -> list[Step]:
+def _build_steps(stage_doc: CommentedMap, report: _Report, channels: Channels,
+                 templates: TemplateCheck | None, locale: str, names: Iterable[str],
+                 variables: Mapping[str, Any], journey_max_segments: int) -> list[Step]:
     steps_doc = stage_doc.get("steps") if isinstance(stage_doc.get("steps"), list) else []
     steps: list[Step] = []
     used_ids: set[str] = set()
@@ -295,28 +313,46 @@ def _build_steps(stage_doc: CommentedMap, report: _Report, channels: Collection[
                 pending_wait += parse_duration(step_doc["wait"])
             except DurationError as exc:
                 report.add(_pos(step_doc, "wait"), f"bad duration: {exc}", DURATION_HINT)
-        channel, template = step_doc.get("send"), step_doc.get("template")
-        if not isinstance(channel, str) or not isinstance(template, str):
+        channel = step_doc.get("send")
+        template = step_doc.get("template") if isinstance(step_doc.get("template"), str) else ""
+        if not isinstance(channel, str):
             if "send" not in step_doc and "template" not in step_doc and "wait" in step_doc:
                 trailing_wait = _pos(steps_doc, index)
             continue
         trailing_wait = None
+        options = dict(_plain(step_doc["options"])) if isinstance(step_doc.get("options"), dict) else {}
+        if isinstance(step_doc.get("url"), str):
+            options["url"] = step_doc["url"]
+        max_segments = step_doc.get("max_segments") if isinstance(step_doc.get("max_segments"), int) else None
         if channel not in channels:
             report.add(_pos(step_doc, "send"), f"unknown channel {channel!r}",
                        did_you_mean(channel, channels) or f"channels: {', '.join(sorted(channels))}")
-        elif templates is not None:
-            _check_template(step_doc, channel, template, locale, report, templates)
+        else:
+            adapter = channels[channel]
+            if adapter is not None:
+                _check_options(step_doc, channel, adapter, options, report)
+            if not template and "template" not in step_doc and (adapter is None
+                                                               or adapter.template_required(channel, options)):
+                report.add(_pos(step_doc, "send", of_key=True), "'send' needs 'template' in the same step",
+                           "a sending step names both the channel and the template: send: email, template: welcome")
+            elif template and templates is not None:
+                _check_template(step_doc, channel, template, locale, report, templates)
+                if channel == "sms":
+                    _check_segments(step_doc, template, locale, report, templates, variables,
+                                    max_segments or journey_max_segments)
         step_id = step_doc.get("id") if isinstance(step_doc.get("id"), str) else None
         if step_id is not None and step_id in used_ids:
             report.add(_pos(step_doc, "id"), f"step id {step_id!r} is used twice in this stage",
                        "step ids must be unique within a stage")
         if step_id is None:
-            step_id, n = template, 2
+            base = template or channel
+            step_id, n = base, 2
             while step_id in used_ids:
-                step_id, n = f"{template}-{n}", n + 1
+                step_id, n = f"{base}-{n}", n + 1
         used_ids.add(step_id)
         condition = _compile(step_doc["if"], _pos(step_doc, "if"), names, report) if "if" in step_doc else None
-        steps.append(Step(step_id, pending_wait, channel, template, condition, _pos(steps_doc, index)[0]))
+        steps.append(Step(step_id, pending_wait, channel, template, condition, _pos(steps_doc, index)[0],
+                          options, max_segments))
         pending_wait = 0.0
     if trailing_wait is not None:
         report.add(trailing_wait, "a wait at the end of a stage does nothing",
@@ -342,6 +378,43 @@ def _check_template(step_doc: CommentedMap, channel: str, template: str, locale:
         for line, message in templates.renderer.check(variant):
             report.items.append(Diagnostic(display_path(variant.path), line, 1, message,
                                            f"used by {report.path}:{where[0]}:{where[1]}"))
+
+
+def _check_options(step_doc: CommentedMap, channel: str, adapter: "Channel", options: Mapping[str, Any],
+                   report: _Report) -> None:
+    allowed = dict(adapter.options)
+    where = _pos(step_doc, "options") if "options" in step_doc else _pos(step_doc, "send")
+    for key in options:
+        if key not in allowed:
+            if key == "url" and "url" in step_doc:
+                report.add(_pos(step_doc, "url", of_key=True), f"channel {channel!r} does not take a url",
+                           "url: is for webhook steps")
+                continue
+            report.add(where, f"unknown option {key!r} for channel {channel!r}",
+                       did_you_mean(key, allowed) or (f"options: {', '.join(sorted(allowed))}" if allowed
+                                                      else f"channel {channel!r} takes no options"))
+    for problem in adapter.check_options(channel, options):
+        report.add(where, problem)
+
+
+def _check_segments(step_doc: CommentedMap, template: str, locale: str, report: _Report, templates: TemplateCheck,
+                    variables: Mapping[str, Any], limit: int) -> None:
+    """Warn when a sample rendering of an SMS template takes more segments than allowed."""
+    for variant_locale in sorted(templates.catalog.variants("sms", template), key=str):
+        try:
+            rendered = templates.renderer.render("sms", template, variant_locale, locale,
+                                                 sample_context(variables, "sms"))
+        except TemplateRenderError:
+            continue  # reported by the template checks
+        kind, count, length = segments(rendered.parts.get("body", ""))
+        if count > limit:
+            name = f"{template}.{variant_locale}" if variant_locale else template
+            report.add(_pos(step_doc, "template"),
+                       f"sms template {name} renders to {count} segments ({length} {kind} characters), "
+                       f"more than the {limit} allowed",
+                       "shorten it, or raise max_segments on the step or max_sms_segments on the journey; "
+                       "one non-GSM character (Cyrillic, Chinese, emoji) makes a segment 70 characters",
+                       Severity.WARNING)
 
 
 def check_template_files(templates: TemplateCheck) -> list[Diagnostic]:

@@ -14,11 +14,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Iterable
+from typing import Iterable
 
 from .diagnostics import Diagnostic, Severity, has_errors
 from .journey import Journey
-from .loader import TemplateCheck, check_template_files, display_path, load_journey
+from .loader import Channels, TemplateCheck, check_template_files, display_path, load_journey
 
 logger = logging.getLogger(__name__)
 JOURNEY_SUFFIXES = (".yaml", ".yml")
@@ -42,7 +42,7 @@ class _Loaded:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
-def validate_paths(paths: Iterable[Path], channels: Collection[str], templates: TemplateCheck,
+def validate_paths(paths: Iterable[Path], channels: Channels, templates: TemplateCheck,
                    include_all_templates: bool = False) -> tuple[list[Journey], list[Diagnostic]]:
     """Check journey files (and, if asked, every template); every problem, not just the first."""
     journeys: list[Journey] = []
@@ -82,7 +82,7 @@ def _duplicate_names(journeys: list[Journey]) -> list[Diagnostic]:
 
 
 class JourneyRegistry:
-    def __init__(self, directory: Path, channels: Collection[str], templates: TemplateCheck,
+    def __init__(self, directory: Path, channels: Channels, templates: TemplateCheck,
                  reload_seconds: float = 2.0) -> None:
         self.directory = Path(directory)
         self.channels = channels

@@ -67,7 +67,7 @@ def test_demo_delivers_the_lifecycle_messages_and_cleans_up(project: Path):
     # The timeline tells the story as it goes
     out = result.stdout
     assert "Jonas (jonas)    x  cancelled pending step 'winback-reminder' (left 'lapsed')" in out
-    assert "skipped email welcome" in out and "no email address" in out
+    assert "skipped email welcome" in out and "no valid email address" in out
     assert "sent 44 messages" in out
     # The messages are real, personalised email
     path = next((project / "outbox" / "email").glob("dmitri--*--check-in--*.eml"))

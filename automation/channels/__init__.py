@@ -13,12 +13,13 @@ from typing import Mapping
 
 from ..config import Settings
 from ..templates import MESSAGE_PARTS
-from .base import Channel, Delivery, Failed, Result, Retry, Sent
+from .base import Channel, Check, Delivery, Failed, Misconfigured, Remove, Result, Retry, Sent
 
 logger = logging.getLogger(__name__)
 GROUP = "lifecycle.channels"
 
-__all__ = ["Channel", "Delivery", "Failed", "Result", "Retry", "Sent", "ChannelRegistry", "available_adapters"]
+__all__ = ["Channel", "Check", "Delivery", "Failed", "Misconfigured", "Remove", "Result", "Retry", "Sent",
+           "ChannelRegistry", "available_adapters"]
 
 
 def available_adapters() -> dict[str, type[Channel]]:
@@ -69,6 +70,11 @@ class ChannelRegistry:
     @property
     def names(self) -> list[str]:
         return sorted(self._by_channel)
+
+    @property
+    def adapters(self) -> dict[str, Channel]:
+        """The adapter serving each journey channel."""
+        return dict(self._by_channel)
 
     def get(self, channel: str) -> Channel | None:
         return self._by_channel.get(channel)

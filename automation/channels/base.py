@@ -1,20 +1,23 @@
 """The channel adapter interface: render -> send -> classify.
 
 An adapter turns a rendered message into a provider call and classifies what
-happened as one of three results, which the engine acts on:
+happened as one of four results, which the engine acts on:
 
 - `Sent`: done; the provider's message id is kept for matching delivery events.
-- `Retry`: try again after `after` seconds (rate limit, 5xx, timeout).
+- `Retry`: try again after `after` seconds (rate limit, 5xx, timeout), with backoff.
 - `Failed`: will not work for this contact; `reason` says why and `effect` asks the
-  engine to update the contact (e.g. turn SMS consent off after STOP).
+  engine to update the contact (turn SMS consent off after STOP, mark a number invalid).
+- `Misconfigured`: will not work for anyone until ops fix something (401, 403): the
+  engine pauses the channel and keeps every step waiting, nothing is lost.
 
-Adapters declare which journey channels they serve and the message parts their
-templates must provide. The engine never calls a provider for a contact without
-consent or without an address on that channel.
+Adapters declare the journey channels they serve, the message parts their templates
+must provide and the step options they accept. The engine checks consent and the
+address before calling `send`, so an adapter only ever talks to its provider.
 """
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence, Union
@@ -32,19 +35,32 @@ class Delivery:
     stage: str
     step: str
     channel: str
-    template: str
+    template: str               # "" for steps without a template (webhook, provider templates)
     locale: str
-    to: Any                     # email address, phone number or list of device tokens
+    to: Any                     # email address, phone number, list of device tokens, URL
     parts: Mapping[str, str]    # rendered parts: subject/html/text, body, title/body
     at: float = 0.0             # when it is sent, on the journey clock (epoch seconds)
     headers: Mapping[str, str] = field(default_factory=dict)
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)   # our ids, for provider callbacks
+    options: Mapping[str, Any] = field(default_factory=dict)    # the step's `options:` (and `url:`)
+    data: Mapping[str, Any] = field(default_factory=dict)       # JSON-able step data (webhooks, provider templates)
+
+
+@dataclass(frozen=True)
+class Remove:
+    """An effect that removes values from a list attribute (e.g. a dead push token)."""
+
+    values: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
 class Sent:
     provider_id: str = ""
     detail: str = ""
+    #: Facts recorded with the outcome, e.g. {"segments": 2, "encoding": "UCS-2"}.
+    info: Mapping[str, Any] = field(default_factory=dict)
+    #: Contact changes learnt while sending, e.g. {"push_tokens": Remove(("dead-token",))}.
+    effect: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,7 +77,22 @@ class Failed:
     effect: Mapping[str, Any] = field(default_factory=dict)
 
 
-Result = Union[Sent, Retry, Failed]
+@dataclass(frozen=True)
+class Misconfigured:
+    """The provider refused our credentials or account (401/403): pause the channel."""
+
+    reason: str
+
+
+Result = Union[Sent, Retry, Failed, Misconfigured]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `lifecycle check-config`."""
+
+    level: str      # "ok", "warning" or "error"
+    message: str
 
 
 class Channel(ABC):
@@ -76,28 +107,47 @@ class Channel(ABC):
     idempotent: ClassVar[bool] = False
     #: Parts per served channel: (required, optional). Defaults come from templates.MESSAGE_PARTS.
     parts: ClassVar[Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {}
+    #: False for notifications that do not go to the contact (a webhook to your CRM): no
+    #: consent is needed and the address comes from the step.
+    needs_consent: ClassVar[bool] = True
+    #: Step options this adapter accepts under `options:` (name -> what it does), for validation.
+    options: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        self.env = os.environ if env is None else env
 
-    def address(self, channel: str, contact: Mapping[str, Any]) -> Any:
+    def address(self, channel: str, contact: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
         """Where this contact receives `channel` messages, or None if they cannot."""
         if channel == "email":
-            return contact.get("email")
+            return None if contact.get("email_invalid") else contact.get("email")
         if channel == "sms":
-            return contact.get("phone")
+            return None if contact.get("phone_invalid") else contact.get("phone")
         if channel == "push":
             tokens = contact.get("push_tokens")
             return list(tokens) if tokens else None
         return contact.get(channel)
+
+    def template_required(self, channel: str, options: Mapping[str, Any]) -> bool:
+        """Whether a step on `channel` with these options must name a template."""
+        return True
+
+    def check_options(self, channel: str, options: Mapping[str, Any]) -> list[str]:
+        """Problems with a step's options, as messages (called by `lifecycle validate`)."""
+        return []
 
     @abstractmethod
     def send(self, delivery: Delivery) -> Result:
         """Send one message and classify the outcome. Must not raise for provider errors."""
 
     def send_many(self, deliveries: Sequence[Delivery]) -> list[Result]:
-        """Send several messages; adapters whose provider takes batches override this."""
+        """Send several messages, one result each, in order; adapters whose provider takes
+        batches, or that can send concurrently, override this."""
         return [self.send(delivery) for delivery in deliveries]
+
+    def check(self) -> list[Check]:
+        """What is configured and what is missing, without sending anything."""
+        return [Check("ok", f"{self.name}: no configuration needed")]
 
     def close(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Release connections; called when a worker stops."""

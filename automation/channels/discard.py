@@ -7,13 +7,16 @@ the throughput benchmark (bench/), where it measures the engine, not a provider.
 
 from __future__ import annotations
 
-from .base import Channel, Delivery, Result, Sent
+from .base import Channel, Check, Delivery, Result, Sent
 
 
 class DiscardChannel(Channel):
     name = "discard"
     channels = ("email", "sms", "push")
     idempotent = True
+
+    def check(self) -> list[Check]:
+        return [Check("warning", "discard: messages are rendered and recorded but not sent")]
 
     def send(self, delivery: Delivery) -> Result:
         return Sent(provider_id="discarded")

@@ -18,7 +18,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
 
-from .base import Channel, Delivery, Failed, Result, Sent
+from .base import Channel, Check, Delivery, Failed, Result, Sent
 
 
 # SMTP line endings, and no folding of long headers: a folded List-Unsubscribe URL would be
@@ -35,9 +35,16 @@ class OutboxChannel(Channel):
     channels = ("email", "sms", "push")
     idempotent = True
 
-    def __init__(self, settings, directory: Path | None = None) -> None:
-        super().__init__(settings)
+    def __init__(self, settings, env=None, directory: Path | None = None) -> None:
+        super().__init__(settings, env)
         self.directory = Path(directory or settings.outbox_dir)
+
+    def check(self) -> list[Check]:
+        folder = self.directory.resolve()
+        probe = folder if folder.exists() else folder.parent
+        if os.access(probe, os.W_OK):
+            return [Check("ok", f"outbox: writes messages to {folder}")]
+        return [Check("error", f"outbox: cannot write to {folder}")]
 
     def _path(self, delivery: Delivery, suffix: str) -> Path:
         digest = hashlib.sha256(delivery.key.encode()).hexdigest()[:12]

@@ -21,6 +21,8 @@ for i = 1, #KEYS do
       end
     elseif outcome.state == 'retry' then
       attempt = (outcome.attempt or 1) + 1
+    elseif outcome.state == 'paused' or outcome.state == 'throttled' then
+      attempt = outcome.attempt or 1  -- waited without trying: not an attempt
     else
       state = 'done'
       replies[i] = 'done:' .. current

@@ -3,9 +3,10 @@
 -- then per step i, four keys from 3 + 4(i-1): contact hash, timers zset, leases zset, ledger hash
 -- ARGV[1] now  ARGV[2] activity length
 -- then per step i, 15 values from 3 + 15(i-1): contact id, journey, stage, occurrence, step id,
---   ledger field, outcome JSON, mode ('advance' or 'retry'), next step id ('' = last),
+--   ledger field, outcome JSON ('' = leave the ledger as it is), mode ('advance' or 'retry'),
+--   next step id ('' = last),
 --   next due (or the retry time), lease end held ('' = none), outcome kind
---   (sent, skipped, failed, retry, unknown), channel, reason code, detail for the activity log
+--   (sent, skipped, failed, retry, unknown, paused, throttled), channel, reason code, detail
 -- Returns per step 1 if the journey moved on, 0 if the contact had moved on meanwhile.
 local now, maxlen = ARGV[1], ARGV[2]
 local counts = {}
@@ -22,7 +23,9 @@ for i = 1, n do
   local field, outcome, mode, next_id, next_due = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
   local lease, kind, channel, code, detail = ARGV[a + 10], ARGV[a + 11], ARGV[a + 12], ARGV[a + 13], ARGV[a + 14]
   local member = 's|' .. journey .. '|' .. cid
-  redis.call('HSET', ledger, field, outcome)
+  if outcome ~= '' then
+    redis.call('HSET', ledger, field, outcome)
+  end
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 't', now, 'k', kind, 'c', cid,
     'j', journey, 's', stage, 'p', step, 'ch', channel, 'd', detail)
   count(kind)

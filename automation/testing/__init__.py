@@ -1,0 +1,11 @@
+"""Test helpers the project ships: the adapter contract kit and a provider stand-in server.
+
+    from automation.testing import AdapterContract, HTTPStandIn, Response
+
+See docs/adapters.md.
+"""
+
+from .contract import AdapterContract, ProviderScript
+from .standin import HTTPStandIn, Request, Response
+
+__all__ = ["AdapterContract", "ProviderScript", "HTTPStandIn", "Request", "Response"]
