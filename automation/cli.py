@@ -167,6 +167,59 @@ def cmd_reevaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """What is configured and what is missing, per channel; nothing is sent."""
+    from .channels import ChannelRegistry
+    from .channels.base import Check
+
+    settings = _settings()
+    checks: list[Check] = []
+    if settings.redis_url:
+        try:
+            import redis
+
+            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+            version = client.info("server")["redis_version"]
+            checks.append(Check("ok" if tuple(map(int, version.split(".")[:2])) >= (6, 2) else "error",
+                                f"redis: {settings.redis_url} answers, version {version} (6.2 or newer needed)"))
+        except Exception as exc:  # any connection problem is the answer here
+            checks.append(Check("error", f"redis: {settings.redis_url} does not answer: {exc}"))
+    else:
+        checks.append(Check("ok", f"redis: embedded, data in {settings.home / 'redis'} (set REDIS_URL for a server)"))
+    if settings.secret == Settings.secret:
+        checks.append(Check("warning", "LIFECYCLE_SECRET is not set: unsubscribe links use a well-known key"))
+    registry = ChannelRegistry(settings)
+    checks += [Check("error", problem) for problem in registry.problems]
+    seen: set[int] = set()
+    for channel, adapter in sorted(registry.adapters.items()):
+        checks.append(Check("ok", f"channel {channel} -> adapter {adapter.name}"))
+        if id(adapter) not in seen:
+            seen.add(id(adapter))
+            checks += adapter.check()
+    for adapter_name, rate in sorted(settings.rate_limits.items()):
+        checks.append(Check("ok", f"rate limit: {adapter_name} at most {rate:g} messages/s"))
+    marks = {"ok": "ok  ", "warning": "warn", "error": "FAIL"}
+    for check in checks:
+        print(f"{marks[check.level]}  {check.message}")
+    errors = sum(c.level == "error" for c in checks)
+    print(f"{errors} problem(s)" if errors else "configuration complete", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .pauses import ChannelPauses
+    from .runtime import open_runtime
+
+    runtime = open_runtime(_settings())
+    try:
+        resumed = ChannelPauses(runtime).resume(args.channel)
+    finally:
+        runtime.close()
+    print(f"channel {args.channel} resumed; waiting steps go out as they come due" if resumed
+          else f"channel {args.channel} was not paused")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from importlib import resources
 
@@ -359,6 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("contact_ids", nargs="*")
     p.add_argument("--all", action="store_true", help="every contact (scans all contacts once)")
     p.set_defaults(func=cmd_reevaluate)
+
+    p = sub.add_parser("check-config", help="what is configured and what is missing, per channel (sends nothing)")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("resume", help="end the pause of a channel after fixing its configuration")
+    p.add_argument("channel")
+    p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("schema", help="print the JSON Schema of journey files (for editors)")
     p.add_argument("--path", action="store_true", help="print its file path instead")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-DEFAULT_CHANNELS = {"email": "outbox", "sms": "outbox", "push": "outbox"}
+DEFAULT_CHANNELS = {"email": "outbox", "sms": "outbox", "push": "outbox", "webhook": "webhook"}
 
 
 class ConfigError(ValueError):

@@ -16,9 +16,10 @@ from prometheus_client.registry import CollectorRegistry
 
 from .dispatch import broker_namespace, queue_key
 from .runtime import Runtime
+from .pauses import ChannelPauses
 from .timers import TimerStore
 
-OUTCOMES = ("sent", "skipped", "failed", "retry", "unknown")
+OUTCOMES = ("sent", "skipped", "failed", "retry", "unknown", "paused", "throttled")
 
 
 class RedisCollector:
@@ -65,6 +66,11 @@ class RedisCollector:
         heartbeat = f"{broker_namespace(settings)}:__heartbeats__"
         alive = client.zcount(heartbeat, time.time() * 1000 - settings.heartbeat_timeout_ms, "+inf")
         yield GaugeMetricFamily("lifecycle_worker_processes", "Worker processes with a live heartbeat", value=alive)
+        paused = GaugeMetricFamily("lifecycle_channel_paused", "1 while a channel is paused (credentials refused)",
+                                   labels=["channel"])
+        for channel in ChannelPauses(self.runtime).active():
+            paused.add_metric([channel], 1)
+        yield paused
 
 
 def serve_metrics(runtime: Runtime, port: int, address: str = "0.0.0.0") -> None:

@@ -11,6 +11,7 @@ from .contacts import ContactStore
 from .dispatch import broker_namespace, queue_key
 from .keys import recheck_member, step_member
 from .runtime import Runtime
+from .pauses import ChannelPauses
 from .timers import TimerStore
 
 
@@ -42,6 +43,8 @@ def collect_status(runtime: Runtime, failures: int = 10) -> dict[str, Any]:
         "worker_processes": int(client.zcount(heartbeat_key, alive_since, "+inf")),
         "stats": stats,
         "recent_failures": recent_failures,
+        "paused_channels": {name: {"reason": p.reason, "since": p.since, "until": p.until}
+                            for name, p in ChannelPauses(runtime).active().items()},
     }
 
 
@@ -54,8 +57,12 @@ def format_status(status: dict[str, Any]) -> str:
         f"(next due {iso(status['next_due'])})",
         f"queue          {status['queue_waiting']} message(s) waiting, {status['queue_unacked']} not yet acknowledged",
         "steps          " + ", ".join(f"{k} {stats.get(k, 0)}" for k in ("sent", "skipped", "failed", "retry",
-                                                                            "unknown", "cancelled")),
+                                                                            "unknown", "cancelled", "paused",
+                                                                            "throttled")),
     ]
+    for channel, pause in sorted(status["paused_channels"].items()):
+        lines.append(f"PAUSED         {channel} until {iso(pause['until'])}: {pause['reason']} "
+                     f"(after fixing it: lifecycle resume {channel})")
     reasons = sorted((k, v) for k, v in stats.items() if k.count(":") == 1 and k.split(":")[0] in
                      ("skipped", "failed", "sent", "retry"))
     if reasons:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from automation.api import Lifecycle
-from automation.channels import Channel, ChannelRegistry, Delivery, Failed, Retry, Sent
+from automation.channels import ChannelRegistry, Failed, Retry, Sent
 from automation.engine import Engine
 from automation.executor import run_batch
 from automation.keys import recheck_member, step_member
@@ -24,26 +24,7 @@ from automation.runtime import open_runtime
 from automation.status import collect_status
 from automation.timers import TimerStore
 from tests.conftest import DAY, outbox_files, write
-
-
-class Provider(Channel):
-    """An external provider double: records deliveries, answers from a script."""
-
-    name = "provider"
-    channels = ("email", "sms", "push")
-
-    def __init__(self, settings: Any, answers: list | None = None, idempotent: bool = False) -> None:
-        super().__init__(settings)
-        self.calls: list[Delivery] = []
-        self.answers = list(answers or [])
-        self.idempotent = idempotent  # type: ignore[misc]
-
-    def send(self, delivery: Delivery):
-        self.calls.append(delivery)
-        answer = self.answers.pop(0) if self.answers else Sent(f"p-{len(self.calls)}")
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
+from tests.providers.recording import Provider
 
 
 class Crash(BaseException):
