@@ -97,7 +97,8 @@ def test_a_dynamic_template_step_batches_up_to_1000_personalizations(sendgrid, s
     # Then three requests carried them all, each contact with its own data and ids
     assert sorted(len(r.json()["personalizations"]) for r in stand_in.requests) == [500, 1000, 1000]
     assert all(r.json()["template_id"] == "d-123" and "subject" not in r.json() for r in stand_in.requests)
-    first = next(p for r in stand_in.requests for p in r.json()["personalizations"] if p["to"][0]["email"] == "c0@example.com")
+    first = next(p for r in stand_in.requests for p in r.json()["personalizations"]
+                 if p["to"][0]["email"] == "c0@example.com")
     assert first["dynamic_template_data"] == {"contact": {"first_name": "C0"}, "journey": "winback"}
     assert first["custom_args"]["lc_contact"] == "c0"
     assert len(results) == 2500 and all(isinstance(r, Sent) for r in results)

@@ -107,7 +107,7 @@ class SendGridChannel(Channel):
             template = delivery.options.get(TEMPLATE_OPTION)
             (templated.setdefault(template, []) if template else single).append(index)
         jobs = []
-        for template, indexes in templated.items():
+        for indexes in templated.values():
             for start in range(0, len(indexes), MAX_PERSONALIZATIONS):
                 jobs.append(indexes[start:start + MAX_PERSONALIZATIONS])
         jobs += [[index] for index in single]
