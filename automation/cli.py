@@ -220,6 +220,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from .runtime import open_runtime
+    from .webhooks import WebhookApp, serve
+
+    runtime = open_runtime(_settings())
+    try:
+        serve(WebhookApp(runtime), args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from importlib import resources
 
@@ -419,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="end the pause of a channel after fixing its configuration")
     p.add_argument("channel")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("webhooks", help="serve the provider webhooks and the one-click unsubscribe endpoint")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8025)
+    p.set_defaults(func=cmd_webhooks)
 
     p = sub.add_parser("schema", help="print the JSON Schema of journey files (for editors)")
     p.add_argument("--path", action="store_true", help="print its file path instead")

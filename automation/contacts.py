@@ -147,12 +147,23 @@ class ContactStore:
                 pipe.hset(key, mapping=updates)
             if removals:
                 pipe.hdel(key, *removals)
+            if checked.get("phone"):
+                # Verified on lookup: a stale entry for a number the contact no longer has is ignored.
+                pipe.hset(self.keys.phone_index, checked["phone"], contact_id)
             pipe.hincrby(key, "v", 1)
             pipe.hsetnx(key, "ct", seconds(now))
             pipe.zadd(self.keys.timers_for(contact_id), {recheck_member(contact_id): now}, lt=True)
             count += 1
         pipe.execute()
         return count
+
+    def find_by_phone(self, phone: str) -> str | None:
+        """The contact whose phone number this currently is, if any."""
+        contact_id = self.redis.hget(self.keys.phone_index, phone)
+        if contact_id is None:
+            return None
+        current = self.redis.hget(self.keys.contact(contact_id), "a:phone")
+        return contact_id if current is not None and json.loads(current) == phone else None
 
     def apply_effects(self, contact_id: str, effect: Mapping[str, Any]) -> None:
         """Apply what an adapter learnt while sending: attributes to set, or values to remove

@@ -30,7 +30,7 @@ from .context import rule_context, step_data, template_context
 from .engine import Engine
 from .expressions import RuleError, TimeTracker
 from .journey import Journey, Stage, Step
-from .keys import due, parse_member, seconds
+from .keys import ACTIVITY_LENGTH, due, parse_member, seconds
 from .pauses import Pause
 from .stages import evaluate
 from .templates import TemplateRenderError
@@ -38,7 +38,6 @@ from .timers import Claim
 from .unsubscribe import list_unsubscribe_headers, unsubscribe_url
 
 logger = logging.getLogger(__name__)
-ACTIVITY_LENGTH = 100_000
 #: Outcomes of steps that could not go yet and wait in the timer store, attempts unchanged.
 WAITING = frozenset({"paused", "throttled"})
 #: When a step's journey failed to load, look again after this many wall-clock seconds.

@@ -45,6 +45,11 @@ class Keys:
         return f"{self.namespace}:eid:{event_id}"
 
     @property
+    def phone_index(self) -> str:
+        """Phone number -> contact id, for inbound SMS (STOP, START, HELP)."""
+        return f"{self.namespace}:idx:phone"
+
+    @property
     def activity(self) -> str:
         return f"{self.namespace}:activity"
 
@@ -59,6 +64,10 @@ class Keys:
     @property
     def contact_pattern(self) -> str:
         return f"{self.namespace}:c:*"
+
+
+#: Entries kept in the activity stream (`<ns>:activity`), approximately.
+ACTIVITY_LENGTH = 100_000
 
 
 def seconds(timestamp: float) -> str:

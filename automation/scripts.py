@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import redis
 from redis.exceptions import NoScriptError
 
-NAMES = ("claim", "ack", "record_event", "transition", "mark", "record_step", "rate")
+NAMES = ("claim", "ack", "record_event", "transition", "mark", "record_step", "rate", "delivery")
 
 Call = tuple[str, Sequence[str], Sequence[Any]]
 

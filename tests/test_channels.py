@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import http.server
 import importlib
-import json
 import re
 import sys
-import threading
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from automation.channels import ChannelRegistry, Delivery, Failed, Retry, Sent, available_adapters
+from automation.channels import ChannelRegistry, available_adapters
 from automation.config import Settings
 from tests.conftest import write
 
@@ -69,63 +66,23 @@ def test_misrouted_channels_are_reported(plugin_path):
     assert any("no adapter named 'nope'" in p for p in registry.problems)
 
 
-# -- the example in docs/adapters.md, run against a local stand-in for Slack ---------------------
+# -- the example in docs/adapters.md, run through the contract kit against its own stand-in ------
 
 
-class _Slack(http.server.BaseHTTPRequestHandler):
-    received: list = []
-    status = 200
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        self.send_response(type(self).status)
-        if type(self).status == 429:
-            self.send_header("Retry-After", "7")
-        self.end_headers()
-        self.wfile.write(b"ok" if type(self).status == 200 else b"invalid_payload")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def slack_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slack)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Slack.received = []
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/T000"
-    server.shutdown()
-
-
-def documented_adapter() -> type:
+def _documented(name: str, start_marker: str) -> dict:
     text = (ROOT / "docs" / "adapters.md").read_text()
-    code = re.search(r"`lifecycle_slack/adapter.py`.*?```python\n(.*?)```", text, re.S).group(1)
-    namespace: dict = {}
+    code = re.search(re.escape(start_marker) + r".*?```python\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {"__name__": name}
     exec(compile(code, "docs/adapters.md", "exec"), namespace)
-    return namespace["SlackChannel"]
+    return namespace
 
 
-def delivery(to: str) -> Delivery:
-    return Delivery(key="j:s:1:hot-lead:c1", contact_id="c1", journey="j", stage="s", step="hot-lead",
-                    channel="slack", template="hot-lead", locale="en", to=to, parts={"body": "Hot lead: Ana"})
-
-
-def test_the_documented_adapter_sends_and_classifies(slack_url):
-    adapter = documented_adapter()(Settings())
-    assert adapter.address("slack", {"slack_webhook": slack_url}) == slack_url
-    _Slack.status = 200
-    assert isinstance(adapter.send(delivery(slack_url)), Sent)
-    assert _Slack.received == [{"text": "Hot lead: Ana"}]
-    _Slack.status = 429
-    result = adapter.send(delivery(slack_url))
-    assert isinstance(result, Retry) and result.after == 7
-    _Slack.status = 400
-    result = adapter.send(delivery(slack_url))
-    assert isinstance(result, Failed) and "invalid_payload" in result.reason
-    result = adapter.send(delivery("http://127.0.0.1:1/closed"))
-    assert isinstance(result, Retry) and "unreachable" in result.reason
+SLACK = _documented("lifecycle_slack.adapter", "`lifecycle_slack/adapter.py`")
+sys.modules.setdefault("lifecycle_slack", type(sys)("lifecycle_slack"))
+sys.modules.setdefault("lifecycle_slack.adapter", type(sys)("lifecycle_slack.adapter"))
+sys.modules["lifecycle_slack.adapter"].SlackChannel = SLACK["SlackChannel"]
+KIT = _documented("docs_kit_example", "## Proving it: the contract kit")
+TestDocumentedSlackAdapter = KIT["TestSlackAdapter"]
 
 
 def test_the_discard_adapter_runs_everything_but_the_send(runtime, make_engine, run_due, settings):
