@@ -205,6 +205,19 @@ def test_a_token_of_another_firebase_project_is_removed(fcm, push, deliver):
     assert "SENDER_ID_MISMATCH" in result.reason
 
 
+def test_a_wrong_project_pauses_the_channel_instead_of_deleting_every_token(fcm, push, deliver):
+    # Given a batch whose devices all belong to "another project", as when LIFECYCLE_FCM_PROJECT is wrong
+    tokens = [f"token-{n}" for n in range(6)]
+    fcm.foreign_tokens.update(tokens)
+    batch = [deliver(token, contact_id=f"c{n}") for n, token in enumerate(tokens)]
+    # When it is sent
+    results = push.send_many(batch)
+    # Then nothing is removed: the channel pauses, and ops are told to check the project
+    assert all(isinstance(r, Misconfigured) for r in results)
+    assert "LIFECYCLE_FCM_PROJECT" in results[0].reason
+    assert all(not getattr(r, "effect", None) for r in results)
+
+
 @pytest.mark.parametrize("how", ["FCM's message", "a field violation on message.token"])
 def test_a_malformed_token_is_removed(fcm, push, deliver, how):
     # Given FCM says INVALID_ARGUMENT about the registration token itself

@@ -44,6 +44,11 @@ FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
 
+#: A batch in which at least this many devices say SENDER_ID_MISMATCH, and none accepts, means
+#: the project is misconfigured: the channel pauses instead of deleting every token.
+MISMATCH_GUARD = 5
+
+
 class _NoAccessToken(Exception):
     """No access token could be had; `retry` says whether trying later may help."""
 
@@ -155,6 +160,7 @@ class _Answer:
     name: str = ""       # the message name FCM gives an accepted message
     after: float = 0.0   # for retry: seconds to wait
     status: int = 0      # the HTTP status, 0 when FCM was not reached
+    code: str = ""       # FCM's errorCode, e.g. UNREGISTERED
 
 
 def classify(token: str, status: int, body: Any, headers: Mapping[str, str]) -> _Answer:
@@ -181,7 +187,7 @@ def classify(token: str, status: int, body: Any, headers: Mapping[str, str]) -> 
         # UNREGISTERED: the app was uninstalled, or the token expired or was rotated; FCM's
         # advice is to drop it. SENDER_ID_MISMATCH: it was registered for another Firebase
         # project, so this sender can never use it.
-        return _Answer("dead", token, f"{detail} (token {_mask(token)})", status=status)
+        return _Answer("dead", token, f"{detail} (token {_mask(token)})", status=status, code=code)
     if status == 429 or status >= 500:
         # QUOTA_EXCEEDED (429), INTERNAL (500), UNAVAILABLE (503), gateways: all temporary.
         default = QUOTA_BACKOFF if status == 429 else 0.0
@@ -371,6 +377,13 @@ class FCMChannel(Channel):
             answers = list(pool.map(lambda job: self._post(session, bearer, deliveries[job[0]], job[1]), jobs))
         if any(a.status == 401 for a in answers):
             access.forget()
+        mismatched = sum(a.code == "SENDER_ID_MISMATCH" for a in answers)
+        if mismatched >= MISMATCH_GUARD and not any(a.kind == "sent" for a in answers):
+            # Every device "belongs to another project": our project is the wrong one, not the
+            # devices. Removing the tokens could not be undone; pausing the channel can.
+            return [Misconfigured(f"fcm: {mismatched} devices answered SENDER_ID_MISMATCH and none accepted: "
+                                  f"is LIFECYCLE_FCM_PROJECT ({self.project}) the app's Firebase project?")] * \
+                len(deliveries)
         per_delivery: list[list[_Answer]] = [[] for _ in deliveries]
         for (index, _), answer in zip(jobs, answers, strict=True):
             per_delivery[index].append(answer)
