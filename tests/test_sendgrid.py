@@ -81,11 +81,23 @@ def test_the_request_carries_our_message_ids_and_unsubscribe_headers(sendgrid, s
     assert personalization["headers"]["List-Unsubscribe"].startswith("<https://x.test/u?token=t>")
 
 
-def test_rendered_emails_go_one_request_each(sendgrid, stand_in):
+def test_personalised_emails_go_one_request_each(sendgrid, stand_in):
     results = sendgrid.send_many([delivery(n) for n in range(5)])
     assert all(isinstance(r, Sent) for r in results)
     subjects = sorted(r.json()["subject"] for r in stand_in.requests)
     assert subjects == [f"20% off, C{n}" for n in range(5)]
+
+
+def test_identical_emails_share_requests_of_up_to_1000_personalizations(sendgrid, stand_in):
+    # Given a broadcast whose rendered message is the same for everyone
+    same = {"subject": "Winter sale", "html": "<p>30% off</p>", "text": "30% off"}
+    results = sendgrid.send_many([delivery(n, parts=same) for n in range(1200)])
+    # Then two requests carry it, each contact in its own personalization with its own ids and headers
+    assert all(isinstance(r, Sent) for r in results)
+    assert sorted(len(r.json()["personalizations"]) for r in stand_in.requests) == [200, 1000]
+    people = [p for r in stand_in.requests for p in r.json()["personalizations"]]
+    assert len({p["custom_args"]["lc_contact"] for p in people}) == 1200
+    assert all(p["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" for p in people)
 
 
 def test_a_dynamic_template_step_batches_up_to_1000_personalizations(sendgrid, stand_in):

@@ -1,11 +1,14 @@
 """Email over SendGrid's v3 Mail Send API, with the official `sendgrid` SDK.
 
 Two ways to send:
-- our rendered message (subject, HTML, text): one request per contact, sent
-  concurrently, since every body is different;
+- our rendered message (subject, HTML, text): contacts whose rendered message is the
+  same (a broadcast without personal details) share requests of up to 1,000
+  personalizations; personalised ones go one request each, sent concurrently;
 - a SendGrid dynamic template (`options: {sendgrid_template_id: d-...}`): the step's
   data goes as `dynamic_template_data`, and contacts of a batch share requests of up to
   1,000 personalizations.
+
+Per-contact parts (recipient, unsubscribe headers, our ids) are in each personalization.
 
 Every message carries our ids in `custom_args` (so SendGrid's event webhook can be
 matched to the journey step), categories for the journey and the step, and the
@@ -101,16 +104,17 @@ class SendGridChannel(Channel):
         if not self.api_key:
             return [Misconfigured("no SendGrid API key (SENDGRID_API_KEY)")] * len(deliveries)
         results: list[Result | None] = [None] * len(deliveries)
-        templated: dict[str, list[int]] = {}
-        single: list[int] = []
+        groups: dict[tuple, list[int]] = {}
         for index, delivery in enumerate(deliveries):
             template = delivery.options.get(TEMPLATE_OPTION)
-            (templated.setdefault(template, []) if template else single).append(index)
+            # Messages that are the same but for their personalization can share a request.
+            same = ("template", template) if template else (
+                "content", delivery.parts.get("subject"), delivery.parts.get("html"), delivery.parts.get("text"))
+            groups.setdefault((delivery.journey, delivery.stage, delivery.step, *same), []).append(index)
         jobs = []
-        for indexes in templated.values():
+        for indexes in groups.values():
             for start in range(0, len(indexes), MAX_PERSONALIZATIONS):
                 jobs.append(indexes[start:start + MAX_PERSONALIZATIONS])
-        jobs += [[index] for index in single]
         if self._pool is None and self.concurrency > 1:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sendgrid")
         batches = [[deliveries[i] for i in job] for job in jobs]
