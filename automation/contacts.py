@@ -149,7 +149,7 @@ class ContactStore:
                 pipe.hdel(key, *removals)
             if checked.get("phone"):
                 # Verified on lookup: a stale entry for a number the contact no longer has is ignored.
-                pipe.hset(self.keys.phone_index, checked["phone"], contact_id)
+                pipe.hset(self.keys.phone_index(checked["phone"]), checked["phone"], contact_id)
             pipe.hincrby(key, "v", 1)
             pipe.hsetnx(key, "ct", seconds(now))
             pipe.zadd(self.keys.timers_for(contact_id), {recheck_member(contact_id): now}, lt=True)
@@ -159,7 +159,7 @@ class ContactStore:
 
     def find_by_phone(self, phone: str) -> str | None:
         """The contact whose phone number this currently is, if any."""
-        contact_id = self.redis.hget(self.keys.phone_index, phone)
+        contact_id = self.redis.hget(self.keys.phone_index(phone), phone)
         if contact_id is None:
             return None
         current = self.redis.hget(self.keys.contact(contact_id), "a:phone")

@@ -1,6 +1,6 @@
 """Redis memory of one contact with 10 attributes and a short event history.
 
-10,000 such contacts (10 attributes, 5 events with properties) are imported:
+100,000 such contacts (10 attributes, 5 events with properties) are imported:
 Redis's memory growth divided by their number is `redis_bytes_per_contact` (the
 contact hash, its recent events and its pending re-evaluation timer). They are then
 settled in a journey stage: `redis_bytes_per_contact_in_journey` adds the journey
@@ -18,7 +18,7 @@ from automation.events import Event, check_attributes
 from .harness import Bench, delete_namespace, run_in_process, setup_engine, used_memory
 
 DAY = 86400.0
-COUNT = 10_000
+COUNT = 100_000
 
 
 def attributes(n: int) -> dict:
