@@ -19,7 +19,8 @@ from typing import Any, Sequence
 import redis
 from redis.exceptions import NoScriptError
 
-NAMES = ("claim", "ack", "record_event", "transition", "mark", "record_step", "rate", "delivery")
+NAMES = ("claim", "ack", "record_event", "transition", "mark", "record_step", "rate", "delivery",
+         "coupon_issue", "coupon_redeem")
 
 Call = tuple[str, Sequence[str], Sequence[Any]]
 
