@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from .config import Settings
 from .contacts import ContactState, ContactStore
+from .coupons import Coupon, CouponStore, Redemption
 from .events import parse_event
 from .importer import ImportReport, import_file
 from .runtime import Runtime, open_runtime
@@ -46,14 +47,27 @@ class Lifecycle:
             data["id"] = id
         return self.store.track(parse_event(data, self.runtime.clock.now()))
 
-    def import_file(self, path: str | Path, kind: str | None = None) -> ImportReport:
-        return import_file(self.store, Path(path), kind)
+    def import_file(self, path: str | Path, kind: str | None = None, triggers: bool = True) -> ImportReport:
+        """Import contacts (CSV) or events and identifies (JSONL); `triggers=False` backfills history
+        without starting triggered journeys (stages still follow the data)."""
+        return import_file(self.store, Path(path), kind, triggers)
 
     def contact(self, contact_id: str) -> ContactState:
         return self.store.load(contact_id, recent=True)
 
     def history(self, contact_id: str) -> dict[str, dict[str, Any]]:
         return self.store.history(contact_id)
+
+    def coupons(self, contact_id: str) -> dict[str, Coupon]:
+        """The contact's current coupons by name (each journey step `coupon:` issued one)."""
+        return CouponStore(self.runtime).coupons_of(contact_id)
+
+    def redeem(self, code: str, contact_id: str | None = None, at: Any = None, source: str = "api") -> Redemption:
+        """Record that a coupon code was used (a purchase carrying `coupon: CODE` does this by itself)."""
+        from .events import parse_time
+
+        when = parse_time(at, self.runtime.clock.now(), "at")
+        return CouponStore(self.runtime).redeem(code, contact_id, when, source)
 
     def close(self) -> None:
         self.runtime.close()

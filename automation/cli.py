@@ -114,7 +114,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     total_errors = 0
     with Lifecycle.connect(_settings()) as lc:
         for path in args.files:
-            report = lc.import_file(path, args.type)
+            report = lc.import_file(path, args.type, triggers=not args.backfill)
             for line in report.format_errors():
                 print(line, file=sys.stderr)
             total_errors += len(report.errors)
@@ -395,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="import contacts (CSV) or events and identifies (JSONL)")
     p.add_argument("files", nargs="+")
     p.add_argument("--type", choices=["csv", "jsonl"], help="default: by file extension")
+    p.add_argument("--backfill", action="store_true",
+                   help="history: record it (stages follow it) but start no triggered journey with it")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("worker", help="run Dramatiq worker processes")

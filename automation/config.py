@@ -58,6 +58,7 @@ class Settings:
     heartbeat_timeout_ms: int = 60_000
     reload_seconds: float = 2.0
     recent_events: int = 10
+    inbox_length: int = 1000
     max_send_attempts: int = 8
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
@@ -104,6 +105,7 @@ class Settings:
             heartbeat_timeout_ms=_int(env, "LIFECYCLE_HEARTBEAT_TIMEOUT_MS", 60_000, minimum=1000),
             reload_seconds=_float(env, "LIFECYCLE_RELOAD_SECONDS", 2.0),
             recent_events=_int(env, "LIFECYCLE_RECENT_EVENTS", 10),
+            inbox_length=_int(env, "LIFECYCLE_INBOX_LENGTH", 1000),
             max_send_attempts=_int(env, "LIFECYCLE_MAX_SEND_ATTEMPTS", 8),
             retry_base_seconds=_float(env, "LIFECYCLE_RETRY_BASE_SECONDS", 30.0, minimum=0.01),
             retry_max_seconds=_float(env, "LIFECYCLE_RETRY_MAX_SECONDS", 3600.0, minimum=0.01),
@@ -139,6 +141,7 @@ class Settings:
             "LIFECYCLE_HEARTBEAT_TIMEOUT_MS": str(self.heartbeat_timeout_ms),
             "LIFECYCLE_RELOAD_SECONDS": repr(self.reload_seconds),
             "LIFECYCLE_RECENT_EVENTS": str(self.recent_events),
+            "LIFECYCLE_INBOX_LENGTH": str(self.inbox_length),
             "LIFECYCLE_MAX_SEND_ATTEMPTS": str(self.max_send_attempts),
             "LIFECYCLE_RETRY_BASE_SECONDS": repr(self.retry_base_seconds),
             "LIFECYCLE_RETRY_MAX_SECONDS": repr(self.retry_max_seconds),

@@ -5,8 +5,14 @@ one HGETALL:
 
     a:<attribute>      JSON value (nested attributes flattened: a:consent.email)
     e:<event>          "count,first,last" (times in whole epoch seconds)
-    j:<journey>:st     current stage; :oc entries so far; :in entered at;
-    j:<journey>:sp     pending step id; :du its due time
+    j:<journey>:st     the run in progress: its stage (stage journeys) or "run"; :oc runs so far;
+                       :in when the latest run started
+    j:<journey>:sp     the step the run waits at; :du when it is due
+    j:<journey>:g      "deadline|scope" while a conversion of the latest run still counts;
+                       :ab its split variants ("split=variant,..."); :cw "1" while a `when`
+                       trigger's rule holds; :bt the last broadcast it took part in
+    s:<score>          "value,at" (automation.scores)
+    k:<coupon>         the contact's coupon of that name (automation.coupons)
     v                  version, bumped by every event or attribute change
     ct                 created at
 
@@ -14,8 +20,10 @@ The last few events with their properties live beside it, newest first, as JSON
 lines in one string (`last.purchase.item` in a template), and the per-step
 outcomes in a ledger hash. Field layouts are chosen for memory: Redis keeps small
 hashes in a compact encoding in which integers take 5 bytes.
-Every change queues a re-evaluation of the contact's stages as a timer due now,
-so bursts of events for one contact coalesce into one evaluation.
+Every change queues a re-evaluation of the contact as a timer due now, so bursts
+of events for one contact coalesce into one evaluation. Events and attribute
+changes that some journey reacts to (a trigger, a wait_for, a goal, a score) also
+wait in the contact's inbox list for that evaluation.
 """
 
 from __future__ import annotations
@@ -31,15 +39,21 @@ from .runtime import Runtime
 from .scripts import Scripts
 
 EVENT_ID_TTL = 7 * 86400
+#: Events whose `coupon` (or `code`) property redeems a coupon.
+REDEEMING_EVENTS = frozenset({"purchase", "coupon_redeemed"})
 
 
 @dataclass(frozen=True)
 class Enrollment:
-    stage: str | None = None
+    stage: str | None = None            # the scope of the run in progress: a stage name, or "run"
     occurrence: int = 0
     entered_at: float | None = None
     step: str | None = None
     due: float | None = None
+    goal: str | None = None             # "deadline|scope" while a conversion still counts
+    variants: str | None = None         # "split=variant,..."
+    condition: bool = False             # a `when` trigger's rule held at the last evaluation
+    broadcast: str | None = None        # the last broadcast occurrence taken part in
 
 
 @dataclass
@@ -51,6 +65,8 @@ class ContactState:
     version: str = "0"
     created_at: float | None = None
     recent: list[dict[str, Any]] = field(default_factory=list)
+    raw: dict[str, str] = field(default_factory=dict)       # the hash as read
+    inbox: list[str] = field(default_factory=list)          # unprocessed inbox items, oldest first
 
     @property
     def exists(self) -> bool:
@@ -71,16 +87,7 @@ class ContactState:
             elif kind == "j":
                 journey, _, part = rest.rpartition(":")
                 journeys.setdefault(journey, {})[part] = raw
-        enrollments = {
-            name: Enrollment(
-                stage=v.get("st"),
-                occurrence=int(v.get("oc", 0)),
-                entered_at=float(v["in"]) if "in" in v else None,
-                step=v.get("sp"),
-                due=float(v["du"]) if "du" in v else None,
-            )
-            for name, v in journeys.items()
-        }
+        enrollments = {name: enrollment_of(v) for name, v in journeys.items()}
         return cls(
             id=contact_id,
             attributes=unflatten(flat),
@@ -88,7 +95,23 @@ class ContactState:
             enrollments=enrollments,
             version=data.get("v", "0"),
             created_at=float(data["ct"]) if "ct" in data else None,
+            raw=dict(data),
         )
+
+
+def enrollment_of(parts: Mapping[str, str]) -> Enrollment:
+    """An Enrollment from the fields of one journey (`st`, `oc` ... without the `j:<journey>:` prefix)."""
+    return Enrollment(
+        stage=parts.get("st"),
+        occurrence=int(parts.get("oc", 0)),
+        entered_at=float(parts["in"]) if "in" in parts else None,
+        step=parts.get("sp"),
+        due=float(parts["du"]) if "du" in parts else None,
+        goal=parts.get("g"),
+        variants=parts.get("ab"),
+        condition=parts.get("cw") == "1",
+        broadcast=parts.get("bt"),
+    )
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,33 +151,38 @@ class ContactStore:
         """Create or update a contact; attributes set to None are removed."""
         self.identify_many([(check_contact_id(contact_id), check_attributes(attributes))])
 
-    def identify_many(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
-        """Pipelined identify of (contact id, attributes already checked by check_attributes)."""
+    def identify_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], chunk: int = 500,
+                      triggers: bool = True) -> int:
+        """Pipelined identify of (contact id, attributes already checked by check_attributes).
+
+        `triggers=False` is a backfill: the data is recorded (stages still follow it) but no
+        attribute-change trigger fires for it.
+        """
         now = self.runtime.clock.now()
-        pipe = self.redis.pipeline(transaction=False)
+        keep = self.runtime.settings.inbox_length
+        calls: list[Any] = []
         count = 0
         for contact_id, checked in items:
-            key = self.keys.contact(contact_id)
             # A new address is worth trying again: forget that the old one was invalid.
             for address in ("email", "phone"):
                 if checked.get(address) is not None and f"{address}_invalid" not in checked:
                     checked = {**checked, f"{address}_invalid": None}
-            updates = {f"a:{k}": json.dumps(v, ensure_ascii=False) for k, v in checked.items() if v is not None}
-            removals = [f"a:{k}" for k, v in checked.items() if v is None]
-            # Order matters, not atomicity: an evaluation that read the old attributes either
-            # fails its version check, or is overridden by the re-evaluation queued last.
-            if updates:
-                pipe.hset(key, mapping=updates)
-            if removals:
-                pipe.hdel(key, *removals)
-            if checked.get("phone"):
+            keys = [self.keys.contact(contact_id), self.keys.timers_for(contact_id), self.keys.inbox(contact_id),
+                    self.keys.watched_attributes]
+            phone = checked.get("phone") or ""
+            if phone:
                 # Verified on lookup: a stale entry for a number the contact no longer has is ignored.
-                pipe.hset(self.keys.phone_index(checked["phone"]), checked["phone"], contact_id)
-            pipe.hincrby(key, "v", 1)
-            pipe.hsetnx(key, "ct", seconds(now))
-            pipe.zadd(self.keys.timers_for(contact_id), {recheck_member(contact_id): now}, lt=True)
+                keys.append(self.keys.phone_index(phone))
+            args: list[Any] = [seconds(now), repr(now), recheck_member(contact_id), phone, keep, contact_id,
+                               "1" if triggers else "0"]
+            for name, value in checked.items():
+                args += [name, "" if value is None else json.dumps(value, ensure_ascii=False)]
+            calls.append(("identify", keys, args))
             count += 1
-        pipe.execute()
+            if len(calls) >= chunk:
+                self.scripts.run(calls)
+                calls = []
+        self.scripts.run(calls)
         return count
 
     def find_by_phone(self, phone: str) -> str | None:
@@ -194,13 +222,18 @@ class ContactStore:
             pipe.zadd(self.keys.timers_for(contact_id), {recheck_member(contact_id): self.runtime.clock.now()}, lt=True)
 
         self.redis.transaction(change, key)  # retried if the contact changes meanwhile
+        # No inbox entry: list attributes (push tokens) are not something triggers watch.
 
     def track(self, event: Event) -> bool:
         """Record an event; False if an event with the same id was already recorded."""
         return self.track_many([event])[0]
 
-    def track_many(self, events: Iterable[Event], pipeline_size: int = 500) -> list[bool]:
-        """Record events in pipelined batches (one round trip per `pipeline_size` events)."""
+    def track_many(self, events: Iterable[Event], pipeline_size: int = 500, triggers: bool = True) -> list[bool]:
+        """Record events in pipelined batches (one round trip per `pipeline_size` events).
+
+        `triggers=False` is a backfill of history: counts and times are recorded, but no
+        journey reacts to the events themselves (no trigger, goal, wait_for or score).
+        """
         results: list[bool] = []
         batch: list[Event] = []
 
@@ -209,18 +242,24 @@ class ContactStore:
                 return
             now = repr(self.runtime.clock.now())
             keep = self.runtime.settings.recent_events
+            inbox_length = self.runtime.settings.inbox_length
             calls = []
             for event in batch:
                 keys = [
                     self.keys.contact(event.contact_id),
                     self.keys.recent_events(event.contact_id),
                     self.keys.timers_for(event.contact_id),
+                    self.keys.inbox(event.contact_id),
+                    self.keys.watched_events,
                 ]
                 if event.id is not None:
                     keys.append(self.keys.event_id(f"{event.contact_id}:{event.id}"))
                 calls.append(("record_event", keys, [event.name, seconds(event.at), event.to_json(), now,
-                                                     keep, EVENT_ID_TTL, recheck_member(event.contact_id)]))
-            results.extend(bool(r) for r in self.scripts.run(calls))
+                                                     keep, EVENT_ID_TTL, recheck_member(event.contact_id),
+                                                     inbox_length, "1" if triggers else "0"]))
+            recorded = [bool(r) for r in self.scripts.run(calls)]
+            results.extend(recorded)
+            self._redeem([event for event, new in zip(batch, recorded, strict=True) if new])
             batch.clear()
 
         for event in events:
@@ -230,23 +269,38 @@ class ContactStore:
         flush()
         return results
 
+    def _redeem(self, events: list[Event]) -> None:
+        """A purchase or `coupon_redeemed` event carrying a coupon code redeems it."""
+        from .coupons import CouponStore
+
+        for event in events:
+            if event.name not in REDEEMING_EVENTS:
+                continue
+            code = event.properties.get("coupon") or event.properties.get("code")
+            if isinstance(code, str) and code.strip():
+                CouponStore(self.runtime).redeem(code, event.contact_id, event.at, event.name)
+
     def load(self, contact_id: str, recent: bool = False) -> ContactState:
         return self.load_many([contact_id], recent=recent)[contact_id]
 
-    def load_many(self, contact_ids: Iterable[str], recent: bool = False) -> dict[str, ContactState]:
+    def load_many(self, contact_ids: Iterable[str], recent: bool = False,
+                  inbox: bool = False) -> dict[str, ContactState]:
         ids = list(dict.fromkeys(contact_ids))
         pipe = self.redis.pipeline(transaction=False)
         for contact_id in ids:
             pipe.hgetall(self.keys.contact(contact_id))
             if recent:
                 pipe.get(self.keys.recent_events(contact_id))
-        replies = pipe.execute()
-        step = 2 if recent else 1
+            if inbox:
+                pipe.lrange(self.keys.inbox(contact_id), 0, -1)
+        replies = iter(pipe.execute())
         states = {}
-        for index, contact_id in enumerate(ids):
-            state = ContactState.from_hash(contact_id, replies[index * step])
+        for contact_id in ids:
+            state = ContactState.from_hash(contact_id, next(replies))
             if recent:
-                state.recent = decode_recent(replies[index * step + 1])
+                state.recent = decode_recent(next(replies))
+            if inbox:
+                state.inbox = next(replies)
             states[contact_id] = state
         return states
 

@@ -229,6 +229,34 @@ def compact_value(code: str, issued: int, expires_at: int | None, run: str, valu
     return full if len(full.encode()) <= MAX_FIELD_BYTES else head
 
 
+def parse_compact(name: str, raw: str) -> Coupon | None:
+    """A coupon from its compact contact field; None if the value part was left out (see coupons_of)."""
+    code, issued, expires, _run, *rest = raw.split("|")
+    value = rest[0] if rest else ""
+    if not value:
+        return None
+    percent = amount = None
+    currency = None
+    if value[0] == "p":
+        percent = float(value[1:])
+    else:
+        amount, currency = float(value[1:-3]), value[-3:]
+    return Coupon(name, code, percent, amount, currency, float(issued), float(expires) if expires else None)
+
+
+def issued_in_run(raw_fields: Mapping[str, str], run: str) -> str | None:
+    """The name of the coupon a journey run issued last (templates show it as `coupon`), if any."""
+    tag = run_hash(run)
+    found: tuple[float, str] | None = None
+    for field, raw in raw_fields.items():
+        if field.startswith(FIELD_PREFIX):
+            parts = raw.split("|")
+            if len(parts) >= 4 and parts[3] == tag:
+                candidate = (float(parts[1] or 0), field[len(FIELD_PREFIX):])
+                found = max(found, candidate) if found else candidate
+    return found[1] if found else None
+
+
 class CouponStore:
     """Issues, lists and redeems coupons.
 
@@ -325,18 +353,7 @@ class CouponStore:
         return Redemption(status, stored_code, name, holder, float(when))
 
     def _parse(self, name: str, raw: str) -> Coupon | None:
-        """A coupon from its compact field; None if the value part was left out."""
-        code, issued, expires, _run, *rest = raw.split("|")
-        value = rest[0] if rest else ""
-        if not value:
-            return None
-        percent = amount = None
-        currency = None
-        if value[0] == "p":
-            percent = float(value[1:])
-        else:
-            amount, currency = float(value[1:-3]), value[-3:]
-        return Coupon(name, code, percent, amount, currency, float(issued), float(expires) if expires else None)
+        return parse_compact(name, raw)
 
     def _complete(self, compact: Mapping[str, str]) -> dict[str, Coupon]:
         pipe = self.redis.pipeline(transaction=False)

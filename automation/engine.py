@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
 
 from .channels import ChannelRegistry
 from .contacts import ContactStore
+from .flow import WaitForNode
+from .journey import Journey, ScoreDef
 from .loader import TemplateCheck
 from .pauses import ChannelPauses
 from .ratelimit import RateLimiter
 from .registry import JourneyRegistry
 from .runtime import Runtime
+from .scores import definitions
 from .scripts import Scripts
 from .templates import Renderer, TemplateCatalog
 from .timers import TimerStore
@@ -31,6 +35,7 @@ class Engine:
     timers: TimerStore
     pauses: ChannelPauses
     limiter: RateLimiter
+    _scores: tuple[int, dict[str, ScoreDef]] = field(default=(0, {}), repr=False)
 
     @classmethod
     def create(cls, runtime: Runtime, channels: ChannelRegistry | None = None) -> "Engine":
@@ -45,9 +50,56 @@ class Engine:
         for problem in channels.problems:
             logger.error("channel configuration: %s", problem)
         scripts = Scripts(runtime.redis)
-        return cls(runtime, journeys, renderer, catalog, channels, ContactStore(runtime), scripts,
-                   TimerStore(runtime), ChannelPauses(runtime), RateLimiter(runtime, settings.rate_limits, scripts))
+        engine = cls(runtime, journeys, renderer, catalog, channels, ContactStore(runtime), scripts,
+                     TimerStore(runtime), ChannelPauses(runtime), RateLimiter(runtime, settings.rate_limits, scripts))
+        journeys.on_change.append(engine.publish)
+        try:
+            engine.publish(journeys.journeys)
+        except Exception:  # Redis not reachable yet: the next reload publishes
+            logger.exception("could not publish the journeys' watch lists and broadcast timers")
+        return engine
+
+    def publish(self, journeys: Mapping[str, Journey]) -> None:
+        """Tell the contact store what journeys react to, and arm scheduled broadcasts."""
+        from .broadcasts import arm_broadcasts
+
+        events, attributes = watched(journeys.values())
+        keys = self.runtime.keys
+        pipe = self.runtime.redis.pipeline(transaction=False)
+        if events:
+            pipe.sadd(keys.watched_events, *sorted(events))
+        if attributes:
+            pipe.sadd(keys.watched_attributes, *sorted(attributes))
+        pipe.execute()
+        arm_broadcasts(self.runtime, journeys.values())
+
+    def scores(self) -> dict[str, ScoreDef]:
+        """The lead scores the served journeys define (computed again when the journeys change)."""
+        served = self.journeys.journeys
+        if self._scores[0] != id(served):
+            self._scores = (id(served), definitions(served.values()))
+        return self._scores[1]
 
     def close(self) -> None:
         self.channels.close()
 
+
+
+def watched(journeys: Iterable[Journey]) -> tuple[set[str], set[str]]:
+    """The events and attributes the journeys react to: only these wait in contacts' inboxes."""
+    events: set[str] = set()
+    attributes: set[str] = set()
+    for journey in journeys:
+        trigger = journey.trigger
+        if trigger is not None and trigger.kind == "event" and trigger.event:
+            events.add(trigger.event)
+        if trigger is not None and trigger.kind == "attribute" and trigger.attribute:
+            attributes.add(trigger.attribute)
+        for goal in [journey.goal, *(stage.goal for stage in journey.stages)]:
+            if goal is not None:
+                events.add(goal.event)
+        events.update(rule.event for rule in journey.exits if rule.event)
+        events.update(rule.event for score in journey.scores for rule in score.rules)
+        for flow in [journey.flow, *(stage.flow for stage in journey.stages)]:
+            events.update(node.event for node in flow.nodes.values() if isinstance(node, WaitForNode))
+    return events, attributes

@@ -23,16 +23,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from . import runs
 from .channels import Delivery, Failed, Misconfigured, Retry, Sent
 from .channels.base import Result
 from .contacts import ContactState
 from .context import rule_context, step_data, template_context
+from .coupons import CouponError, CouponStore, issued_in_run
 from .engine import Engine
+from .evaluation import evaluate
+from .events import Event
 from .expressions import RuleError, TimeTracker
-from .journey import Journey, Stage, Step
-from .keys import ACTIVITY_LENGTH, due, parse_member, seconds
+from .flow import SendNode, resume_after
+from .journey import RUN, Journey
+from .keys import ACTIVITY_LENGTH, due, parse_member, recheck_member, seconds, step_member
 from .pauses import Pause
-from .stages import evaluate
+from .runs import START, Changes
 from .templates import TemplateRenderError
 from .timers import Claim
 from .unsubscribe import list_unsubscribe_headers, unsubscribe_url
@@ -45,10 +50,10 @@ JOURNEY_RETRY_SECONDS = 60.0
 
 
 def run_batch(engine: Engine, claims: Iterable[Claim]) -> None:
-    rechecks, steps, stale = [], [], []
+    rechecks, steps, broadcasts, stale = [], [], [], []
     for claim in claims:
         kind = claim.member[:2]
-        (rechecks if kind == "r|" else steps if kind == "s|" else stale).append(claim)
+        {"r|": rechecks, "s|": steps, "b|": broadcasts}.get(kind, stale).append(claim)
     if stale:
         logger.error("unknown timer kind(s): %s", [c.member for c in stale])
         engine.timers.ack(stale)
@@ -56,25 +61,27 @@ def run_batch(engine: Engine, claims: Iterable[Claim]) -> None:
         reevaluate(engine, rechecks)
     if steps:
         execute_steps(engine, steps)
+    if broadcasts:
+        from .broadcasts import run_broadcasts
+
+        run_broadcasts(engine, broadcasts)
 
 
 # -- stages -------------------------------------------------------------------------------------
 
 
 def reevaluate(engine: Engine, claims: list[Claim]) -> None:
-    """Re-evaluate the stages of the contacts in `claims` and apply the changes."""
-    keys = engine.runtime.keys
+    """Evaluate the contacts in `claims` (automation.evaluation) and apply what changed."""
     ids = [claim.member[2:] for claim in claims]
-    states = engine.store.load_many(ids)
+    states = engine.store.load_many(ids, inbox=True)
     served = engine.journeys.journeys
-    journeys = list(served.values())
+    scores = engine.scores()
     now = engine.runtime.clock.now()
     # While a journey file fails to load, contacts in its stages keep being re-checked, so its
     # time-based changes are not lost; they happen once the file is fixed.
     retry_at = now + engine.runtime.clock.to_clock_seconds(JOURNEY_RETRY_SECONDS)
     unloaded = bool(engine.journeys.failed_files)
-    script_keys: list[str] = [keys.activity, keys.stats]
-    args: list[Any] = [seconds(now), ACTIVITY_LENGTH]
+    plans: list[tuple[Claim, Changes]] = []
     missing = []
     rule_errors = 0
     for claim, contact_id in zip(claims, ids, strict=True):
@@ -82,25 +89,70 @@ def reevaluate(engine: Engine, claims: list[Claim]) -> None:
         if not state.exists:
             missing.append(claim)  # deleted meanwhile: evaluating would recreate it
             continue
-        result = evaluate(state, journeys, now)
-        for error in result.errors:
+        changes = evaluate(state, served, now, scores)
+        for error in changes.errors:
             _log_rule_error(contact_id, error)
-        rule_errors += len(result.errors)
-        recheck_at = result.recheck_at
+        rule_errors += len(changes.errors)
+        recheck_at = changes.tracker.next_change if changes.tracker else None
         if unloaded and any(e.stage and name not in served for name, e in state.enrollments.items()):
             recheck_at = min(recheck_at or retry_at, retry_at)
-        script_keys += [keys.contact(contact_id), keys.timers_for(contact_id), keys.leases_for(contact_id)]
-        args += [contact_id, state.version, due(recheck_at) if recheck_at is not None else "",
-                 repr(claim.lease) if claim.lease is not None else "", len(result.changes)]
-        for change in result.changes:
-            args += [change.journey, change.stage or "", change.first_step.id if change.first_step else "",
-                     due(change.first_due) if change.first_due is not None else "", change.reason]
-    if len(script_keys) > 2:
-        engine.scripts.call("transition", script_keys, args)
+        changes.timers[recheck_member(contact_id)] = recheck_at
+        plans.append((claim, changes))
+    # Each evaluation applies only if the contact is as it was read; if not, it is simply due again.
+    guarded = []
+    for claim, changes in plans:
+        member = recheck_member(changes.state.id)
+        guarded.append((claim, changes, {"v": changes.state.version, "r": member}, member))
+    applied = apply_changes(engine, guarded)
     if rule_errors:
-        engine.runtime.redis.hincrby(keys.stats, "rule_errors", rule_errors)
+        engine.runtime.redis.hincrby(engine.runtime.keys.stats, "rule_errors", rule_errors)
     if missing:
         engine.timers.ack(missing)
+    after_apply(engine, [changes for (_, changes), ok in zip(plans, applied, strict=True) if ok])
+
+
+def apply_changes(engine: Engine, plans: list[tuple[Claim, Changes, dict[str, Any], str]]) -> list[bool]:
+    """Write contacts' changes (apply.lua), each under its guard (a version, or field values);
+    coupons the runs asked for are issued first, so the messages that show them find them."""
+    if not plans:
+        return []
+    keys = engine.runtime.keys
+    issue_coupons(engine, [changes for _, changes, _, _ in plans])
+    script_keys: list[str] = [keys.activity, keys.stats]
+    args: list[Any] = [seconds(engine.runtime.clock.now()), ACTIVITY_LENGTH]
+    for claim, changes, guard, lease_member in plans:
+        cid = changes.state.id
+        script_keys += [keys.contact(cid), keys.timers_for(cid), keys.leases_for(cid), keys.ledger(cid),
+                        keys.inbox(cid)]
+        plan = {"c": cid, "v": guard.get("v", ""), "ops": changes.ops(),
+                "lease": repr(claim.lease) if claim.lease is not None else "", "lm": lease_member}
+        for extra in ("g", "r"):
+            if extra in guard:
+                plan[extra] = guard[extra]
+        args.append(json.dumps(plan, separators=(",", ":"), ensure_ascii=False))
+    return [bool(reply) for reply in engine.scripts.call("apply", script_keys, args)]
+
+
+def issue_coupons(engine: Engine, all_changes: Iterable[Changes]) -> None:
+    store: CouponStore | None = None
+    for changes in all_changes:
+        for run, spec in changes.coupons:
+            store = store or CouponStore(engine.runtime)
+            try:
+                store.issue(changes.state.id, spec, run, changes.now)
+            except (CouponError, LookupError) as exc:
+                logger.error("coupon %s for %s: %s", spec.name, changes.state.id, exc)
+                engine.runtime.redis.hincrby(engine.runtime.keys.stats, f"coupon:{spec.name}:failed", 1)
+
+
+def after_apply(engine: Engine, all_changes: Iterable[Changes]) -> None:
+    """What runs did that goes through the contact store: attributes set, events recorded."""
+    for changes in all_changes:
+        if changes.sets:
+            engine.store.identify(changes.state.id, changes.sets)
+        if changes.emits:
+            engine.store.track_many(Event(changes.state.id, name, changes.now, properties, event_id)
+                                    for name, properties, event_id in changes.emits)
 
 
 _rule_errors_logged: dict[str, float] = {}
@@ -122,13 +174,13 @@ def _log_rule_error(contact_id: str, error: str) -> None:
 
 @dataclass
 class _Job:
-    """One due step of one contact, as it moves through the phases of a batch."""
+    """One due send of one contact, as it moves through the phases of a batch."""
 
     claim: Claim
     state: ContactState
     journey: Journey
-    stage: Stage
-    index: int
+    scope: str                # the stage, or RUN for a triggered journey
+    node: SendNode
     occurrence: int
     due: float
     outcome: dict[str, Any] = field(default_factory=dict)
@@ -139,17 +191,27 @@ class _Job:
     attempt: int = 1
     retry_at: float | None = None
     effect: dict[str, Any] = field(default_factory=dict)
+    changes: Changes | None = None   # what the run does after this step, up to its next wait
 
     @property
-    def step(self) -> Step:
-        return self.stage.steps[self.index]
+    def step(self) -> SendNode:
+        return self.node
 
     @property
     def ledger_field(self) -> str:
-        return f"{self.journey.name}:{self.stage.name}:{self.occurrence}:{self.step.id}"
+        return f"{self.journey.name}:{self.scope}:{self.occurrence}:{self.node.id}"
 
     def decide(self, kind: str, code: str = "", detail: str = "") -> None:
         self.kind, self.code, self.detail = kind, code, detail
+
+
+@dataclass
+class _Resume:
+    """A run whose wait ended (or a date trigger whose day came): it moves on, sending nothing now."""
+
+    claim: Claim
+    state: ContactState
+    journey: Journey
 
 
 def execute_steps(engine: Engine, claims: list[Claim]) -> None:
@@ -157,16 +219,19 @@ def execute_steps(engine: Engine, claims: list[Claim]) -> None:
     now = runtime.clock.now()
     states = engine.store.load_many((parse_member(c.member)[2] for c in claims), recent=True)
     jobs: list[_Job] = []
+    resumes: list[_Resume] = []
     done: list[Claim] = []          # nothing to do: release the lease only
     postponed: list[Claim] = []     # journey not loaded right now: try again later
     for claim in claims:
-        job = _prepare(engine, claim, states, now, done, postponed)
+        job = _prepare(engine, claim, states, now, done, postponed, resumes)
         if job is not None:
             jobs.append(job)
     if done:
         engine.timers.ack(done)
     if postponed:
         _postpone(engine, postponed, now)
+    if resumes:
+        _resume(engine, resumes, now)
     paused = engine.pauses.active() if jobs else {}
     for job in jobs:
         _check_and_render(engine, job, now, paused)
@@ -175,12 +240,12 @@ def execute_steps(engine: Engine, claims: list[Claim]) -> None:
 
 
 def _prepare(engine: Engine, claim: Claim, states: dict[str, ContactState], now: float,
-             done: list[Claim], postponed: list[Claim]) -> _Job | None:
+             done: list[Claim], postponed: list[Claim], resumes: list[_Resume]) -> _Job | None:
     _, journey_name, contact_id = parse_member(claim.member)
     state = states[contact_id]
     enrollment = state.enrollments.get(journey_name or "")
-    if enrollment is None or enrollment.step is None or enrollment.due is None or enrollment.stage is None:
-        done.append(claim)      # the contact left the stage or finished it
+    if enrollment is None or enrollment.step is None or enrollment.due is None:
+        done.append(claim)      # the run ended or the contact left the stage
         return None
     if enrollment.due > now + 0.001:
         done.append(claim)      # a redelivery of an earlier step; the next one has its own timer
@@ -191,18 +256,58 @@ def _prepare(engine: Engine, claim: Claim, states: dict[str, ContactState], now:
             postponed.append(claim)
             return None
         journey = _gone(journey_name or "")
-    stage = journey.stage(enrollment.stage)
-    index = stage.step_index(enrollment.step) if stage else None
-    if stage is None or index is None:
-        stage = Stage(enrollment.stage, None, (Step(enrollment.step, 0, "", ""),))
-        job = _Job(claim, state, journey, stage, 0, enrollment.occurrence, enrollment.due)
-        job.decide("skipped", "step_removed", "the journey no longer has this step")
-        return job
-    return _Job(claim, state, journey, stage, index, enrollment.occurrence, enrollment.due)
+    if enrollment.step == START:
+        resumes.append(_Resume(claim, state, journey))
+        return None
+    if enrollment.stage is None:
+        done.append(claim)
+        return None
+    flow = journey.flow_of(enrollment.stage)
+    node = flow.get(enrollment.step) if flow else None
+    if isinstance(node, SendNode):
+        return _Job(claim, state, journey, enrollment.stage, node, enrollment.occurrence, enrollment.due)
+    if node is not None:
+        resumes.append(_Resume(claim, state, journey))
+        return None
+    gone = SendNode(id=enrollment.step, next=None, line=0, condition=None, channel="", template="")
+    job = _Job(claim, state, journey, enrollment.stage, gone, enrollment.occurrence, enrollment.due)
+    job.decide("skipped", "step_removed", "the journey no longer has this step")
+    return job
+
+
+def _resume(engine: Engine, resumes: list[_Resume], now: float) -> None:
+    """Move runs past waits that ended, and start the runs of date triggers whose moment came."""
+    scores = engine.scores()
+    plans = []
+    for item in resumes:
+        journey, state = item.journey, item.state
+        name = journey.name
+        enrollment = state.enrollments[name]
+        prefix = f"j:{name}:"
+        guards: list[list[Any]] = [[prefix + part, state.raw.get(prefix + part, False)]
+                                   for part in ("st", "oc", "sp", "du")]
+        changes = Changes(state, now, scores)
+        if enrollment.step == START:
+            trigger = journey.trigger
+            if trigger is not None and trigger.kind == "date" and (
+                    journey.audience is None or changes.holds(journey, journey.audience, None, "audience: ")):
+                runs.start(changes, journey, RUN, "date", base=enrollment.due)
+            else:
+                changes.jset(name, sp=None, du=None)
+        else:
+            flow = journey.flow_of(enrollment.stage)
+            node = flow.get(enrollment.step) if flow else None
+            assert node is not None and enrollment.stage is not None and enrollment.due is not None
+            runs.advance(changes, journey, enrollment.stage, resume_after(node), enrollment.due)
+        for error in changes.errors:
+            _log_rule_error(state.id, error)
+        plans.append((item.claim, changes, {"g": guards}, item.claim.member))
+    applied = apply_changes(engine, plans)
+    after_apply(engine, [changes for (_, changes, _, _), ok in zip(plans, applied, strict=True) if ok])
 
 
 def _gone(name: str) -> Journey:
-    return Journey(name=name, path="", stages=())
+    return Journey(name=name, path="")
 
 
 def _postpone(engine: Engine, claims: list[Claim], now: float) -> None:
@@ -230,7 +335,7 @@ def _check_and_render(engine: Engine, job: _Job, now: float, paused: dict[str, P
     step, state, journey = job.step, job.state, job.journey
     if step.condition is not None:
         try:
-            if not step.condition.evaluate(rule_context(state, journey, TimeTracker(now))):
+            if not step.condition.evaluate(rule_context(state, journey, TimeTracker(now), engine.scores())):
                 return job.decide("skipped", "condition", f"if: {step.condition.source}")
         except RuleError as exc:
             return job.decide("failed", "rule_error", str(exc))
@@ -245,7 +350,7 @@ def _check_and_render(engine: Engine, job: _Job, now: float, paused: dict[str, P
         return _wait(engine, job, now, "paused", "channel_paused", f"channel paused: {pause.reason}",
                      pause.until - time.time())
     contact = {**state.attributes, "id": state.id}
-    if adapter.needs_consent:
+    if adapter.consent_needed(step.channel):
         consent = state.attributes.get("consent", {})
         if not (isinstance(consent, dict) and consent.get(step.channel) is True):
             return job.decide("skipped", "no_consent", f"no consent for {step.channel}")
@@ -264,24 +369,44 @@ def _check_and_render(engine: Engine, job: _Job, now: float, paused: dict[str, P
     locale = state.attributes.get("locale")
     parts: dict[str, str] = {}
     used_locale = locale or journey.locale
+    if any(name.startswith("k:") for name in state.raw):
+        extra.update(_coupons(engine, job))
     if step.template:
         defaults = engine.catalog.defaults_for(locale, journey.locale)
-        context = template_context(state, journey, job.stage.name, step.id, step.channel, now, defaults, extra)
+        context = template_context(state, journey, job.scope, step.id, step.channel, now, defaults, extra,
+                                   engine.scores())
         try:
             rendered = engine.renderer.render(step.channel, step.template, locale, journey.locale, context)
         except TemplateRenderError as exc:
             return job.decide("failed", "template_error", str(exc))
         parts, used_locale = dict(rendered.parts), rendered.locale
-    metadata = {"journey": journey.name, "stage": job.stage.name, "step": step.id, "contact_id": state.id,
+    metadata = {"journey": journey.name, "stage": job.scope, "step": step.id, "contact_id": state.id,
                 "key": key}
-    headers.update({"X-Lifecycle-Journey": journey.name, "X-Lifecycle-Step": f"{job.stage.name}/{step.id}",
+    headers.update({"X-Lifecycle-Journey": journey.name, "X-Lifecycle-Step": f"{job.scope}/{step.id}",
                     "X-Lifecycle-Key": key})
     # Steps without a template (webhooks, provider-side templates) send the step's data instead.
-    data = {} if step.template else {**step_data(state, journey, job.stage.name, step.id, now), **extra}
-    job.delivery = Delivery(key=key, contact_id=state.id, journey=journey.name, stage=job.stage.name, step=step.id,
+    data = {} if step.template else {**step_data(state, journey, job.scope, step.id, now, engine.scores()),
+                                         **_plain(extra)}
+    job.delivery = Delivery(key=key, contact_id=state.id, journey=journey.name, stage=job.scope, step=step.id,
                             channel=step.channel, template=step.template, locale=used_locale, to=to,
                             parts=parts, at=now, headers=headers, metadata=metadata, options=step.options,
                             data=data)
+
+
+def _coupons(engine: Engine, job: _Job) -> dict[str, Any]:
+    """`coupons` (all of the contact's) and `coupon` (the one this run issued last) for templates."""
+    coupons = CouponStore(engine.runtime).coupons_of(job.state.id, job.state.raw)
+    found: dict[str, Any] = {"coupons": {name: c.as_template_value() for name, c in coupons.items()}}
+    name = issued_in_run(job.state.raw, runs.run_key(job.journey.name, job.scope, job.occurrence))
+    if name in coupons:
+        found["coupon"] = coupons[name].as_template_value()
+    return found
+
+
+def _plain(extra: dict[str, Any]) -> dict[str, Any]:
+    """Template extras as JSON for steps that send data (times as ISO text)."""
+    return json.loads(json.dumps(extra, default=lambda value: value.isoformat() if hasattr(value, "isoformat")
+                                 else str(value)))
 
 
 def _mark_and_send(engine: Engine, jobs: list[_Job], now: float) -> None:
@@ -367,6 +492,8 @@ def _record(engine: Engine, jobs: list[_Job], now: float) -> None:
     script_keys: list[str] = [keys.activity, keys.stats]
     args: list[Any] = [seconds(now), ACTIVITY_LENGTH]
     effects: list[_Job] = []
+    scores = engine.scores()
+    recorded: list[_Job] = []
     for job in jobs:
         if job.kind in ("busy", "done"):
             continue
@@ -382,31 +509,45 @@ def _record(engine: Engine, jobs: list[_Job], now: float) -> None:
             outcome["reason"] = job.detail
         if job.code:
             outcome["code"] = job.code
+        more = ""
         if job.kind == "retry" or job.kind in WAITING:
             mode, next_id, next_due = "retry", "", job.retry_at
         else:
-            mode = "advance"
-            following = job.stage.steps[job.index + 1] if job.index + 1 < len(job.stage.steps) else None
-            next_id = following.id if following else ""
-            next_due = job.due + following.delay if following else None
+            # The run moves on from this step to its next wait, doing what takes no time on the way.
+            mode, next_id, next_due = "advance", "", None
+            changes = job.changes = Changes(job.state, now, scores)
+            result = runs.advance(changes, job.journey, job.scope, step.next, job.due)
+            member = step_member(job.journey.name, job.state.id)
+            changes.timers.pop(member, None)
+            changes.fields.pop(f"j:{job.journey.name}:sp", None)
+            changes.fields.pop(f"j:{job.journey.name}:du", None)
+            if result.pending is not None:
+                next_id, next_due = result.pending
+            more = changes.encoded_ops()
+            for error in changes.errors:
+                _log_rule_error(job.state.id, error)
         contact_id = job.state.id
         script_keys += [keys.contact(contact_id), keys.timers_for(contact_id), keys.leases_for(contact_id),
                         keys.ledger(contact_id)]
-        args += [contact_id, job.journey.name, job.stage.name, job.occurrence, step.id, job.ledger_field,
+        args += [contact_id, job.journey.name, job.scope, job.occurrence, step.id, job.ledger_field,
                  json.dumps(outcome, ensure_ascii=False) if outcome else "", mode, next_id,
                  due(next_due) if next_due is not None else "",
                  repr(job.claim.lease) if job.claim.lease is not None else "",
-                 job.kind, step.channel, job.code, job.detail[:500]]
+                 job.kind, step.channel, job.code, job.detail[:500], more]
+        recorded.append(job)
         if job.kind in ("sent", "skipped") or job.kind in WAITING:
             # Every outcome is in the ledger and the activity log; per-message lines only when asked.
-            logger.debug("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.stage.name, step.id,
+            logger.debug("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.scope, step.id,
                          contact_id, job.code, job.detail)
         else:
-            logger.warning("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.stage.name, step.id,
+            logger.warning("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.scope, step.id,
                            contact_id, job.code, job.detail)
         if job.effect:
             effects.append(job)
     if len(script_keys) > 2:
-        engine.scripts.call("record_step", script_keys, args)
+        issue_coupons(engine, [job.changes for job in recorded if job.changes is not None])
+        replies = engine.scripts.call("record_step", script_keys, args)
+        after_apply(engine, [job.changes for job, ok in zip(recorded, replies, strict=True)
+                             if ok and job.changes is not None])
     for job in effects:
         engine.store.apply_effects(job.state.id, job.effect)

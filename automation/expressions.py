@@ -29,7 +29,8 @@ from jinja2.sandbox import SandboxedEnvironment
 DAY = 86400.0
 
 #: Names every rule may use. Journey `vars` are added per journey.
-RULE_NAMES = frozenset({"contact", "events", "days_since", "hours_since", "stage", "journey"})
+RULE_NAMES = frozenset({"contact", "events", "days_since", "hours_since", "stage", "journey", "stages", "scores",
+                        "coupons"})
 #: Templates see the rule names plus these.
 TEMPLATE_EXTRA_NAMES = frozenset(
     {"now", "first_name", "last_name", "last", "recent_events", "unsubscribe_url", "locale", "dir",
@@ -328,10 +329,60 @@ class Expression:
         except Exception as exc:  # any failure inside marketer code is reported, not raised raw
             raise RuleError(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
 
+    def value(self, context: Mapping[str, Any]) -> Any:
+        """The expression's value rather than its truth (a date attribute, say); None when missing."""
+        try:
+            result = self.evaluate_fn(**context)
+        except Exception as exc:
+            raise RuleError(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
+        return None if isinstance(result, Undefined) else result
+
 
 def unknown_names(source: str, known: Iterable[str]) -> set[str]:
     ast = RULE_ENV.parse("{{ (" + source + ") }}")
     return set(meta.find_undeclared_variables(ast)) - set(known)
+
+
+@dataclass(frozen=True)
+class References:
+    """What a rule reads, for the cross-journey checks of `lifecycle validate`."""
+
+    attributes: frozenset[str] = frozenset()    # contact.<name> (the first part of a dotted path)
+    events: frozenset[str] = frozenset()        # events.<name>, days_since('<name>'), hours_since('<name>')
+    scores: frozenset[str] = frozenset()        # scores.<name>
+    journeys: frozenset[str] = frozenset()      # stages['<journey>']
+
+
+def references(source: str) -> References:
+    """The contact attributes, events, scores and journeys an expression names."""
+    from jinja2 import nodes
+
+    try:
+        ast = RULE_ENV.parse("{{ (" + source + ") }}")
+    except TemplateSyntaxError:
+        return References()
+    found: dict[str, set[str]] = {"contact": set(), "events": set(), "scores": set(), "stages": set()}
+
+    def key_of(node: Any) -> str | None:
+        if isinstance(node, nodes.Getattr):
+            return node.attr
+        if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            return node.arg.value
+        return None
+
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        base = node.node
+        if isinstance(base, nodes.Name) and base.name in found:
+            key = key_of(node)
+            if key is not None:
+                found[base.name].add(key)
+    for call in ast.find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name in ("days_since", "hours_since") and call.args:
+            first = call.args[0]
+            if isinstance(first, nodes.Const) and isinstance(first.value, str) and to_timestamp(first.value) is None:
+                found["events"].add(first.value)
+    return References(frozenset(found["contact"]), frozenset(found["events"]), frozenset(found["scores"]),
+                      frozenset(found["stages"]))
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

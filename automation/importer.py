@@ -40,13 +40,14 @@ class ImportReport:
         return [f"{self.path}:{line}: {reason}" for line, reason in self.errors]
 
 
-def import_file(store: ContactStore, path: Path, kind: str | None = None) -> ImportReport:
+def import_file(store: ContactStore, path: Path, kind: str | None = None, triggers: bool = True) -> ImportReport:
+    """Import a file; `triggers=False` is a backfill of history that starts no triggered journey."""
     path = Path(path)
     kind = kind or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     if kind == "csv":
-        return import_csv(store, path)
+        return import_csv(store, path, triggers)
     if kind in ("jsonl", "ndjson", "json"):
-        return import_jsonl(store, path)
+        return import_jsonl(store, path, triggers)
     raise InputError(f"unknown import type {kind!r}: use csv or jsonl")
 
 
@@ -91,7 +92,7 @@ def _columns(header: list[str]) -> list[tuple[str, str]]:
     return columns
 
 
-def import_csv(store: ContactStore, path: Path) -> ImportReport:
+def import_csv(store: ContactStore, path: Path, triggers: bool = True) -> ImportReport:
     report = ImportReport(str(path))
     now = store.runtime.clock.now()
     batch: list[tuple[str, dict[str, Any]]] = []
@@ -138,9 +139,9 @@ def import_csv(store: ContactStore, path: Path) -> ImportReport:
                 report.errors.append((line, str(exc)))
                 continue
             if len(batch) >= CHUNK:
-                report.imported += store.identify_many(batch)
+                report.imported += store.identify_many(batch, triggers=triggers)
                 batch.clear()
-    report.imported += store.identify_many(batch)
+    report.imported += store.identify_many(batch, triggers=triggers)
     return report
 
 
@@ -151,7 +152,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield number, text
 
 
-def import_jsonl(store: ContactStore, path: Path) -> ImportReport:
+def import_jsonl(store: ContactStore, path: Path, triggers: bool = True) -> ImportReport:
     report = ImportReport(str(path))
     now = store.runtime.clock.now()
     events: list[Event] = []
@@ -159,10 +160,10 @@ def import_jsonl(store: ContactStore, path: Path) -> ImportReport:
 
     def flush() -> None:
         if identifies:
-            report.imported += store.identify_many(identifies)
+            report.imported += store.identify_many(identifies, triggers=triggers)
             identifies.clear()
         if events:
-            results = store.track_many(events)
+            results = store.track_many(events, triggers=triggers)
             report.imported += sum(results)
             report.duplicates += len(results) - sum(results)
             events.clear()

@@ -1,8 +1,8 @@
 """Redis key layout. One place names every key, so docs/architecture.md can list them.
 
-Timer members are short strings (`s|<journey>|<contact>` for a stage's next step,
-`r|<contact>` for re-evaluating a contact's stages) because memory per pending
-timer is what limits how many contacts one Redis can hold.
+Timer members are short strings (`s|<journey>|<contact>` for a run's next step,
+`r|<contact>` for re-evaluating a contact, `b|<journey>` for a scheduled broadcast)
+because memory per pending timer is what limits how many contacts one Redis can hold.
 """
 
 from __future__ import annotations
@@ -25,6 +25,24 @@ class Keys:
 
     def ledger(self, contact_id: str) -> str:
         return f"{self.namespace}:m:{contact_id}"
+
+    def inbox(self, contact_id: str) -> str:
+        """Events and attribute changes some journey reacts to, until the contact's next evaluation."""
+        return f"{self.namespace}:in:{contact_id}"
+
+    @property
+    def watched_events(self) -> str:
+        """Names of the events journeys react to (triggers, wait_for, goals, exits, scores)."""
+        return f"{self.namespace}:watch:events"
+
+    @property
+    def watched_attributes(self) -> str:
+        """Names of the contact attributes attribute-change triggers watch."""
+        return f"{self.namespace}:watch:attributes"
+
+    def broadcast(self, journey: str) -> str:
+        """Progress of a scheduled journey's broadcast: schedule, occurrence, scan cursor."""
+        return f"{self.namespace}:bc:{journey}"
 
     def shard_of(self, contact_id: str) -> int:
         return zlib.crc32(contact_id.encode()) % self.shards
@@ -97,10 +115,17 @@ def recheck_member(contact_id: str) -> str:
     return f"r|{contact_id}"
 
 
+def broadcast_member(journey: str) -> str:
+    """The timer of a scheduled journey's next broadcast (sharded by the journey name)."""
+    return f"b|{journey}"
+
+
 def parse_member(member: str) -> tuple[str, str | None, str]:
-    """(kind, journey or None, contact id) from a timer member."""
+    """(kind, journey or None, contact id) from a timer member (a broadcast has no contact: "")."""
     kind, _, rest = member.partition("|")
     if kind == "s":
         journey, _, contact_id = rest.partition("|")
         return kind, journey, contact_id
+    if kind == "b":
+        return kind, rest, ""
     return kind, None, rest

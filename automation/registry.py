@@ -14,11 +14,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
+from .crosscheck import check_journeys
 from .diagnostics import Diagnostic, Severity, has_errors
 from .journey import Journey
 from .loader import Channels, TemplateCheck, check_template_files, display_path, load_journey
+from .sources import FILE_NAME as SOURCES_FILE
+from .sources import Sources, load_sources
 
 logger = logging.getLogger(__name__)
 JOURNEY_SUFFIXES = (".yaml", ".yml")
@@ -29,7 +32,9 @@ def journey_files(paths: Iterable[Path]) -> list[Path]:
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix in JOURNEY_SUFFIXES and p.is_file()))
+            # Files starting with "_" are not journeys (journeys/_contact.yaml lists what sources send).
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in JOURNEY_SUFFIXES and p.is_file()
+                                and not p.name.startswith("_")))
         else:
             found.append(path)
     return found
@@ -44,19 +49,39 @@ class _Loaded:
 
 def validate_paths(paths: Iterable[Path], channels: Channels, templates: TemplateCheck,
                    include_all_templates: bool = False) -> tuple[list[Journey], list[Diagnostic]]:
-    """Check journey files (and, if asked, every template); every problem, not just the first."""
+    """Check journey files (and, if asked, every template); every problem, not just the first.
+
+    The other journeys in the same folders are loaded too, without reporting on them, so
+    that a file's references to them (stage triggers, scores) can be checked.
+    """
     journeys: list[Journey] = []
     diagnostics: list[Diagnostic] = []
+    paths = [Path(p) for p in paths]
     files = journey_files(paths)
+    folders = list(dict.fromkeys(p if p.is_dir() else p.parent for p in paths))
+    sources: Sources | None = None
+    for folder in folders:
+        if (folder / SOURCES_FILE).is_file():
+            sources, found = load_sources(folder)
+            diagnostics.extend(found)
+            break
     for path in files:
         if not path.exists():
             diagnostics.append(Diagnostic(display_path(path), 1, 1, "no such file or directory"))
             continue
-        journey, found = load_journey(path, channels, templates)
+        journey, found = load_journey(path, channels, templates, sources)
         diagnostics.extend(found)
         if journey is not None:
             journeys.append(journey)
-    diagnostics.extend(_duplicate_names(journeys))
+    context = list(journeys)
+    checked = {p.resolve() for p in files}
+    for path in journey_files(folders):
+        if path.resolve() not in checked:
+            journey, _ = load_journey(path, channels, templates, sources)
+            if journey is not None:
+                context.append(journey)
+    reported = {j.path for j in journeys}
+    diagnostics.extend(d for d in check_journeys(context, sources) if d.path in reported)
     if include_all_templates:
         diagnostics.extend(check_template_files(templates))
     return journeys, _dedupe(diagnostics)
@@ -69,18 +94,6 @@ def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     return list(seen.values())
 
 
-def _duplicate_names(journeys: list[Journey]) -> list[Diagnostic]:
-    first: dict[str, Journey] = {}
-    found = []
-    for journey in journeys:
-        if journey.name in first:
-            found.append(Diagnostic(journey.path, 1, 1, f"journey name {journey.name!r} is already used by "
-                                    f"{first[journey.name].path}", "journey names must be unique"))
-        else:
-            first[journey.name] = journey
-    return found
-
-
 class JourneyRegistry:
     def __init__(self, directory: Path, channels: Channels, templates: TemplateCheck,
                  reload_seconds: float = 2.0) -> None:
@@ -90,6 +103,10 @@ class JourneyRegistry:
         self.reload_seconds = reload_seconds
         self._files: dict[Path, _Loaded] = {}
         self._journeys: dict[str, Journey] = {}
+        self._sources: tuple[tuple[int, int] | None, Sources | None] = (None, None)
+        self.cross_diagnostics: list[Diagnostic] = []
+        #: Called with the new journeys whenever they change (the engine arms broadcast timers).
+        self.on_change: list[Callable[[dict[str, Journey]], None]] = []
         self._checked_at = 0.0
         self._lock = threading.Lock()  # worker threads share one registry
         self.refresh(force=True)
@@ -104,7 +121,11 @@ class JourneyRegistry:
 
     @property
     def diagnostics(self) -> list[Diagnostic]:
-        return [d for loaded in self._files.values() for d in loaded.diagnostics]
+        return [d for loaded in self._files.values() for d in loaded.diagnostics] + self.cross_diagnostics
+
+    @property
+    def sources(self) -> Sources | None:
+        return self._sources[1]
 
     def refresh(self, force: bool = False) -> bool:
         """Reload changed files (at most every `reload_seconds`); True if anything changed."""
@@ -119,6 +140,15 @@ class JourneyRegistry:
 
     def _reload(self, force: bool) -> bool:
         self.templates.catalog.refresh()
+        sources_path = self.directory / SOURCES_FILE
+        sources_stamp = self._stamp(sources_path) if sources_path.is_file() else None
+        sources_changed = sources_stamp != self._sources[0]
+        if sources_changed:
+            sources, problems = load_sources(self.directory)
+            for diagnostic in problems:
+                logger.error("%s", diagnostic.format())
+            self._sources = (sources_stamp, sources)
+            self._files.clear()   # every journey is checked against it: load them all again
         current = {p: self._stamp(p) for p in journey_files([self.directory])} if self.directory.is_dir() else {}
         changed = set(self._files) - set(current)
         for path in changed:
@@ -129,7 +159,7 @@ class JourneyRegistry:
             if loaded is not None and loaded.stamp == stamp:
                 continue
             changed.add(path)
-            journey, diagnostics = load_journey(path, self.channels, self.templates)
+            journey, diagnostics = load_journey(path, self.channels, self.templates, self.sources)
             for diagnostic in diagnostics:
                 log = logger.error if diagnostic.severity is Severity.ERROR else logger.warning
                 log("%s", diagnostic.format())
@@ -153,6 +183,15 @@ class JourneyRegistry:
                 continue
             journeys[journey.name] = journey
         self._journeys = journeys
+        self.cross_diagnostics = check_journeys(journeys.values(), self.sources)
+        for diagnostic in self.cross_diagnostics:
+            log = logger.error if diagnostic.severity is Severity.ERROR else logger.warning
+            log("%s", diagnostic.format())
+        for callback in self.on_change:
+            try:
+                callback(journeys)
+            except Exception:  # Redis down at reload time: the next reload tries again
+                logger.exception("journey change hook failed")
 
     @staticmethod
     def _stamp(path: Path) -> tuple[int, int]:

@@ -19,10 +19,22 @@ from typing import Any, Sequence
 import redis
 from redis.exceptions import NoScriptError
 
-NAMES = ("claim", "ack", "record_event", "transition", "mark", "record_step", "rate", "delivery",
+NAMES = ("claim", "ack", "record_event", "identify", "apply", "mark", "record_step", "rate", "delivery",
          "coupon_issue", "coupon_redeem")
+#: Scripts share code by a line `--#include <name>`, replaced by lua/_<name>.lua.
+INCLUDE = "--#include "
 
 Call = tuple[str, Sequence[str], Sequence[Any]]
+
+
+def _expand(text: str, folder: Any) -> str:
+    lines = []
+    for line in text.splitlines():
+        if line.startswith(INCLUDE):
+            lines.append((folder / f"_{line[len(INCLUDE):].strip()}.lua").read_text())
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 class Scripts:
@@ -31,7 +43,7 @@ class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         folder = resources.files("automation") / "lua"
-        self.source = {name: (folder / f"{name}.lua").read_text() for name in NAMES}
+        self.source = {name: _expand((folder / f"{name}.lua").read_text(), folder) for name in NAMES}
         self.sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in self.source.items()}
 
     def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:

@@ -380,8 +380,17 @@ class _TextExtractor(HTMLParser):
         self.out: list[str] = []
         self._href: str | None = None
         self._skip = 0
+        self._hidden: tuple[str, int] | None = None   # an element with display:none (a preheader): tag, depth
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._hidden is not None:
+            if tag == self._hidden[0]:
+                self._hidden = (tag, self._hidden[1] + 1)
+            return
+        style = (dict(attrs).get("style") or "").replace(" ", "").lower()
+        if "display:none" in style:
+            self._hidden = (tag, 1)
+            return
         if tag in ("style", "script", "head", "title"):
             self._skip += 1
         elif tag == "a":
@@ -392,6 +401,11 @@ class _TextExtractor(HTMLParser):
             self.out.append("- ")
 
     def handle_endtag(self, tag: str) -> None:
+        if self._hidden is not None:
+            if tag == self._hidden[0]:
+                depth = self._hidden[1] - 1
+                self._hidden = (tag, depth) if depth else None
+            return
         if tag in ("style", "script", "head", "title"):
             self._skip = max(0, self._skip - 1)
         elif tag == "a" and self._href:
@@ -401,7 +415,7 @@ class _TextExtractor(HTMLParser):
             self.out.append("\n")
 
     def handle_data(self, data: str) -> None:
-        if not self._skip:
+        if not self._skip and self._hidden is None:
             self.out.append(data)
 
 

@@ -55,10 +55,20 @@ def namespace(redis_url: str) -> Iterator[str]:
     client.close()
 
 
+#: The journeys a test project gets unless the test is marked `library` (then: every shipped journey).
+CORE_JOURNEYS = ("customer-lifecycle.yaml", "_contact.yaml")
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the shipped journeys and templates that a test may edit."""
-    shutil.copytree(ROOT / "journeys", tmp_path / "journeys")
+def project(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A copy of the shipped templates and journeys that a test may edit: the customer lifecycle only,
+    so a test's message counts are about it, or all of them for tests marked `library`."""
+    if request.node.get_closest_marker("library"):
+        shutil.copytree(ROOT / "journeys", tmp_path / "journeys")
+    else:
+        (tmp_path / "journeys").mkdir()
+        for name in CORE_JOURNEYS:
+            shutil.copy(ROOT / "journeys" / name, tmp_path / "journeys" / name)
     shutil.copytree(ROOT / "templates", tmp_path / "templates")
     (tmp_path / "outbox").mkdir()
     return tmp_path

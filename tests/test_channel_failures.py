@@ -120,7 +120,7 @@ def test_a_new_phone_number_is_tried_again(runtime):
 
 
 @pytest.mark.parametrize("locale, body, warned", [
-    ("en", "{{ brand }}: {{ first_name }}, your code {{ winback_code }} is waiting.", False),
+    ("en", "{{ brand }}: {{ first_name }}, your code {{ coupon.code }} is waiting.", False),
     ("ru", "{{ brand }}: " + "Ваш промокод ждёт вас, приходите скорее за покупками! " * 3, True),
 ])
 def test_validate_warns_when_an_sms_takes_too_many_segments(capsys, project, locale, body, warned):
@@ -133,4 +133,5 @@ def test_validate_warns_when_an_sms_takes_too_many_segments(capsys, project, loc
     assert (message in out) is warned, out
     if warned:
         line = next(line for line in out.splitlines() if message in line)
-        assert line.startswith(f"{path}:35:19: warning: ") and "UCS-2" in line and "more than the 2 allowed" in line
+        at = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "template: winback-reminder" in text)
+        assert line.startswith(f"{path}:{at}:29: warning: ") and "UCS-2" in line and "more than the 2 allowed" in line

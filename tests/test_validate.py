@@ -19,7 +19,7 @@ def validate(capsys, *args: str) -> tuple[int, list[str]]:
 
 
 def error_lines(lines: list[str]) -> list[str]:
-    return [line for line in lines if not line.startswith("    hint:")]
+    return [line for line in lines if not line.startswith("    hint:") and ": warning: " not in line]
 
 
 def test_the_shipped_journeys_and_templates_are_valid(capsys, monkeypatch):
@@ -110,7 +110,7 @@ def test_missing_top_level_keys_and_wrong_types(capsys, project):
     code, lines = validate(capsys, str(path), "--templates", str(project / "templates"))
     assert code == 1
     assert f"{path}:1:1: missing required key 'journey' in the journey" in lines
-    assert f"{path}:1:1: missing required key 'stages' in the journey" in lines
+    assert f"{path}:1:1: missing 'stages' or 'trigger'" in lines
     assert f"{path}:2:7: 'vars' must be a mapping of keys" in lines
 
 
@@ -187,5 +187,5 @@ def test_the_published_schema_is_valid_and_accepts_the_shipped_journeys():
     from automation.loader import SCHEMA
 
     Draft202012Validator.check_schema(SCHEMA)
-    for path in (ROOT / "journeys").glob("*.yaml"):
+    for path in (ROOT / "journeys").glob("[!_]*.yaml"):
         assert list(Draft202012Validator(SCHEMA).iter_errors(YAML().load(path.read_text()))) == []

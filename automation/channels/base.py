@@ -132,6 +132,10 @@ class Channel(ABC):
         """Whether a step on `channel` with these options must name a template."""
         return True
 
+    def consent_needed(self, channel: str) -> bool:
+        """Whether the contact must have consented to `channel` (see `needs_consent`)."""
+        return self.needs_consent
+
     def check_options(self, channel: str, options: Mapping[str, Any]) -> list[str]:
         """Problems with a step's options, as messages (called by `lifecycle validate`)."""
         return []

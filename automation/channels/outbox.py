@@ -17,6 +17,7 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any, Mapping
 
 from .base import Channel, Check, Delivery, Failed, Result, Sent
 
@@ -32,8 +33,20 @@ def _slug(text: str, limit: int = 40) -> str:
 
 class OutboxChannel(Channel):
     name = "outbox"
-    channels = ("email", "sms", "push")
+    channels = ("email", "sms", "push", "webhook")
     idempotent = True
+    options = {"url": "webhook steps: where the webhook would go (the outbox writes the step's JSON instead)"}
+
+    def address(self, channel: str, contact: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
+        if channel == "webhook":
+            return options.get("url")
+        return super().address(channel, contact, options)
+
+    def template_required(self, channel: str, options: Mapping[str, Any]) -> bool:
+        return channel != "webhook"
+
+    def consent_needed(self, channel: str) -> bool:
+        return channel != "webhook"   # a webhook goes to your own systems, not to the contact
 
     def __init__(self, settings, env=None, directory: Path | None = None) -> None:
         super().__init__(settings, env)
@@ -91,4 +104,6 @@ class OutboxChannel(Channel):
             **delivery.parts,
             "metadata": dict(delivery.metadata),
         }
+        if delivery.data:
+            payload["data"] = dict(delivery.data)
         return (json.dumps(payload, ensure_ascii=False, indent=2) + "\n").encode()

@@ -1,0 +1,31 @@
+-- Shared by apply.lua and record_step.lua (scripts.py pastes it where they say "--#include ops").
+-- Applies a list of changes to one contact, decoded from JSON; every value arrives as a string.
+--   {'h', field, value}   HSET on the contact hash      {'d', field}          HDEL
+--   {'c', field, n}       HINCRBY on the contact hash   {'i', stat, n}        count a stat
+--   {'z', member, due}    ZADD on the timers            {'zr', member}        ZREM
+--   {'x', {f1, v1, ...}}  an activity entry             {'q', item}           RPUSH on the inbox
+--   {'t', n}              drop the first n inbox items (the ones this evaluation processed)
+local function apply_ops(ops, keys, cid, now, maxlen, count)
+  for _, op in ipairs(ops) do
+    local code = op[1]
+    if code == 'h' then
+      redis.call('HSET', keys.contact, op[2], op[3])
+    elseif code == 'd' then
+      redis.call('HDEL', keys.contact, op[2])
+    elseif code == 'c' then
+      redis.call('HINCRBY', keys.contact, op[2], op[3])
+    elseif code == 'i' then
+      count(op[2], tonumber(op[3]))
+    elseif code == 'z' then
+      redis.call('ZADD', keys.timers, op[3], op[2])
+    elseif code == 'zr' then
+      redis.call('ZREM', keys.timers, op[2])
+    elseif code == 'x' then
+      redis.call('XADD', keys.activity, 'MAXLEN', '~', maxlen, '*', 't', now, 'c', cid, unpack(op[2]))
+    elseif code == 'q' then
+      redis.call('RPUSH', keys.inbox, op[2])
+    elseif code == 't' then
+      redis.call('LTRIM', keys.inbox, op[2], -1)
+    end
+  end
+end

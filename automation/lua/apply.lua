@@ -1,0 +1,63 @@
+-- Apply the outcome of evaluating a batch of contacts (automation/evaluation.py), or of moving
+-- their runs past steps that send nothing (waits that ended); each contact's changes only if
+-- nothing changed that contact since it was read.
+-- KEYS[1] activity stream  KEYS[2] stats hash
+-- then per contact i, five keys from 3 + 5(i-1): contact hash, timers zset, leases zset, ledger hash, inbox
+-- ARGV[1] now  ARGV[2] activity length, then per contact one JSON object:
+--   v      the contact's version as read ('' = do not check)
+--   g      guards: [[field, value or false], ...] that must all still hold (false: field absent)
+--   ops    the changes (see _ops.lua)
+--   lease, lm   the lease end held and the timer member it is for ('' = none); released either way
+--   r      (evaluations) the contact's re-evaluation timer, due again at once if the plan is stale
+-- Returns per contact 1 if applied (the contact's version is then bumped), 0 if the contact changed
+-- meanwhile: the evaluation is then simply due again, and will see the new data (unprocessed
+-- inbox items stay in the inbox).
+--#include ops
+local now, maxlen = ARGV[1], ARGV[2]
+local counts = {}
+local function count(field, n)
+  counts[field] = (counts[field] or 0) + (n or 1)
+end
+local replies = {}
+for i = 1, (#KEYS - 2) / 5 do
+  local k = 3 + 5 * (i - 1)
+  local keys = {contact = KEYS[k], timers = KEYS[k + 1], ledger = KEYS[k + 3], inbox = KEYS[k + 4],
+                activity = KEYS[1]}
+  local plan = cjson.decode(ARGV[2 + i])
+  local ok = true
+  if plan.v ~= '' and (redis.call('HGET', keys.contact, 'v') or '0') ~= plan.v then
+    ok = false
+  end
+  if ok and plan.g then
+    for _, guard in ipairs(plan.g) do
+      local current = redis.call('HGET', keys.contact, guard[1])
+      if guard[2] == false then
+        if current then ok = false end
+      elseif current ~= guard[2] then
+        ok = false
+      end
+    end
+  end
+  if ok then
+    apply_ops(plan.ops, keys, plan.c, now, maxlen, count)
+    -- A new version: an evaluation of this contact that read it before this change (a second
+    -- worker holding a newer re-evaluation timer) must not apply its now stale result.
+    redis.call('HINCRBY', keys.contact, 'v', 1)
+    replies[i] = 1
+  else
+    replies[i] = 0
+    if plan.r then
+      redis.call('ZADD', keys.timers, 'LT', now, plan.r)
+    end
+  end
+  if plan.lease ~= '' then
+    local score = redis.call('ZSCORE', KEYS[k + 2], plan.lm)
+    if score and tonumber(score) == tonumber(plan.lease) then
+      redis.call('ZREM', KEYS[k + 2], plan.lm)
+    end
+  end
+end
+for field, value in pairs(counts) do
+  redis.call('HINCRBY', KEYS[2], field, value)
+end
+return replies
