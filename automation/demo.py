@@ -9,6 +9,7 @@ land in the outbox folder. It stops by itself and cleans up its processes.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from .clock import ScaledClock
 from .config import Settings
 from .contacts import ContactStore
 from .dispatch import DramatiqDispatcher, broker_namespace
-from .events import Event
+from .events import Event, check_attributes
 from .processes import start_workers, stop_process
 from .runtime import Runtime, check_meta, open_runtime
 from .scheduler import Scheduler
@@ -36,10 +37,26 @@ WARMUP_SECONDS = 4.0
 
 @dataclass(frozen=True)
 class ScriptedEvent:
+    """An event (or, with `attributes`, an attribute change) that happens while the demo runs."""
+
     day: float
     contact: str
     event: str
     properties: dict[str, Any]
+    attributes: dict[str, Any] | None = None
+
+
+def resolve_dates(attributes: dict[str, Any], origin: float) -> dict[str, Any]:
+    """Attribute values "@day+N" become the ISO date N days after the demo starts."""
+    from datetime import datetime, timezone
+
+    resolved = {}
+    for name, value in attributes.items():
+        if isinstance(value, str) and value.startswith("@day"):
+            moment = datetime.fromtimestamp(origin + float(value[4:] or 0) * DAY, tz=timezone.utc)
+            value = moment.date().isoformat()
+        resolved[name] = value
+    return resolved
 
 
 def load_population() -> dict[str, Any]:
@@ -49,7 +66,7 @@ def load_population() -> dict[str, Any]:
 
 def clean_outbox(outbox: Path) -> None:
     """Remove the messages of an earlier demo run (only files the outbox adapter writes)."""
-    for channel, suffix in (("email", ".eml"), ("sms", ".json"), ("push", ".json")):
+    for channel, suffix in (("email", ".eml"), ("sms", ".json"), ("push", ".json"), ("webhook", ".json")):
         folder = outbox / channel
         if folder.is_dir():
             for path in folder.glob(f"*--*--*--*{suffix}"):
@@ -91,6 +108,14 @@ class Timeline:
         step = f"{f.get('ch', '')} {f.get('p', '')}".strip()
         if kind == "enter":
             self.line(when, contact, f"-> enters stage '{f.get('s')}'  ({f.get('d', '')})")
+        elif kind == "start":
+            self.line(when, contact, f"-> starts journey '{f.get('j')}'  ({f.get('d', '')})")
+        elif kind == "converted":
+            self.line(when, contact, f"+  converts in '{f.get('j')}'  ({f.get('d', '')})")
+        elif kind == "resumed":
+            self.line(when, contact, f"   stops waiting in '{f.get('j')}': {f.get('d', '')}")
+        elif kind == "end":
+            self.line(when, contact, f"<- leaves journey '{f.get('j')}'  ({f.get('d', '')})")
         elif kind == "cancelled":
             self.line(when, contact, f"x  cancelled pending step '{f.get('p')}' (left '{f.get('s')}')")
         elif kind == "sent":
@@ -121,6 +146,8 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
     settings = base.with_changes(
         redis_url=None, home=Path(base.home) / "demo", namespace="demo", outbox_dir=Path(outbox),
         clock_speed=speed, clock_origin=origin, poll_interval=0.05, lease_seconds=30.0, reload_seconds=3600.0,
+        # Webhooks (to a CRM, to sales) land in the outbox too: the demo runs offline.
+        channels={**base.channels, "webhook": "outbox"},
     )
     runtime = open_runtime(settings, clock=ScaledClock(speed, origin))
     settings = runtime.settings  # now with the embedded server's URL
@@ -144,13 +171,16 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
              for c in data["contacts"]}
     store = ContactStore(runtime)
     events = []
+    identities = []
     for contact in data["contacts"]:
-        store.identify(contact["id"], contact["attributes"])
+        identities.append((contact["id"], check_attributes(resolve_dates(contact["attributes"], origin))))
         for item in contact.get("history", []):
             events.append(Event(contact["id"], item["event"], origin + item["day"] * DAY, item.get("properties", {})))
-    store.track_many(events)
-    script = sorted((ScriptedEvent(s["day"], s["contact"], s["event"], s.get("properties", {}))
-                     for s in data["script"]), key=lambda s: s.day)
+    # The population's past is a backfill: it decides stages, but starts no triggered journey.
+    store.identify_many(identities, triggers=False)
+    store.track_many(events, triggers=False)
+    script = sorted((ScriptedEvent(s["day"], s["contact"], s.get("event", ""), s.get("properties", {}),
+                                   s.get("set")) for s in data["script"]), key=lambda s: s.day)
 
     log = Path(settings.home) / "worker.log"
     workers = start_workers(settings, processes=1, threads=threads, log=log)
@@ -171,6 +201,10 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
             now = runtime.clock.now()
             while script and origin + script[0].day * DAY <= now:
                 item = script.pop(0)
+                if item.attributes is not None:
+                    store.identify(item.contact, item.attributes)
+                    timeline.line(now, item.contact, f"*  sets {json.dumps(item.attributes, ensure_ascii=False)}")
+                    continue
                 store.track(Event(item.contact, item.event, now, item.properties))
                 detail = ", ".join(f"{k}={v}" for k, v in item.properties.items())
                 timeline.line(now, item.contact, f"*  {item.event} ({detail})")
@@ -216,7 +250,7 @@ def _drain(runtime: Runtime, dispatcher: DramatiqDispatcher, timeline: Timeline,
 
 
 def _summary(timeline: Timeline, outbox: Path, out: TextIO) -> int:
-    files = {channel: len(list((outbox / channel).glob("*--*"))) for channel in ("email", "sms", "push")}
+    files = {channel: len(list((outbox / channel).glob("*--*"))) for channel in ("email", "sms", "push", "webhook")}
     print("", file=out)
     print(f"sent {sum(timeline.sent.values())} messages: "
           + ", ".join(f"{k} x{v}" for k, v in sorted(timeline.sent.items())), file=out)
@@ -224,7 +258,9 @@ def _summary(timeline: Timeline, outbox: Path, out: TextIO) -> int:
         print("skipped: " + ", ".join(f"{k} x{v}" for k, v in sorted(timeline.skipped.items())), file=out)
     print(f"cancelled pending steps: {timeline.counts['cancelled']}", file=out)
     print(f"outbox: {outbox}/email ({files['email']} .eml), {outbox}/sms ({files['sms']}), "
-          f"{outbox}/push ({files['push']})", file=out)
+          f"{outbox}/push ({files['push']}), {outbox}/webhook ({files['webhook']})", file=out)
+    if timeline.counts["converted"]:
+        print(f"conversions (goals reached): {timeline.counts['converted']}", file=out)
     if timeline.failures:
         print("failures:\n  " + "\n  ".join(timeline.failures), file=out)
         return 1
