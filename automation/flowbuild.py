@@ -459,9 +459,27 @@ def _check_template(step: CommentedMap, channel: str, template: str, ctx: FlowCo
                                f"those contacts get the {locale} one",
                         f"add {template}.<locale>.<ext>, or take the locale out of journeys/_contact.yaml")
     for variant in variants.values():
-        for line, message in templates.renderer.check(variant):
+        problems = templates.renderer.check(variant)
+        for line, message in problems:
             report.items.append(Diagnostic(display_path(variant.path), line, 1, message,
                                            f"used by {report.path}:{where[0]}:{where[1]}"))
+        if not problems:
+            _check_names(variant, channel, template, where, ctx)
+
+
+def _check_names(variant: Any, channel: str, template: str, where: tuple[int, int], ctx: FlowContext) -> None:
+    """A sample rendering finds names the template uses that this journey does not define (a `vars` value
+    it forgot), which would fail every message at send time."""
+    assert ctx.templates is not None
+    try:
+        ctx.templates.renderer.render(channel, template, variant.locale, ctx.locale,
+                                      sample_context(ctx.variables, channel))
+    except TemplateRenderError as exc:
+        match = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined", str(exc))
+        if match:
+            name = match.group(1)
+            ctx.report.add(where, f"template {display_path(variant.path)} uses {name!r}, which this journey "
+                                  "does not define", f"add it under vars: (e.g. {name}: ...) or change the template")
 
 
 def _check_options(step: CommentedMap, channel: str, adapter: "Channel", options: Mapping[str, Any],

@@ -35,8 +35,15 @@ class RedisCollector:
                                     labels=["outcome", "channel", "reason"])
         per_step = CounterMetricFamily("lifecycle_journey_steps", "Outcomes per journey step",
                                        labels=["journey", "stage", "step", "outcome"])
-        stages = CounterMetricFamily("lifecycle_stage_entries", "Contacts entering a stage",
-                                     labels=["journey", "stage"])
+        stages = CounterMetricFamily("lifecycle_stage_entries", "Contacts entering a stage (or starting a triggered "
+                                     "journey: stage \"run\")", labels=["journey", "stage"])
+        goals = CounterMetricFamily("lifecycle_goal", "Runs with a goal, and their conversions",
+                                    labels=["journey", "stage", "event"])
+        splits = CounterMetricFamily("lifecycle_split", "Contacts per A/B split variant (holdouts included), and "
+                                     "their conversions", labels=["journey", "split", "variant", "event"])
+        ends = CounterMetricFamily("lifecycle_run_ends", "Triggered runs that ended, by reason (finished, exit, goal, "
+                                   "holdout ...)", labels=["journey", "reason"])
+        coupons = CounterMetricFamily("lifecycle_coupons", "Coupons issued and redeemed", labels=["coupon", "event"])
         for key, value in stats.items():
             parts = key.split(":")
             if parts[0] in OUTCOMES and len(parts) == 2:
@@ -46,9 +53,21 @@ class RedisCollector:
                 per_step.add_metric(parts[1:], value)
             elif parts[0] == "enter" and len(parts) == 3:
                 stages.add_metric(parts[1:], value)
+            elif parts[0] == "goal" and len(parts) == 4:
+                goals.add_metric(parts[1:], value)
+            elif parts[0] == "split" and len(parts) == 5:
+                splits.add_metric(parts[1:], value)
+            elif parts[0] == "end" and len(parts) == 3:
+                ends.add_metric(parts[1:], value)
+            elif parts[0] == "coupon" and len(parts) == 3:
+                coupons.add_metric(parts[1:], value)
         yield steps
         yield per_step
         yield stages
+        yield goals
+        yield splits
+        yield ends
+        yield coupons
         yield CounterMetricFamily("lifecycle_cancelled_steps", "Pending steps cancelled by a stage change",
                                   value=stats.get("cancelled", 0))
         yield CounterMetricFamily("lifecycle_rule_errors", "Rules that failed and counted as false",

@@ -25,7 +25,7 @@ from .expressions import RuleError, TimeTracker
 from .flow import Node, Walk, WalkContext, WaitUntilNode, walk
 from .journey import RUN, Journey, ScoreDef
 from .keys import due as due_text
-from .keys import step_member
+from .keys import recheck_member, step_member
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class Changes:
     errors: list[str] = field(default_factory=list)
     trim: int = 0                       # inbox items processed
     tracker: TimeTracker | None = None
+    recheck: float | None = None        # outside evaluations: re-evaluate the contact at this time
 
     def __post_init__(self) -> None:
         if self.tracker is None:
@@ -107,6 +108,8 @@ class Changes:
             ops.append(["d", name] if value is None else ["h", name, value])
         for member, when in self.timers.items():
             ops.append(["zr", member] if when is None else ["z", member, due_text(when)])
+        if self.recheck is not None:
+            ops.append(["zl", recheck_member(self.state.id), due_text(self.recheck)])
         ops += [["i", stat, str(n)] for stat, n in self.stats.items()]
         ops += [["x", entry] for entry in self.activity]
         if self.trim:
@@ -188,6 +191,8 @@ def record(changes: Changes, journey: Journey, scope: str, result: Walk, occurre
         changes.stats[f"end:{name}:{reason.partition(':')[0]}"] += 1
         if reason != "finished":
             changes.log("end", name, s=scope, d=reason)
+        if journey.trigger is not None and journey.trigger.kind == "date":
+            changes.recheck = changes.now       # arm the next date (evaluations do it anyway)
 
 
 def start(changes: Changes, journey: Journey, scope: str, reason: str, base: float | None = None) -> Walk:

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .contacts import ContactStore
+from .coupons import CouponStore
 from .dispatch import broker_namespace, queue_key
 from .keys import recheck_member, step_member
 from .runtime import Runtime
@@ -69,12 +70,44 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("by reason      " + ", ".join(f"{k} {v}" for k, v in reasons))
     if stats.get("rule_errors"):
         lines.append(f"rule errors    {stats['rule_errors']} (see worker logs)")
+    lines += format_results(stats)
     if status["recent_failures"]:
         lines.append("recent failures:")
         for item in status["recent_failures"]:
             lines.append(f"  {iso(float(item.get('t', 0)))}  {item.get('c')}  {item.get('j')}/{item.get('s')}/"
                          f"{item.get('p')}  {item.get('ch', '')}: {item.get('d', '')}")
     return "\n".join(lines)
+
+
+def _rate(converted: int, entered: int) -> str:
+    if not entered:
+        return f"{converted} converted"
+    return f"{converted}/{entered} converted ({100 * converted / entered:.1f}%)"
+
+
+def format_results(stats: dict[str, int]) -> list[str]:
+    """Goals, A/B splits (with their holdouts), coupons and broadcasts, from the stats counters."""
+    lines = []
+    goals = sorted({tuple(k.split(":")[1:3]) for k in stats if k.startswith("goal:") and k.count(":") == 3})
+    for journey, scope in goals:
+        prefix = f"goal:{journey}:{scope}:"
+        lines.append(f"goal           {journey}/{scope}: "
+                     + _rate(stats.get(prefix + "converted", 0), stats.get(prefix + "entered", 0)))
+    splits = sorted({tuple(k.split(":")[1:4]) for k in stats if k.startswith("split:") and k.count(":") == 4})
+    for journey, split, variant in splits:
+        prefix = f"split:{journey}:{split}:{variant}:"
+        lines.append(f"split          {journey}/{split}/{variant}: "
+                     + _rate(stats.get(prefix + "converted", 0), stats.get(prefix + "entered", 0)))
+    coupons = sorted({k.split(":")[1] for k in stats if k.startswith("coupon:") and k.count(":") == 2})
+    for name in coupons:
+        prefix = f"coupon:{name}:"
+        lines.append(f"coupon         {name}: {stats.get(prefix + 'issued', 0)} issued, "
+                     f"{stats.get(prefix + 'redeemed', 0)} redeemed")
+    for key in sorted(k for k in stats if k.startswith("broadcast:") and k.endswith(":runs")):
+        journey = key.split(":")[1]
+        lines.append(f"broadcast      {journey}: {stats[key]} sent, "
+                     f"{stats.get(f'broadcast:{journey}:queued', 0)} contacts reached")
+    return lines
 
 
 def inspect_contact(runtime: Runtime, contact_id: str) -> dict[str, Any]:
@@ -89,6 +122,8 @@ def inspect_contact(runtime: Runtime, contact_id: str) -> dict[str, Any]:
             "entries": enrollment.occurrence,
             "pending_step": enrollment.step,
             "pending_due": iso(timers.due_time(contact_id, step_member(name, contact_id))),
+            "variants": enrollment.variants,
+            "goal_until": iso(float(enrollment.goal.split("|")[0])) if enrollment.goal else None,
         }
     return {
         "id": contact_id,
@@ -97,6 +132,9 @@ def inspect_contact(runtime: Runtime, contact_id: str) -> dict[str, Any]:
         "events": {name: {"count": s.count, "first": s.first.isoformat() if s.first else None,
                           "last": s.last.isoformat() if s.last else None} for name, s in sorted(state.events.items())},
         "recent_events": [{**e, "at": iso(e["at"])} for e in state.recent],
+        "scores": {field[2:]: raw for field, raw in state.raw.items() if field.startswith("s:")},
+        "coupons": {name: {"code": c.code, "expires": iso(c.expires_at)}
+                    for name, c in CouponStore(runtime).coupons_of(contact_id, state.raw).items()},
         "journeys": journeys,
         "next_stage_check": iso(timers.due_time(contact_id, recheck_member(contact_id))),
         "messages": store.history(contact_id),
@@ -115,9 +153,21 @@ def format_contact(info: dict[str, Any]) -> str:
     lines.append("journeys:")
     for name, journey in info["journeys"].items():
         pending = ""
-        if journey["pending_step"]:
+        if journey["pending_step"] == "^start":
+            pending = f", starts at {journey['pending_due']}"
+        elif journey["pending_step"]:
             pending = f", next step {journey['pending_step']} at {journey['pending_due']}"
+        if journey["variants"]:
+            pending += f", variant {journey['variants']}"
+        if journey["goal_until"]:
+            pending += f", goal counts until {journey['goal_until']}"
         lines.append(f"  {name}: {journey['stage'] or '(none)'} since {journey['entered_at']}{pending}")
+    if info["scores"]:
+        lines.append("scores: " + ", ".join(f"{name} {raw.split(',')[0]} (at {iso(float(raw.split(',')[1]))})"
+                                            for name, raw in sorted(info["scores"].items())))
+    if info["coupons"]:
+        lines.append("coupons: " + ", ".join(f"{name} {c['code']} (expires {c['expires']})"
+                                             for name, c in info["coupons"].items()))
     lines.append(f"next time-based stage check: {info['next_stage_check']}")
     lines.append("messages:")
     for key, outcome in info["messages"].items():

@@ -124,3 +124,42 @@ def test_a_short_timer_behind_100k_long_ones_fires_within_a_second(live_settings
     assert -0.01 <= lateness <= 1.0, f"fired {lateness:.3f}s after its due time"
     # and the long timers are untouched
     assert timers.counts()["pending"] == 100_000
+
+
+WINBACK_JOURNEY = """\
+journey: winback
+vars: {brand: Acme, shop_url: "https://acme.test"}
+stages:
+  - name: lapsed
+    when: events.purchase.count > 0 and days_since('purchase') >= 90
+    steps:
+      - coupon: {name: winback, percent: 20, expires: 14d, prefix: WB}
+      - send: email
+        template: winback-coupon
+"""
+
+
+def test_coupons_issued_by_concurrent_workers_are_unique_and_each_email_shows_its_own(
+        live_settings, live_runtime, scheduler, workers):
+    from automation.coupons import CouponStore
+    from automation.events import Event
+
+    # Given 400 lapsed customers, evaluated by 2 worker processes x 4 threads at once
+    (live_settings.journeys_dir / "customer-lifecycle.yaml").unlink()
+    write(live_settings.journeys_dir / "winback.yaml", WINBACK_JOURNEY)
+    ids = [f"w{n:03d}" for n in range(400)]
+    store = ContactStore(live_runtime)
+    store.identify_many((cid, check_attributes({"email": f"{cid}@example.com", "consent": {"email": True}}))
+                        for cid in ids)
+    store.track_many(Event(cid, "purchase", time.time() - 100 * DAY) for cid in ids)
+    workers(processes=2, threads=4)
+    wait_for(lambda: len(sent_keys(live_runtime)) >= 400, timeout=120, what="400 win-back emails")
+    # Then every contact has exactly one coupon, no two contacts share a code,
+    coupons = CouponStore(live_runtime)
+    codes = {cid: coupons.coupons_of(cid)["winback"].code for cid in ids}
+    assert len(set(codes.values())) == 400
+    assert int(live_runtime.redis.hget(live_runtime.keys.stats, "coupon:winback:issued")) == 400
+    # and each email carries its own contact's code
+    for path in outbox_files(live_settings.outbox_dir, "email"):
+        contact = path.name.split("--")[0]
+        assert codes[contact].encode() in path.read_bytes()

@@ -3,6 +3,7 @@
 --   {'h', field, value}   HSET on the contact hash      {'d', field}          HDEL
 --   {'c', field, n}       HINCRBY on the contact hash   {'i', stat, n}        count a stat
 --   {'z', member, due}    ZADD on the timers            {'zr', member}        ZREM
+--   {'zl', member, due}   ZADD LT (only moves a timer earlier)
 --   {'x', {f1, v1, ...}}  an activity entry             {'q', item}           RPUSH on the inbox
 --   {'t', n}              drop the first n inbox items (the ones this evaluation processed)
 local function apply_ops(ops, keys, cid, now, maxlen, count)
@@ -20,6 +21,8 @@ local function apply_ops(ops, keys, cid, now, maxlen, count)
       redis.call('ZADD', keys.timers, op[3], op[2])
     elseif code == 'zr' then
       redis.call('ZREM', keys.timers, op[2])
+    elseif code == 'zl' then
+      redis.call('ZADD', keys.timers, 'LT', op[3], op[2])
     elseif code == 'x' then
       redis.call('XADD', keys.activity, 'MAXLEN', '~', maxlen, '*', 't', now, 'c', cid, unpack(op[2]))
     elseif code == 'q' then
