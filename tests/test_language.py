@@ -748,8 +748,11 @@ def test_coupons_are_unique_per_contact_once_per_run_and_redeemed_by_a_purchase(
     engine.store.request_reevaluation(ids)
     run_due(engine)
     assert {cid: lc.coupons(cid)["vip"].code for cid in ids} == codes
-    # A purchase carrying the code redeems it, once
+    # A purchase carrying the code redeems it, once; so does a coupon_redeemed event from the shop
     lc.track("v007", "purchase", {"coupon": codes["v007"].lower()})
     again = lc.redeem(codes["v007"], "v007")
     assert again.status == "already_redeemed"
-    assert stats(runtime)["coupon:vip:issued"] == 200 and stats(runtime)["coupon:vip:redeemed"] == 1
+    lc.track("v008", "coupon_redeemed", {"code": codes["v008"]})
+    counts = stats(runtime)
+    assert counts["coupon:vip:issued"] == 200 and counts["coupon:vip:redeemed"] == 2
+    assert counts["coupon:vip:already_redeemed"] == 1
