@@ -51,7 +51,7 @@ MAX_EXPIRES = 10 * 365 * 86400.0
 FIELD_PREFIX = "k:"
 SPEC_KEYS = ("name", "percent", "amount", "currency", "expires", "prefix")
 
-_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
+NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,32}$")
 _PREFIX = re.compile(r"^[A-Z0-9]{0,8}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _TYPED = re.compile(r"[\s\-]+")
@@ -75,7 +75,7 @@ class CouponSpec:
 
     def __post_init__(self) -> None:
         name = self.name
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise ValueError(f"coupon name {name!r} must be 1-32 lowercase letters, digits, '-' or '_'")
         percent = _number(self.percent, "percent")
         amount = _number(self.amount, "amount")

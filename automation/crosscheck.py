@@ -34,14 +34,20 @@ def check_journeys(journeys: Iterable[Journey], sources: Sources | None) -> list
 
 
 def _duplicate_names(journeys: list[Journey]) -> list[Diagnostic]:
-    first: dict[str, Journey] = {}
-    found = []
+    # Every file with the name is told, so validating any one of them alone finds it.
+    paths: dict[str, list[Journey]] = defaultdict(list)
     for journey in journeys:
-        if journey.name in first:
-            found.append(Diagnostic(journey.path, 1, 1, f"journey name {journey.name!r} is already used by "
-                                    f"{first[journey.name].path}", "journey names must be unique"))
-        else:
-            first[journey.name] = journey
+        paths[journey.name].append(journey)
+    found = []
+    for name, same in paths.items():
+        if len(same) < 2:
+            continue
+        for journey in same[1:]:
+            found.append(Diagnostic(journey.path, *journey.name_at, f"journey name {name!r} is already used by "
+                                    f"{same[0].path}", "journey names must be unique"))
+        others = ", ".join(j.path for j in same[1:])
+        found.append(Diagnostic(same[0].path, *same[0].name_at, f"journey name {name!r} is also used by {others}",
+                                "journey names must be unique"))
     return found
 
 
@@ -86,13 +92,21 @@ def _stage_triggers(journeys: list[Journey]) -> list[Diagnostic]:
 def _scores(journeys: list[Journey]) -> list[Diagnostic]:
     found = []
     defined: dict[str, Journey] = {}
+    also: dict[str, list[str]] = defaultdict(list)
     for journey in journeys:
         for score in journey.scores:
             if score.name in defined:
-                found.append(Diagnostic(journey.path, score.line, 3, f"score {score.name!r} is already defined in "
-                                        f"{defined[score.name].path}", "a score is defined once; rename one of them"))
+                also[score.name].append(journey.path)
+                found.append(Diagnostic(journey.path, score.line, score.column, f"score {score.name!r} is already "
+                                        f"defined in {defined[score.name].path}",
+                                        "a score is defined once; rename one of them"))
             else:
                 defined[score.name] = journey
+    for name, paths in also.items():
+        # The first definition is told too, so validating that file alone finds the clash.
+        score = next(s for s in defined[name].scores if s.name == name)
+        found.append(Diagnostic(defined[name].path, score.line, score.column, f"score {name!r} is also defined in "
+                                + ", ".join(paths), "a score is defined once; rename one of them"))
     for journey in journeys:
         for ref in journey.references:
             if ref.kind == "score" and ref.name not in defined:
@@ -125,11 +139,13 @@ def _cycles(journeys: list[Journey]) -> list[Diagnostic]:
         reported.add(frozenset(path))
         if any(by_name[name].re_entry.policy != "every_time" for name in path):
             continue   # once / a cooldown ends the loop
-        journey = by_name[path[0]]
-        line = journey.trigger.line if journey.trigger else 1
-        loop = " -> ".join([*path, path[0]])
-        found.append(Diagnostic(journey.path, line, 1, f"journeys trigger each other without end: {loop}",
-                                "give one of them re_entry: once or re_entry: {after: 1d}, or break the loop"))
+        # Each journey of the loop is told, so validating any one file alone finds it.
+        for index, name in enumerate(path):
+            journey = by_name[name]
+            line = journey.trigger.line if journey.trigger else 1
+            loop = " -> ".join([*path[index:], *path[:index], name])
+            found.append(Diagnostic(journey.path, line, 1, f"journeys trigger each other without end: {loop}",
+                                    "give one of them re_entry: once or re_entry: {after: 1d}, or break the loop"))
     return found
 
 

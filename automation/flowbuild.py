@@ -178,11 +178,11 @@ def _build_list(items: Any, continuation: str | None, ctx: FlowContext, nodes: d
                 units.append((step, "wait-before", seconds, index))
             units.append((step, kind, 0.0, index))
     exit_seen: int | None = None
-    for _step, kind, _seconds, index in units:
+    for step, kind, _seconds, index in units:
         if exit_seen is not None and kind != "wait-before":
             report.warn(pos(items, index), "this step can never be reached",
                         f"the run ends at the exit on line {exit_seen}")
-        if kind == "exit":
+        if kind == "exit" and "if" not in step:  # a conditional exit lets the others through
             exit_seen = pos(items, index)[0]
     if top and units and units[-1][1] == "wait" and continuation is None:
         step, _, _, index = units[-1]
@@ -270,13 +270,14 @@ def _wait_until(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) ->
     report = ctx.report
     at = weekdays = date = None
     try:
-        at = parse_time_of_day(str(spec["time"])) if "time" in spec else None
+        # A time that is not text (YAML 1.1 reads 9:00 as 540) is reported by the schema.
+        at = parse_time_of_day(spec["time"]) if isinstance(spec.get("time"), str) else None
     except CalendarError as exc:
         report.add(pos(spec, "time"), str(exc), "write the time as 09:00 (24-hour clock, the contact's own time)")
     try:
         weekdays = parse_weekdays(spec["days"]) if isinstance(spec.get("days"), list) else None
-    except CalendarError as exc:
-        report.add(pos(spec, "days"), str(exc))
+    except CalendarError:
+        pass  # the schema names each bad day at the day itself
     if "date" in spec:
         date = ctx.rule(spec, "date")
     offset = parse_offset(spec, report)
@@ -351,6 +352,7 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
     report = ctx.report
     variants_doc = spec.get("variants") if isinstance(spec.get("variants"), list) else []
     variants: list[Variant] = []
+    where: list[tuple[int, int]] = []
     names: set[str] = set()
     for index, variant in enumerate(variants_doc):
         if not isinstance(variant, CommentedMap) or not isinstance(variant.get("name"), str):
@@ -366,24 +368,27 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
             report.add(pos(variant, "steps", of_key=True), "a holdout receives nothing: it cannot have steps",
                        "remove the steps, or make it a normal variant")
         first = None if holdout else _build_list(variant.get("steps"), common["next"], ctx, nodes)
-        variants.append(Variant(name, weight, holdout, first, pos(variants_doc, index)[0]))
+        where.append(pos(variants_doc, index))
+        variants.append(Variant(name, weight, holdout, first, where[-1][0]))
     total = sum(v.weight for v in variants)
     if variants and abs(total - 100) > 1e-6:
         report.add(pos(spec, "variants"), f"the weights of split {spec.get('name', '')!r} add up to {total:g}, not 100",
                    "weights are percentages of contacts: " + " + ".join(f"{v.name} {v.weight:g}" for v in variants))
-    for variant in variants:
+    for variant, at in zip(variants, where, strict=True):
         if variant.weight <= 0:
-            report.warn((variant.line, 1), f"variant {variant.name!r} has no weight: no contact will get it")
+            report.warn(at, f"variant {variant.name!r} has no weight: no contact will get it")
     return SplitNode(**common, name=str(spec.get("name", common["id"])), variants=tuple(variants))
 
 
 def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> CouponNode | None:
-    from .coupons import check_spec
+    from .coupons import NAME_PATTERN, check_spec
 
     spec = step.get("coupon")
     if not isinstance(spec, CommentedMap):
         return None
     data = dict(plain(spec))
+    if not isinstance(data.get("name"), str) or not NAME_PATTERN.match(data["name"]):
+        return None  # the schema reports the name at the name itself
     if "expires" in data:
         try:
             data["expires"] = parse_duration(data["expires"])
@@ -393,7 +398,7 @@ def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Cou
     try:
         return CouponNode(**common, spec=check_spec(data))
     except ValueError as exc:
-        ctx.report.add(pos(step, "coupon"), f"coupon: {exc}",
+        ctx.report.add(pos(step, "coupon"), str(exc),
                        "e.g. coupon: {name: winback, percent: 20, expires: 14d}")
         return None
 

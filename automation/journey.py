@@ -96,6 +96,7 @@ class ScoreDef:
     half_life: float | None             # seconds; None: points never fade
     rules: tuple[ScoreRule, ...] = ()
     line: int = 0
+    column: int = 1
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class Journey:
     references: tuple[Reference, ...] = ()
     emits: frozenset[str] = frozenset()     # events its `track` steps record
     sets: frozenset[str] = frozenset()      # attributes its `set` steps change
+    name_at: tuple[int, int] = (1, 1)       # where `journey:` is written, for cross-journey errors
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {stage.name: stage for stage in self.stages})

@@ -160,6 +160,12 @@ def _explain(error: ValidationError, doc: Any, report: Report) -> None:
         report.add(_where(doc, path), "re_entry must be once, every_time or {after: 30d}")
         return
     if kind == "oneOf" and path and path[-1] == "track":
+        # A mapping that fails the mapping form: say what is wrong in it (a misspelt key, say).
+        inner = [e for e in error.context or () if e.validator != "type"] if isinstance(instance, dict) else []
+        for sub in inner:
+            _explain(sub, doc, report)
+        if inner:
+            return
         report.add(_where(doc, path), "track needs an event name, e.g. track: lead_qualified",
                    "or track: {event: lead_qualified, properties: {source: scoring}}")
         return
@@ -315,7 +321,8 @@ class _Builder:
             exits=self._exits(), audience=audience, locale=self.locale, timezone=timezone,
             description=str(doc.get("description", "")), vars=self.variables, max_sms_segments=self.max_segments,
             scores=self._scores(), references=tuple(self.references), emits=frozenset(self.emits),
-            sets=frozenset(self.sets), **journey_args)
+            sets=frozenset(self.sets), name_at=pos(doc, "journey", of_key=True) if "journey" in doc else (1, 1),
+            **journey_args)
 
     def _timezone(self) -> str:
         from zoneinfo import available_timezones
@@ -487,7 +494,7 @@ class _Builder:
                 self.references.append(Reference("score-event", rule["event"], *pos(rule, "event")))
                 where = self.rule(rule, "where", {"event"}) if "where" in rule else None
                 rules.append(ScoreRule(rule["event"], float(points), where, pos(score["rules"], index)[0]))
-            scores.append(ScoreDef(str(name), half_life, tuple(rules), pos(spec, name, of_key=True)[0]))
+            scores.append(ScoreDef(str(name), half_life, tuple(rules), *pos(spec, name, of_key=True)))
         return tuple(scores)
 
 
