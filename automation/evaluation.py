@@ -263,16 +263,29 @@ def next_date(changes: Changes, journey: Journey) -> float | None:
         changes.errors.append(f"{journey.path}: trigger: {exc}")
         return None
     tz = zone(changes.state.attributes.get("timezone"), journey.timezone)
-    last = changes.enrollment(journey.name).entered_at
+    enrollment = changes.enrollment(journey.name)
+    last = enrollment.entered_at
+    policy = journey.re_entry
+    if policy.policy == "once" and enrollment.occurrence:
+        return None
+    # The earliest moment a new run may start: after the last one, and its cooldown.
+    earliest = changes.now - DATE_GRACE
+    if last is not None:
+        earliest = max(earliest, last + max(1.0, policy.cooldown if policy.policy == "after" else 0.0))
     if trigger.yearly:
-        after = changes.now - DATE_GRACE
-        if last is not None:
-            after = max(after, last + 1)
-        return next_anniversary(value, after, tz, trigger.at, trigger.offset_days)
+        return next_anniversary(value, earliest, tz, trigger.at, trigger.offset_days)
     when = date_instant(value, tz, trigger.at, trigger.offset_days)
-    if when is None or when < changes.now - DATE_GRACE or (last is not None and last >= when):
+    if when is None or when < earliest:
         return None
     return when
+
+
+def date_may_start(changes: Changes, journey: Journey) -> bool:
+    """Whether the contact takes part in a date journey: its audience and the trigger's `where`."""
+    trigger = journey.trigger
+    if journey.audience is not None and not changes.holds(journey, journey.audience, None, "audience: "):
+        return False
+    return trigger is None or trigger.where is None or changes.holds(journey, trigger.where, None, "trigger: ")
 
 
 def _dates(changes: Changes, journeys: list[Journey]) -> None:
@@ -286,8 +299,7 @@ def _dates(changes: Changes, journeys: list[Journey]) -> None:
         when = next_date(changes, journey)
         armed = enrollment.step == START
         member = step_member(journey.name, changes.state.id)
-        if when is None or (journey.audience is not None
-                            and not changes.holds(journey, journey.audience, None, "audience: ")):
+        if when is None or not date_may_start(changes, journey):
             if armed:
                 changes.jset(journey.name, sp=None, du=None)
                 changes.timers[member] = None
@@ -299,4 +311,4 @@ def _dates(changes: Changes, journeys: list[Journey]) -> None:
             changes.timers[member] = when
 
 
-__all__ = ["evaluate", "parse_inbox", "next_date"]
+__all__ = ["evaluate", "parse_inbox", "next_date", "date_may_start"]

@@ -30,7 +30,7 @@ from .contacts import ContactState
 from .context import rule_context, step_data, template_context
 from .coupons import CouponError, CouponStore, issued_in_run
 from .engine import Engine
-from .evaluation import evaluate
+from .evaluation import date_may_start, evaluate
 from .events import Event
 from .expressions import RuleError, TimeTracker
 from .flow import SendNode, resume_after
@@ -289,8 +289,8 @@ def _resume(engine: Engine, resumes: list[_Resume], now: float) -> None:
         changes = Changes(state, now, scores)
         if enrollment.step == START:
             trigger = journey.trigger
-            if trigger is not None and trigger.kind == "date" and (
-                    journey.audience is None or changes.holds(journey, journey.audience, None, "audience: ")):
+            # Checked again at the moment itself: the contact may have changed since it was armed.
+            if trigger is not None and trigger.kind == "date" and date_may_start(changes, journey):
                 runs.start(changes, journey, RUN, "date", base=enrollment.due)
             else:
                 changes.jset(name, sp=None, du=None)

@@ -234,6 +234,44 @@ def test_a_yearly_date_trigger_greets_every_year_and_feb_29_on_feb_28(project, l
     assert lc.coupons("leap")["birthday"].code != first     # a new coupon for a new run
 
 
+def test_a_date_trigger_honours_its_where_filter_and_re_entry(project, lc, start, run_due, clock, provider):
+    # Given a birthday greeting for members only, at most once, and a renewal notice at most every 400 days
+    only(project, birthday=BIRTHDAY.replace('time: "09:00"}', 'time: "09:00", where: contact.member == true}')
+         + "re_entry: once\n",
+         renewal=DATES.replace("steps:\n", "re_entry: {after: 400d}\nsteps:\n", 1))
+    engine = start()
+    clock.set(utc(2027, 3, 1))
+    person(lc, "member", birthday="1990-03-10", member=True)
+    person(lc, "guest", birthday="1990-03-10", member=False)
+    person(lc, "renews", renewal_date="2027-03-20")
+    run_due(engine)
+    # Then only the member is armed for the birthday
+    assert due_of(lc, "member", "birthday") == utc(2027, 3, 10, 9)
+    assert lc.contact("guest").enrollments.get("birthday") is None or due_of(lc, "guest", "birthday") is None
+    # and a member who cancels before the day gets nothing: `where` is checked again at the moment
+    lc.identify("member", {"member": False})
+    clock.set(utc(2027, 3, 10, 9))
+    run_due(engine)
+    assert sent(provider) == []
+    lc.identify("member", {"member": True})
+    run_due(engine)
+    assert sent(provider) == [("member", "birthday")]     # less than a day late: still greeted
+    clock.set(utc(2027, 3, 13, 9))
+    run_due(engine)
+    assert sent(provider, "renews") == [("renews", "renewal-reminder")]
+    # When a year passes, once means once; and a renewal date moved 200 days on is inside the cooldown
+    lc.identify("renews", {"renewal_date": "2027-10-06"})
+    clock.set(utc(2028, 3, 11))
+    run_due(engine)
+    assert due_of(lc, "member", "birthday") is None
+    assert [s for s in sent(provider) if s[1] == "birthday"] == [("member", "birthday")]
+    assert due_of(lc, "renews", "renewal") is None
+    # but one moved past the cooldown arms it again
+    lc.identify("renews", {"renewal_date": "2028-06-01"})
+    run_due(engine)
+    assert due_of(lc, "renews", "renewal") == utc(2028, 5, 25, 9)
+
+
 # -- waiting for an event ---------------------------------------------------------------------------
 
 CART = VARS + """\
