@@ -134,6 +134,10 @@ class TemplateCatalog:
                         continue
                     entry = TemplateFile(channel_dir.name, match["name"], match["locale"], path)
                     index.setdefault((channel_dir.name, match["name"]), {})[match["locale"]] = entry
+        defaults = self.root / DEFAULTS_FILE
+        if defaults.is_file():
+            info = defaults.stat()
+            stamps.append((str(defaults), info.st_mtime_ns, info.st_size))
         self._index = index
         self._defaults = self._read_defaults()
         signature = hash(tuple(stamps))
@@ -208,6 +212,7 @@ class Renderer:
         self.env = _environment(catalog.root)
         self._seen_version = catalog.version
         self._chains: dict[str, list[Any] | None] = {}
+        self._strings: dict[str, dict[str, Any]] = {}
 
     def _sync(self) -> None:
         """Forget compiled templates when files changed on disk."""
@@ -216,6 +221,7 @@ class Renderer:
             if self.env.cache is not None:
                 self.env.cache.clear()
             self._chains.clear()
+            self._strings.clear()
 
     def render(self, channel: str, name: str, locale: str | None, default_locale: str | None,
                context: Mapping[str, Any]) -> Rendered:
@@ -228,6 +234,12 @@ class Renderer:
         variables = dict(context)
         variables.setdefault("locale", used_locale)
         variables.setdefault("dir", text_direction(used_locale))
+        # Per-locale values of defaults.yaml (a layout's footer, say) in the language the message is in.
+        strings = self._strings.get(used_locale)
+        if strings is None:
+            strings = self._strings[used_locale] = self.catalog.defaults_for(used_locale, "en")
+        for key, value in strings.items():
+            variables.setdefault(key, value)
         required, optional = self.parts_for(channel)
         wanted = tuple(required) + tuple(optional)
         try:

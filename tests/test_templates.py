@@ -126,3 +126,34 @@ def test_top_level_imports_and_super_still_work(renderer, tmp_path):
     renderer.catalog.refresh()
     assert renderer.render("email", "macro", "en", "en", context()).parts["subject"] == "ANA <B>!"
     assert renderer.render("email", "sup", "en", "en", context()).parts["subject"] == "Base and more"
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / "templates"
+
+
+@pytest.mark.parametrize("locale, note, link", [
+    ("fa", "این پیام را دریافت می‌کنید چون در Tom & Jerry حساب کاربری دارید.", "لغو اشتراک"),
+    ("zh-TW", "您收到這封郵件，是因為您在 Tom & Jerry 擁有帳戶。", "取消訂閱"),
+    ("ru-RU", "Вы получили это письмо, потому что у вас есть аккаунт в Tom & Jerry.", "Отписаться"),
+    ("de", "You receive this because you have an account at Tom & Jerry.", "Unsubscribe"),  # no German: English
+])
+def test_the_shipped_layout_footer_is_in_the_language_of_the_message(locale, note, link):
+    rendered = Renderer(TemplateCatalog(SHIPPED)).render(
+        "email", "welcome", locale, "en", context(shop_url="https://shop.test", unsubscribe_url="https://u.test/x"))
+    html = rendered.parts["html"]
+    assert note.replace("&", "&amp;") in html
+    assert f'<a href="https://u.test/x" style="color:#71717a">{link}</a>' in html
+
+
+def test_defaults_yaml_values_reach_templates_and_follow_edits(renderer, tmp_path):
+    write(tmp_path / "defaults.yaml", "en: {sign_off: Cheers}\nfa: {sign_off: با احترام}\n")
+    write(tmp_path / "sms" / "bye.en.txt", "{{ sign_off }}, {{ brand }}")
+    write(tmp_path / "sms" / "bye.fa.txt", "{{ sign_off }}، {{ brand }}")
+    renderer.catalog.refresh()
+    assert renderer.render("sms", "bye", "fa", "en", context()).parts["body"] == "با احترام، Tom & Jerry"
+    assert renderer.render("sms", "bye", "pl", "en", context()).parts["body"] == "Cheers, Tom & Jerry"
+    # a journey's vars win over the file
+    assert renderer.render("sms", "bye", "en", "en", context(sign_off="Bye")).parts["body"] == "Bye, Tom & Jerry"
+    write(tmp_path / "defaults.yaml", "en: {sign_off: Thanks}\n")
+    renderer.catalog.refresh()
+    assert renderer.render("sms", "bye", "en", "en", context()).parts["body"] == "Thanks, Tom & Jerry"
