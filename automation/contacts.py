@@ -95,7 +95,7 @@ class ContactState:
             enrollments=enrollments,
             version=data.get("v", "0"),
             created_at=float(data["ct"]) if "ct" in data else None,
-            raw=dict(data),
+            raw=data if isinstance(data, dict) else dict(data),   # the reply is ours: no copy
         )
 
 

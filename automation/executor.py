@@ -512,6 +512,9 @@ def _record(engine: Engine, jobs: list[_Job], now: float) -> None:
         more = ""
         if job.kind == "retry" or job.kind in WAITING:
             mode, next_id, next_due = "retry", "", job.retry_at
+        elif step.next is None and job.scope != RUN:
+            # The last step of a stage: nothing to walk, and record_step ends the steps (the common case).
+            mode, next_id, next_due = "advance", "", None
         else:
             # The run moves on from this step to its next wait, doing what takes no time on the way.
             mode, next_id, next_due = "advance", "", None

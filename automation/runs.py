@@ -59,24 +59,31 @@ class Changes:
 
     # -- the contact hash, through the changes ---------------------------------------------------
     def set(self, name: str, value: Any) -> None:
+        self._write(name, value)
+        if name.startswith("j:"):
+            self._reload(name[2:].rpartition(":")[0])
+
+    def _write(self, name: str, value: Any) -> None:
         text = None if value is None else str(value)
         self.fields[name] = text
         if text is None:
             self.state.raw.pop(name, None)
         else:
             self.state.raw[name] = text
-        if name.startswith("j:"):
-            journey = name[2:].rpartition(":")[0]
-            prefix = f"j:{journey}:"
-            self.state.enrollments[journey] = enrollment_of(
-                {part: self.state.raw[prefix + part] for part in PARTS if prefix + part in self.state.raw})
+
+    def _reload(self, journey: str) -> None:
+        prefix = f"j:{journey}:"
+        raw = self.state.raw
+        self.state.enrollments[journey] = enrollment_of(
+            {part: raw[prefix + part] for part in PARTS if prefix + part in raw})
 
     def enrollment(self, journey: str) -> Enrollment:
         return self.state.enrollments.get(journey) or Enrollment()
 
     def jset(self, journey: str, **parts: Any) -> None:
         for part, value in parts.items():
-            self.set(f"j:{journey}:{part}", value)
+            self._write(f"j:{journey}:{part}", value)
+        self._reload(journey)     # once for all the parts
 
     def rules(self, journey: Journey) -> dict[str, Any]:
         return rule_context(self.state, journey, self.tracker, self.scores)
