@@ -92,7 +92,37 @@ _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-class TimeValue:
+class ComparesThrough:
+    """Rich comparisons routed through `_compare(other, "lt" | "le" | ...)`: values that note when a
+    comparison will flip (time-dependent numbers, fading scores)."""
+
+    __slots__ = ()
+
+    def _compare(self, other: object, name: str) -> bool:
+        raise NotImplementedError
+
+    def __lt__(self, other: object) -> bool:
+        return self._compare(other, "lt")
+
+    def __le__(self, other: object) -> bool:
+        return self._compare(other, "le")
+
+    def __gt__(self, other: object) -> bool:
+        return self._compare(other, "gt")
+
+    def __ge__(self, other: object) -> bool:
+        return self._compare(other, "ge")
+
+    def __eq__(self, other: object) -> bool:  # type: ignore[override]
+        return self._compare(other, "eq")
+
+    def __ne__(self, other: object) -> bool:  # type: ignore[override]
+        return self._compare(other, "ne")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class TimeValue(ComparesThrough):
     """A number that changes linearly with time: value(t) = value + rate * (t - now).
 
     Arithmetic with plain numbers keeps the time dependence (`days_since('x') / 7`);
@@ -124,26 +154,6 @@ class TimeValue:
             # +1 ms so that the re-evaluation lands just after a strict boundary.
             self.tracker.note(self.tracker.now + (other_value - self.value) / rate + 0.001)
         return _COMPARISONS[name](self.value, other_value)
-
-    def __lt__(self, other: object) -> bool:
-        return self._compare(other, "lt")
-
-    def __le__(self, other: object) -> bool:
-        return self._compare(other, "le")
-
-    def __gt__(self, other: object) -> bool:
-        return self._compare(other, "gt")
-
-    def __ge__(self, other: object) -> bool:
-        return self._compare(other, "ge")
-
-    def __eq__(self, other: object) -> bool:  # type: ignore[override]
-        return self._compare(other, "eq")
-
-    def __ne__(self, other: object) -> bool:  # type: ignore[override]
-        return self._compare(other, "ne")
-
-    __hash__ = None  # type: ignore[assignment]
 
     def _combine(self, other: object, sign: float) -> "TimeValue":
         lin = self._linear(other)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-from .expressions import TimeTracker
+from .expressions import ComparesThrough, TimeTracker
 from .journey import ScoreDef
 
 FIELD_PREFIX = "s:"
@@ -48,7 +48,7 @@ def add_points(raw: str | None, points: float, at: float, half_life: float | Non
     return encode(value + decayed(points, at, since, half_life), since)
 
 
-class ScoreValue:
+class ScoreValue(ComparesThrough):
     """A score as rules see it: compares as a number, noting when the comparison flips as it fades."""
 
     __slots__ = ("value", "since", "half_life", "tracker")
@@ -73,26 +73,6 @@ class ScoreValue:
         current = self.now()
         return {"lt": current < other, "le": current <= other, "gt": current > other, "ge": current >= other,
                 "eq": current == other, "ne": current != other}[op]
-
-    def __lt__(self, other: object) -> bool:
-        return self._compare(other, "lt")
-
-    def __le__(self, other: object) -> bool:
-        return self._compare(other, "le")
-
-    def __gt__(self, other: object) -> bool:
-        return self._compare(other, "gt")
-
-    def __ge__(self, other: object) -> bool:
-        return self._compare(other, "ge")
-
-    def __eq__(self, other: object) -> bool:  # type: ignore[override]
-        return self._compare(other, "eq")
-
-    def __ne__(self, other: object) -> bool:  # type: ignore[override]
-        return self._compare(other, "ne")
-
-    __hash__ = None  # type: ignore[assignment]
 
     # Arithmetic gives the value now: "scores.lead + 10 >= 50" is exact only until it fades.
     def __float__(self) -> float:
