@@ -13,13 +13,13 @@ from typing import Mapping
 
 from ..config import Settings
 from ..templates import MESSAGE_PARTS
-from .base import Channel, Check, Delivery, Failed, Misconfigured, Remove, Result, Retry, Sent
+from .base import Channel, Check, Delivery, Failed, Misconfigured, Remove, Result, Retry, Sent, retry_after
 
 logger = logging.getLogger(__name__)
 GROUP = "lifecycle.channels"
 
 __all__ = ["Channel", "Check", "Delivery", "Failed", "Misconfigured", "Remove", "Result", "Retry", "Sent",
-           "ChannelRegistry", "available_adapters"]
+           "ChannelRegistry", "available_adapters", "retry_after"]
 
 
 def available_adapters() -> dict[str, type[Channel]]:

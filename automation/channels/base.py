@@ -18,8 +18,10 @@ address before calling `send`, so an adapter only ever talks to its provider.
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Mapping, Sequence, Union
 
 from ..config import Settings
@@ -155,3 +157,17 @@ class Channel(ABC):
 
     def close(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Release connections; called when a worker stops."""
+
+
+def retry_after(value: str | None, default: float) -> float:
+    """Seconds from a provider's Retry-After header, which is either seconds or an HTTP date."""
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return default

@@ -20,10 +20,8 @@ import functools
 import logging
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Mapping, Protocol, Sequence
 from urllib.parse import quote, urlsplit
 
@@ -31,7 +29,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ..config import Settings
-from .base import Channel, Check, Delivery, Failed, Misconfigured, Remove, Result, Retry, Sent
+from .base import Channel, Check, Delivery, Failed, Misconfigured, Remove, Result, Retry, Sent, retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -219,20 +217,6 @@ def _blames_token(error: Mapping[str, Any]) -> bool:
                 if isinstance(violation, dict) and violation.get("field") == "message.token":
                     return True
     return "registration token" in str(error.get("message") or "").lower()
-
-
-def retry_after(value: str | None, default: float) -> float:
-    """Seconds from a Retry-After header, which is either seconds or an HTTP date."""
-    if not value:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return default
 
 
 def combine(answers: Sequence[_Answer]) -> Result:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import parsedate_to_datetime
 from typing import Any, Mapping, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -28,7 +26,7 @@ from twilio.rest import Client
 
 from ..config import Settings
 from ..sms import segments
-from .base import Channel, Check, Delivery, Failed, Misconfigured, Result, Retry, Sent
+from .base import Channel, Check, Delivery, Failed, Misconfigured, Result, Retry, Sent, retry_after
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONCURRENCY = 4
@@ -81,20 +79,6 @@ SENDER_SETUP = {
 
 def _mask(value: str) -> str:
     return f"{value[:4]}...{value[-4:]}" if len(value) > 12 else "***"
-
-
-def _retry_after(value: str | None, default: float) -> float:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return default
 
 
 class TwilioChannel(Channel):
@@ -258,9 +242,9 @@ class TwilioChannel(Channel):
         if status == 404:   # no such account (a wrong TWILIO_ACCOUNT_SID) or a wrong base URL
             return Misconfigured(f"Twilio does not know this account or URL (404): {reason}")
         if status == 429 or code == 20429:
-            return Retry(_retry_after(headers.get("Retry-After"), RATE_LIMIT_WAIT), reason)
+            return Retry(retry_after(headers.get("Retry-After"), RATE_LIMIT_WAIT), reason)
         if status >= 500:
-            return Retry(_retry_after(headers.get("Retry-After"), TRANSIENT_WAIT), reason)
+            return Retry(retry_after(headers.get("Retry-After"), TRANSIENT_WAIT), reason)
         if code in INVALID_NUMBER:
             return Failed(reason, code="invalid_number", effect={"phone_invalid": True})
         if code in UNSUBSCRIBED:
