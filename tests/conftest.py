@@ -128,7 +128,9 @@ def run_due(runtime: Runtime) -> Callable[[Engine], int]:
 
     def run(engine: Engine) -> int:
         scheduler = Scheduler(runtime, lambda claims: run_batch(engine, claims))
-        return run_until_idle(scheduler)
+        # Until nothing is due, however slow the machine: run_until_idle's own 10 s limit cut
+        # off tests with thousands of contacts on a busy CI box, leaving steps unrun.
+        return run_until_idle(scheduler, timeout=600)
 
     return run
 
