@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import redis
 from automation.channels import ChannelRegistry
 from automation.clock import ManualClock
 from automation.config import Settings
+from automation.dispatch import DramatiqDispatcher
 from automation.engine import Engine
 from automation.executor import run_batch
 from automation.processes import start_workers, stop_process
@@ -175,6 +177,20 @@ def run_in_process(runtime: Runtime, engine: Engine) -> int:
         total += claimed
         if not claimed:
             return total
+
+
+@contextmanager
+def scheduler_thread(runtime: Runtime, dispatcher: DramatiqDispatcher) -> Iterator[None]:
+    """The production scheduler handing due timers to Dramatiq, in a thread, while the block runs."""
+    stop = threading.Event()
+    thread = threading.Thread(target=Scheduler(runtime, dispatcher, dispatcher.queue_depth).run, args=(stop,),
+                              daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def delete_namespace(client: redis.Redis, namespace: str) -> None:

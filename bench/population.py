@@ -9,7 +9,6 @@ start of the import to the last message recorded.
 
 from __future__ import annotations
 
-import threading
 import time
 
 from automation.clock import SystemClock
@@ -17,9 +16,8 @@ from automation.contacts import ContactStore
 from automation.dispatch import DramatiqDispatcher
 from automation.events import Event, check_attributes
 from automation.runtime import open_runtime
-from automation.scheduler import Scheduler
 
-from .harness import Bench, LifecycleWorkers, delete_namespace, progress, used_memory, wait_until
+from .harness import Bench, LifecycleWorkers, delete_namespace, progress, scheduler_thread, used_memory, wait_until
 
 DAY = 86400.0
 CHUNK = 5000
@@ -33,29 +31,24 @@ def run(bench: Bench) -> dict:
     store = ContactStore(runtime)
     workers = LifecycleWorkers(bench, settings)
     dispatcher = DramatiqDispatcher(settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=Scheduler(runtime, dispatcher, dispatcher.queue_depth).run, args=(stop,),
-                              daemon=True)
-    thread.start()
     memory_before = used_memory(client)
     done_key = "step:bench:lapsed:winback-coupon:sent"
     try:
-        start = time.perf_counter()
-        for first in range(0, size, CHUNK):
-            ids = [f"u{n:07d}" for n in range(first, min(size, first + CHUNK))]
-            store.identify_many((cid, check_attributes({"email": f"{cid}@example.com", "first_name": f"U{cid[1:]}",
-                                                        "consent": {"email": True}})) for cid in ids)
-            now = time.time()
-            store.track_many(Event(cid, "purchase", now - 100 * DAY, {"item": "Merino shirt"}) for cid in ids)
-        imported = time.perf_counter() - start
-        finished = wait_until(progress(client, runtime.keys.stats, size, done_key), timeout=3600, interval=0.1)
-        elapsed = time.perf_counter() - start
-        if not finished:
-            bench.notes.append(f"population: only {client.hget(runtime.keys.stats, done_key)} of {size} done")
-        memory = used_memory(client) - memory_before
+        with scheduler_thread(runtime, dispatcher):
+            start = time.perf_counter()
+            for first in range(0, size, CHUNK):
+                ids = [f"u{n:07d}" for n in range(first, min(size, first + CHUNK))]
+                store.identify_many((cid, check_attributes({"email": f"{cid}@example.com", "first_name": f"U{cid[1:]}",
+                                                            "consent": {"email": True}})) for cid in ids)
+                now = time.time()
+                store.track_many(Event(cid, "purchase", now - 100 * DAY, {"item": "Merino shirt"}) for cid in ids)
+            imported = time.perf_counter() - start
+            finished = wait_until(progress(client, runtime.keys.stats, size, done_key), timeout=3600, interval=0.1)
+            elapsed = time.perf_counter() - start
+            if not finished:
+                bench.notes.append(f"population: only {client.hget(runtime.keys.stats, done_key)} of {size} done")
+            memory = used_memory(client) - memory_before
     finally:
-        stop.set()
-        thread.join(timeout=10)
         workers.stop()
         dispatcher.close()
         runtime.close()

@@ -13,7 +13,6 @@ email template with its layout, mark, adapter (discard), outcome, stats.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import dramatiq
@@ -24,10 +23,9 @@ from automation.contacts import ContactStore
 from automation.dispatch import DramatiqDispatcher
 from automation.events import check_attributes
 from automation.runtime import open_runtime
-from automation.scheduler import Scheduler
 
-from .harness import (Bench, LifecycleWorkers, NoopWorkers, delete_namespace, progress, run_in_process, setup_engine,
-                      wait_until)
+from .harness import (Bench, LifecycleWorkers, NoopWorkers, delete_namespace, progress, run_in_process,
+                      scheduler_thread, setup_engine, wait_until)
 
 
 def baseline(bench: Bench, n: int) -> float:
@@ -74,19 +72,14 @@ def steps(bench: Bench, n: int, name: str = "steps") -> float:
     client = bench.client()
     workers = LifecycleWorkers(bench, settings)
     dispatcher = DramatiqDispatcher(settings)
-    stop = threading.Event()
-    scheduler = Scheduler(runtime, dispatcher, dispatcher.queue_depth)
-    thread = threading.Thread(target=scheduler.run, args=(stop,), daemon=True)
     done = progress(client, runtime.keys.stats, n)
     try:
         start = time.perf_counter()
-        thread.start()
-        if not wait_until(done, timeout=1800, interval=0.005):
-            raise RuntimeError(f"only {client.hget(runtime.keys.stats, 'sent')} of {n} steps finished")
-        elapsed = time.perf_counter() - start
+        with scheduler_thread(runtime, dispatcher):
+            if not wait_until(done, timeout=1800, interval=0.005):
+                raise RuntimeError(f"only {client.hget(runtime.keys.stats, 'sent')} of {n} steps finished")
+            elapsed = time.perf_counter() - start
     finally:
-        stop.set()
-        thread.join(timeout=10)
         workers.stop()
         dispatcher.close()
         runtime.close()

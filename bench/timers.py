@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import dramatiq
@@ -35,7 +34,7 @@ from automation.scheduler import Scheduler
 from automation.timers import TimerStore
 
 from .harness import (Bench, LifecycleWorkers, NoopWorkers, delete_namespace, percentile, progress, run_in_process,
-                      setup_engine, tree_rss_mb, used_memory, wait_until)
+                      scheduler_thread, setup_engine, tree_rss_mb, used_memory, wait_until)
 
 DAY = 86400.0
 SHORT = 1000
@@ -78,19 +77,14 @@ def lateness_and_memory(bench: Bench) -> dict:
     if time.time() >= start:
         bench.notes.append("timers: setting up the short timers took longer than planned; lateness is overstated")
     dispatcher = DramatiqDispatcher(settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=Scheduler(runtime, dispatcher, dispatcher.queue_depth).run, args=(stop,),
-                              daemon=True)
-    thread.start()
     store = ContactStore(runtime)
-
-    wait_until(progress(client, runtime.keys.stats, SHORT), timeout=start + SPREAD + 60 - time.time(), interval=0.05)
-    lateness = []
-    for contact, due_at in due.items():
-        outcome = store.history(contact).get("bench:lead:1:welcome")
-        lateness.append(outcome["w"] - due_at if outcome and outcome["state"] == "sent" else float("inf"))
-    stop.set()
-    thread.join(timeout=10)
+    with scheduler_thread(runtime, dispatcher):
+        wait_until(progress(client, runtime.keys.stats, SHORT), timeout=start + SPREAD + 60 - time.time(),
+                   interval=0.05)
+        lateness = []
+        for contact, due_at in due.items():
+            outcome = store.history(contact).get("bench:lead:1:welcome")
+            lateness.append(outcome["w"] - due_at if outcome and outcome["state"] == "sent" else float("inf"))
     rss_growth = workers.rss_mb() - rss_before
     workers.stop()
 
