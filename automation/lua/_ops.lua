@@ -6,7 +6,19 @@
 --   {'zl', member, due}   ZADD LT (only moves a timer earlier)
 --   {'x', {f1, v1, ...}}  an activity entry             {'q', item}           RPUSH on the inbox
 --   {'t', n}              drop the first n inbox items (the ones this evaluation processed)
-local function apply_ops(ops, keys, cid, now, maxlen, count)
+
+-- Stats counted while a script runs, written to the stats hash once at its end (flush_counts).
+local counts = {}
+local function count(field, n)
+  counts[field] = (counts[field] or 0) + (n or 1)
+end
+local function flush_counts(stats)
+  for field, value in pairs(counts) do
+    redis.call('HINCRBY', stats, field, value)
+  end
+end
+
+local function apply_ops(ops, keys, cid, now, maxlen)
   for _, op in ipairs(ops) do
     local code = op[1]
     if code == 'h' then

@@ -14,10 +14,6 @@
 -- inbox items stay in the inbox).
 --#include ops
 local now, maxlen = ARGV[1], ARGV[2]
-local counts = {}
-local function count(field, n)
-  counts[field] = (counts[field] or 0) + (n or 1)
-end
 local replies = {}
 for i = 1, (#KEYS - 2) / 5 do
   local k = 3 + 5 * (i - 1)
@@ -39,7 +35,7 @@ for i = 1, (#KEYS - 2) / 5 do
     end
   end
   if ok then
-    apply_ops(plan.ops, keys, plan.c, now, maxlen, count)
+    apply_ops(plan.ops, keys, plan.c, now, maxlen)
     -- A new version: an evaluation of this contact that read it before this change (a second
     -- worker holding a newer re-evaluation timer) must not apply its now stale result.
     redis.call('HINCRBY', keys.contact, 'v', 1)
@@ -57,7 +53,5 @@ for i = 1, (#KEYS - 2) / 5 do
     end
   end
 end
-for field, value in pairs(counts) do
-  redis.call('HINCRBY', KEYS[2], field, value)
-end
+flush_counts(KEYS[2])
 return replies

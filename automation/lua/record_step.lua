@@ -12,10 +12,6 @@
 -- Returns per step 1 if the journey moved on, 0 if the contact had moved on meanwhile.
 --#include ops
 local now, maxlen = ARGV[1], ARGV[2]
-local counts = {}
-local function count(field, n)
-  counts[field] = (counts[field] or 0) + (n or 1)
-end
 local replies = {}
 local n = (#KEYS - 2) / 4
 for i = 1, n do
@@ -58,13 +54,10 @@ for i = 1, n do
       redis.call('HDEL', contact, p .. 'sp', p .. 'du')
     end
     if more ~= '' then
-      apply_ops(cjson.decode(more), {contact = contact, timers = timers, activity = KEYS[1]}, cid, now, maxlen,
-        count)
+      apply_ops(cjson.decode(more), {contact = contact, timers = timers, activity = KEYS[1]}, cid, now, maxlen)
     end
     replies[i] = 1
   end
 end
-for field, value in pairs(counts) do
-  redis.call('HINCRBY', KEYS[2], field, value)
-end
+flush_counts(KEYS[2])
 return replies
