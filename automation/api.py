@@ -16,12 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config import Settings
-from .contacts import ContactState, ContactStore
-from .coupons import Coupon, CouponStore, Redemption
-from .events import parse_event
-from .importer import ImportReport, import_file
-from .runtime import Runtime, open_runtime
+from automation.config import Settings
+from automation.events import parse_event
+from automation.ops.importer import ImportReport, import_file
+from automation.runtime import Runtime, open_runtime
+from automation.store.contacts import ContactState, ContactStore
+from automation.store.coupons import Coupon, CouponStore, Redemption
 
 
 class Lifecycle:
@@ -64,7 +64,7 @@ class Lifecycle:
 
     def redeem(self, code: str, contact_id: str | None = None, at: Any = None, source: str = "api") -> Redemption:
         """Record that a coupon code was used (a purchase carrying `coupon: CODE` does this by itself)."""
-        from .events import parse_time
+        from automation.events import parse_time
 
         when = parse_time(at, self.runtime.clock.now(), "at")
         return CouponStore(self.runtime).redeem(code, contact_id, when, source)

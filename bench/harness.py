@@ -21,12 +21,12 @@ import redis
 from automation.channels import ChannelRegistry
 from automation.clock import ManualClock
 from automation.config import Settings
-from automation.dispatch import DramatiqDispatcher
-from automation.engine import Engine
-from automation.executor import run_batch
-from automation.processes import start_workers, stop_process
+from automation.engine.dispatch import DramatiqDispatcher
+from automation.engine.executor import run_batch
+from automation.engine.scheduler import Scheduler
+from automation.engine.services import Engine
+from automation.ops.processes import start_workers, stop_process
 from automation.runtime import Runtime, open_runtime
-from automation.scheduler import Scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 DISCARD = {"email": "discard", "sms": "discard", "push": "discard"}

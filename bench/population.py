@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 
 from automation.clock import SystemClock
-from automation.contacts import ContactStore
-from automation.dispatch import DramatiqDispatcher
+from automation.engine.dispatch import DramatiqDispatcher
 from automation.events import Event, check_attributes
 from automation.runtime import open_runtime
+from automation.store.contacts import ContactStore
 
 from .harness import Bench, LifecycleWorkers, delete_namespace, progress, scheduler_thread, used_memory, wait_until
 

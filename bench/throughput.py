@@ -19,13 +19,22 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from automation.clock import ManualClock, SystemClock
-from automation.contacts import ContactStore
-from automation.dispatch import DramatiqDispatcher
+from automation.engine.dispatch import DramatiqDispatcher
 from automation.events import check_attributes
 from automation.runtime import open_runtime
+from automation.store.contacts import ContactStore
 
-from .harness import (Bench, LifecycleWorkers, NoopWorkers, delete_namespace, progress, run_in_process,
-                      scheduler_thread, setup_engine, wait_until)
+from .harness import (
+    Bench,
+    LifecycleWorkers,
+    NoopWorkers,
+    delete_namespace,
+    progress,
+    run_in_process,
+    scheduler_thread,
+    setup_engine,
+    wait_until,
+)
 
 
 def baseline(bench: Bench, n: int) -> float:

@@ -25,16 +25,28 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from automation.clock import ManualClock, SystemClock
-from automation.contacts import ContactStore
-from automation.dispatch import DramatiqDispatcher
+from automation.engine.dispatch import DramatiqDispatcher
+from automation.engine.scheduler import Scheduler
 from automation.events import check_attributes
-from automation.keys import step_member
 from automation.runtime import open_runtime
-from automation.scheduler import Scheduler
-from automation.timers import TimerStore
+from automation.store.contacts import ContactStore
+from automation.store.keys import step_member
+from automation.store.timers import TimerStore
 
-from .harness import (Bench, LifecycleWorkers, NoopWorkers, delete_namespace, percentile, progress, run_in_process,
-                      scheduler_thread, setup_engine, tree_rss_mb, used_memory, wait_until)
+from .harness import (
+    Bench,
+    LifecycleWorkers,
+    NoopWorkers,
+    delete_namespace,
+    percentile,
+    progress,
+    run_in_process,
+    scheduler_thread,
+    setup_engine,
+    tree_rss_mb,
+    used_memory,
+    wait_until,
+)
 
 DAY = 86400.0
 SHORT = 1000

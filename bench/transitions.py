@@ -16,8 +16,8 @@ import random
 import time
 
 from automation.clock import ManualClock
-from automation.contacts import ContactStore
 from automation.events import Event, check_attributes
+from automation.store.contacts import ContactStore
 
 from .harness import Bench, delete_namespace, run_in_process, setup_engine
 

@@ -21,11 +21,11 @@ import redis
 from automation.channels import ChannelRegistry
 from automation.clock import ManualClock
 from automation.config import Settings
-from automation.engine import Engine
-from automation.executor import run_batch
-from automation.processes import start_workers, stop_process
+from automation.engine.executor import run_batch
+from automation.engine.scheduler import Scheduler, run_until_idle
+from automation.engine.services import Engine
+from automation.ops.processes import start_workers, stop_process
 from automation.runtime import Runtime, open_runtime
-from automation.scheduler import Scheduler, run_until_idle
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = 86400.0

@@ -8,12 +8,12 @@ import pytest
 
 from automation.api import Lifecycle
 from automation.channels import ChannelRegistry, Misconfigured, Remove, Sent
-from automation.cli import main
-from automation.engine import Engine
-from automation.pauses import ChannelPauses
+from automation.engine.services import Engine
+from automation.ops.cli import main
+from automation.ops.status import collect_status, format_status
 from automation.runtime import open_runtime
-from automation.status import collect_status, format_status
-from automation.timers import TimerStore
+from automation.store.pauses import ChannelPauses
+from automation.store.timers import TimerStore
 from tests.conftest import write
 from tests.providers.recording import Provider
 
@@ -75,8 +75,8 @@ def test_rate_limits_are_shared_and_hold_the_rest_back(settings, clock):
     lc = Lifecycle(runtime)
     for n in range(5):
         lead(lc, f"c{n}")
-    from automation.executor import run_batch
-    from automation.scheduler import Scheduler, run_until_idle
+    from automation.engine.executor import run_batch
+    from automation.engine.scheduler import Scheduler, run_until_idle
 
     run_until_idle(Scheduler(runtime, lambda claims: run_batch(engine, claims)))
     # Then two went out in this second, and three wait

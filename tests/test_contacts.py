@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from automation.api import Lifecycle
-from automation.cli import main
-from automation.contacts import ContactStore
 from automation.events import InputError, parse_event
-from automation.importer import import_file
-from automation.keys import recheck_member
+from automation.ops.cli import main
+from automation.ops.importer import import_file
+from automation.store.contacts import ContactStore
+from automation.store.keys import recheck_member
 from tests.conftest import DAY, write
 
 

@@ -13,8 +13,8 @@ from datetime import timezone
 
 import pytest
 
-from automation.contacts import ContactStore
-from automation.coupons import (
+from automation.store.contacts import ContactStore
+from automation.store.coupons import (
     ALPHABET,
     CouponError,
     CouponSpec,
@@ -205,7 +205,7 @@ CHILD = """
 import json, sys
 from automation.clock import ManualClock
 from automation.config import Settings
-from automation.coupons import CouponSpec, CouponStore
+from automation.store.coupons import CouponSpec, CouponStore
 from automation.runtime import open_runtime
 
 first, count, shared = (int(a) for a in sys.argv[1:4])

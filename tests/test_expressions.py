@@ -2,8 +2,16 @@
 
 import pytest
 
-from automation.expressions import (DAY, EventStats, EventsView, ExpressionError, RuleError, TimeTracker, compile_rule,
-                                    time_functions)
+from automation.expressions import (
+    DAY,
+    EventStats,
+    EventsView,
+    ExpressionError,
+    RuleError,
+    TimeTracker,
+    compile_rule,
+    time_functions,
+)
 
 NOW = 1_767_225_600.0
 

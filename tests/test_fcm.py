@@ -22,7 +22,7 @@ from automation.api import Lifecycle
 from automation.channels import ChannelRegistry, Delivery, Failed, Misconfigured, Remove, Retry, Sent
 from automation.channels.fcm import FCMChannel
 from automation.config import Settings
-from automation.templates import Renderer, TemplateCatalog
+from automation.messages.templates import Renderer, TemplateCatalog
 from automation.testing import AdapterContract
 from automation.testing.standin import Response
 from tests.conftest import write

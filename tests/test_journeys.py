@@ -17,12 +17,12 @@ import pytest
 
 from automation.api import Lifecycle
 from automation.channels import ChannelRegistry, Failed, Retry, Sent
-from automation.engine import Engine
-from automation.executor import run_batch
-from automation.keys import recheck_member, step_member
+from automation.engine.executor import run_batch
+from automation.engine.services import Engine
+from automation.ops.status import collect_status
 from automation.runtime import open_runtime
-from automation.status import collect_status
-from automation.timers import TimerStore
+from automation.store.keys import recheck_member, step_member
+from automation.store.timers import TimerStore
 from tests.conftest import DAY, outbox_files, write
 from tests.providers.recording import Provider
 

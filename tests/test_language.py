@@ -18,9 +18,9 @@ import pytest
 
 from automation.api import Lifecycle
 from automation.channels import ChannelRegistry
-from automation.keys import recheck_member
-from automation.runs import START
-from automation.timers import TimerStore
+from automation.engine.runs import START
+from automation.store.keys import recheck_member
+from automation.store.timers import TimerStore
 from tests.conftest import DAY, write
 from tests.providers.recording import Provider
 
@@ -693,9 +693,9 @@ steps:
 def test_a_scheduled_broadcast_reaches_every_matching_contact_once_per_occurrence(project, lc, start, run_due,
                                                                                  clock, provider, runtime,
                                                                                  monkeypatch):
-    import automation.broadcasts
+    import automation.engine.broadcasts
 
-    monkeypatch.setattr(automation.broadcasts, "SCAN_COUNT", 5)    # many small chunks
+    monkeypatch.setattr(automation.engine.broadcasts, "SCAN_COUNT", 5)    # many small chunks
     only(project, monthly=BROADCAST)
     clock.set(utc(2026, 1, 20))
     engine = start()

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from automation.templates import (Renderer, TemplateCatalog, TemplateRenderError, html_to_text, locale_chain,
-                                  text_direction)
+from automation.messages.templates import (
+    Renderer,
+    TemplateCatalog,
+    TemplateRenderError,
+    html_to_text,
+    locale_chain,
+    text_direction,
+)
 from tests.conftest import write
 
 EMAIL = """\

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from automation.keys import step_member
 from automation.runtime import open_runtime
-from automation.timers import Claim, TimerStore
+from automation.store.keys import step_member
+from automation.store.timers import Claim, TimerStore
 
 
 def test_concurrent_claims_never_hand_out_a_timer_twice(runtime, settings, clock):

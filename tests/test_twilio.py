@@ -17,8 +17,14 @@ from automation.channels.twilio import TwilioChannel
 from automation.config import Settings
 from automation.testing import AdapterContract
 from tests.conftest import write
-from tests.providers.twilio_api import (ACCOUNT_SID, AUTH_TOKEN, MESSAGING_SERVICE_SID, SENDER, TwilioStandIn,
-                                        twilio_error)
+from tests.providers.twilio_api import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    MESSAGING_SERVICE_SID,
+    SENDER,
+    TwilioStandIn,
+    twilio_error,
+)
 
 CALLBACK = "https://hooks.example.com/twilio/status"
 ANA = "+15551230001"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from automation.cli import main
+from automation.ops.cli import main
 from tests.conftest import write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,7 +184,7 @@ def test_the_published_schema_is_valid_and_accepts_the_shipped_journeys():
     from jsonschema import Draft202012Validator
     from ruamel.yaml import YAML
 
-    from automation.loader import SCHEMA
+    from automation.language.loader import SCHEMA
 
     Draft202012Validator.check_schema(SCHEMA)
     for path in (ROOT / "journeys").glob("[!_]*.yaml"):

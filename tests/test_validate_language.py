@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from automation.cli import main
-from automation.loader import SCHEMA
+from automation.language.loader import SCHEMA
+from automation.ops.cli import main
 from tests.conftest import ROOT, write
 
 HINT = "    hint: "
@@ -338,8 +338,8 @@ steps:
 """)
     # Then it is valid, and means nine in the morning
     assert result.lines == [], result.text
-    from automation.flow import WaitUntilNode
-    from automation.loader import load_journey
+    from automation.language.flow import WaitUntilNode
+    from automation.language.loader import load_journey
 
     journey, diagnostics = load_journey(Path(path), {"email": None}, None)
     assert diagnostics == [] and journey is not None
@@ -1019,8 +1019,8 @@ def test_the_shipped_journeys_validate_against_the_schema():
 
 
 def test_the_schema_knows_every_step_and_trigger_kind_the_loader_knows():
-    from automation.flowbuild import KINDS
-    from automation.loader import TRIGGER_KINDS as LOADER_TRIGGER_KINDS
+    from automation.language.flowbuild import KINDS
+    from automation.language.loader import TRIGGER_KINDS as LOADER_TRIGGER_KINDS
 
     step = SCHEMA["$defs"]["step"]["properties"]
     trigger = SCHEMA["$defs"]["trigger"]["properties"]

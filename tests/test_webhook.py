@@ -124,7 +124,7 @@ def test_without_a_secret_the_channel_pauses_rather_than_send_unsigned(receiver)
 
 
 def test_validate_requires_a_url(capsys, project):
-    from automation.cli import main
+    from automation.ops.cli import main
 
     path = write(project / "journeys" / "bad.yaml", "journey: bad\nstages:\n  - name: all\n    steps:\n"
                                                      "      - send: webhook\n        url: ftp://nope\n")

@@ -18,8 +18,8 @@ from twilio.request_validator import RequestValidator
 
 from automation.api import Lifecycle
 from automation.channels import ChannelRegistry
-from automation.unsubscribe import make_token
-from automation.webhooks import WebhookApp, serve
+from automation.messages.unsubscribe import make_token
+from automation.server.webhooks import WebhookApp, serve
 from tests.providers.recording import Provider
 
 TWILIO_TOKEN = "twilio-auth-token-for-tests"

@@ -15,13 +15,13 @@ import pytest
 
 from automation.clock import SystemClock
 from automation.config import Settings
-from automation.contacts import ContactStore
-from automation.dispatch import DramatiqDispatcher
+from automation.engine.dispatch import DramatiqDispatcher
+from automation.engine.scheduler import Scheduler
 from automation.events import check_attributes
-from automation.processes import kill_process
+from automation.ops.processes import kill_process
 from automation.runtime import Runtime, open_runtime
-from automation.scheduler import Scheduler
-from automation.timers import TimerStore
+from automation.store.contacts import ContactStore
+from automation.store.timers import TimerStore
 from tests.conftest import DAY, outbox_files, wait_for, write
 
 pytestmark = pytest.mark.integration
@@ -150,8 +150,8 @@ stages:
 
 def test_coupons_issued_by_concurrent_workers_are_unique_and_each_email_shows_its_own(
         live_settings, live_runtime, scheduler, workers):
-    from automation.coupons import CouponStore
     from automation.events import Event
+    from automation.store.coupons import CouponStore
 
     # Given 400 lapsed customers, evaluated by 2 worker processes x 4 threads at once
     (live_settings.journeys_dir / "customer-lifecycle.yaml").unlink()

@@ -7,7 +7,7 @@ the global broker from the environment, then declares the actors on it.
 import dramatiq
 
 from automation.config import Settings
-from automation.dispatch import make_broker
+from automation.engine.dispatch import make_broker
 
 settings = Settings.from_env()
 broker = make_broker(settings)

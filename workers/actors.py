@@ -6,11 +6,11 @@ import threading
 
 import dramatiq
 
-from automation.dispatch import ACTOR_NAME
-from automation.engine import Engine
-from automation.executor import run_batch
+from automation.engine.dispatch import ACTOR_NAME
+from automation.engine.executor import run_batch
+from automation.engine.services import Engine
 from automation.runtime import open_runtime
-from automation.timers import Claim
+from automation.store.timers import Claim
 
 from . import settings
 

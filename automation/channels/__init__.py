@@ -11,9 +11,20 @@ import logging
 from importlib.metadata import entry_points
 from typing import Mapping
 
-from ..config import Settings
-from ..templates import MESSAGE_PARTS
-from .base import Channel, Check, Delivery, Failed, Misconfigured, Remove, Result, Retry, Sent, retry_after
+from automation.channels.base import (
+    Channel,
+    Check,
+    Delivery,
+    Failed,
+    Misconfigured,
+    Remove,
+    Result,
+    Retry,
+    Sent,
+    retry_after,
+)
+from automation.config import Settings
+from automation.messages.templates import MESSAGE_PARTS
 
 logger = logging.getLogger(__name__)
 GROUP = "lifecycle.channels"
@@ -24,7 +35,7 @@ __all__ = ["Channel", "Check", "Delivery", "Failed", "Misconfigured", "Remove", 
 
 def available_adapters() -> dict[str, type[Channel]]:
     """Adapter classes by name, from installed entry points (the built-in outbox always)."""
-    from .outbox import OutboxChannel
+    from automation.channels.outbox import OutboxChannel
 
     found: dict[str, type[Channel]] = {OutboxChannel.name: OutboxChannel}
     for entry in entry_points(group=GROUP):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Mapping, Sequence, Union
 
-from ..config import Settings
+from automation.config import Settings
 
 
 @dataclass(frozen=True)

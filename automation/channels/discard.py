@@ -7,7 +7,7 @@ the throughput benchmark (bench/), where it measures the engine, not a provider.
 
 from __future__ import annotations
 
-from .base import Channel, Check, Delivery, Result, Sent
+from automation.channels.base import Channel, Check, Delivery, Result, Sent
 
 
 class DiscardChannel(Channel):

@@ -28,8 +28,19 @@ from urllib.parse import quote, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from ..config import Settings
-from .base import Channel, Check, Delivery, Failed, Misconfigured, Remove, Result, Retry, Sent, retry_after
+from automation.channels.base import (
+    Channel,
+    Check,
+    Delivery,
+    Failed,
+    Misconfigured,
+    Remove,
+    Result,
+    Retry,
+    Sent,
+    retry_after,
+)
+from automation.config import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Mapping
 
-from .base import Channel, Check, Delivery, Failed, Result, Sent
-
+from automation.channels.base import Channel, Check, Delivery, Failed, Result, Sent
 
 # SMTP line endings, and no folding of long headers: a folded List-Unsubscribe URL would be
 # RFC 2047-encoded, which mail clients do not accept.

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import parseaddr
 from typing import Any, Mapping, Sequence
 
-from .base import Channel, Check, Delivery, Failed, Misconfigured, Result, Retry, Sent
+from automation.channels.base import Channel, Check, Delivery, Failed, Misconfigured, Result, Retry, Sent
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from ..config import Settings
-from ..sms import segments
-from .base import Channel, Check, Delivery, Failed, Misconfigured, Result, Retry, Sent, retry_after
+from automation.channels.base import Channel, Check, Delivery, Failed, Misconfigured, Result, Retry, Sent, retry_after
+from automation.config import Settings
+from automation.messages.sms import segments
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONCURRENCY = 4

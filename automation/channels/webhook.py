@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import requests
 
-from .base import Channel, Check, Delivery, Failed, Misconfigured, Result, Retry, Sent
+from automation.channels.base import Channel, Check, Delivery, Failed, Misconfigured, Result, Retry, Sent
 
 SIGNATURE_HEADER = "X-Lifecycle-Signature"
 KEY_HEADER = "X-Lifecycle-Key"

@@ -5,7 +5,7 @@
 See docs/adapters.md.
 """
 
-from .contract import AdapterContract, ProviderScript
-from .standin import HTTPStandIn, Request, Response
+from automation.testing.contract import AdapterContract, ProviderScript
+from automation.testing.standin import HTTPStandIn, Request, Response
 
 __all__ = ["AdapterContract", "ProviderScript", "HTTPStandIn", "Request", "Response"]

@@ -34,9 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-
-from ..channels.base import Channel, Delivery, Failed, Misconfigured, Retry, Sent
-from ..templates import MESSAGE_PARTS, Renderer, TemplateCatalog
+from automation.channels.base import Channel, Delivery, Failed, Misconfigured, Retry, Sent
+from automation.messages.templates import MESSAGE_PARTS, Renderer, TemplateCatalog
 
 
 class ProviderScript(Protocol):
@@ -183,13 +182,13 @@ class AdapterContract:
     def test_a_redelivered_step_reaches_the_contact_once(self, adapter: Channel, provider: ProviderScript,
                                                          tmp_path: Path) -> None:
         """Through the real executor on an embedded Redis: the same message delivered twice."""
-        from ..channels import ChannelRegistry
-        from ..config import Settings
-        from ..contacts import ContactStore
-        from ..engine import Engine
-        from ..executor import run_batch
-        from ..runtime import open_runtime
-        from ..timers import TimerStore
+        from automation.channels import ChannelRegistry
+        from automation.config import Settings
+        from automation.engine.executor import run_batch
+        from automation.engine.services import Engine
+        from automation.runtime import open_runtime
+        from automation.store.contacts import ContactStore
+        from automation.store.timers import TimerStore
 
         templates = tmp_path / "templates"
         self.write_template(adapter, templates)

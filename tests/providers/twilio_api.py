@@ -19,7 +19,7 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlsplit
 
-from automation.sms import segments
+from automation.messages.sms import segments
 from automation.testing import HTTPStandIn, Request, Response
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2

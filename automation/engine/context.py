@@ -1,0 +1,99 @@
+"""The names rules and templates see for one contact (documented in docs/journeys.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from automation.engine.scores import scores_view
+from automation.expressions import TimeTracker, time_functions, to_datetime
+from automation.language.journey import RUN, Journey, ScoreDef
+from automation.store.contacts import ContactState
+from automation.store.coupons import FIELD_PREFIX as COUPON_PREFIX
+from automation.store.coupons import Coupon, parse_compact
+
+
+def contact_view(state: ContactState) -> dict[str, Any]:
+    return {**state.attributes, "id": state.id}
+
+
+def stages_view(state: ContactState) -> dict[str, str]:
+    """`stages['customer-lifecycle']`: the contact's stage in every stage journey."""
+    return {name: e.stage for name, e in state.enrollments.items() if e.stage and e.stage != RUN}
+
+
+def coupons_view(state: ContactState, complete: Mapping[str, Coupon] | None = None) -> dict[str, Any]:
+    """`coupons.winback.code`: the contact's coupons by name (`complete`: coupons read from Redis)."""
+    found: dict[str, Any] = {}
+    for field, raw in state.raw.items():
+        if field.startswith(COUPON_PREFIX):
+            name = field[len(COUPON_PREFIX):]
+            coupon = (complete or {}).get(name) or parse_compact(name, raw)
+            if coupon is not None:
+                found[name] = coupon.as_template_value()
+    return found
+
+
+def rule_context(state: ContactState, journey: Journey, tracker: TimeTracker,
+                 scores: Mapping[str, ScoreDef] | None = None) -> dict[str, Any]:
+    enrollment = state.enrollments.get(journey.name)
+    context: dict[str, Any] = dict(journey.vars)
+    context.update(
+        contact=contact_view(state),
+        events=state.events,
+        stage=enrollment.stage if enrollment else None,
+        stages=stages_view(state),
+        scores=scores_view(state.raw, scores or {}, tracker),
+        coupons=coupons_view(state),
+        journey=journey.name,
+        **time_functions(state.events, tracker),
+    )
+    return context
+
+
+def step_data(state: ContactState, journey: Journey, stage: str, step: str, now: float,
+              scores: Mapping[str, ScoreDef] | None = None) -> dict[str, Any]:
+    """What a step without a template sends: webhooks post it, provider templates receive it."""
+    return {
+        "journey": journey.name, "stage": stage, "step": step, "at": _iso(now),
+        "contact": contact_view(state),
+        "events": {name: {"count": s.count, "first": _iso(s.first_ts), "last": _iso(s.last_ts)}
+                   for name, s in sorted(state.events.items())},
+        "stages": stages_view(state),
+        "scores": {name: round(float(value), 2) for name, value in scores_view(
+            state.raw, scores or {}, TimeTracker(now)).items()},
+        "vars": dict(journey.vars),
+    }
+
+
+def _iso(timestamp: float | None) -> str | None:
+    moment = to_datetime(timestamp)
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def last_events(recent: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The most recent occurrence of each event type: `last.purchase.item`."""
+    last: dict[str, dict[str, Any]] = {}
+    for item in recent:  # newest first
+        if item["event"] not in last:
+            last[item["event"]] = {**item["properties"], "at": to_datetime(item["at"])}
+    return last
+
+
+def template_context(state: ContactState, journey: Journey, stage: str, step: str, channel: str,
+                     now: float, defaults: Mapping[str, Any], extra: Mapping[str, Any],
+                     scores: Mapping[str, ScoreDef] | None = None) -> dict[str, Any]:
+    tracker = TimeTracker(now)
+    context = rule_context(state, journey, tracker, scores)
+    contact = context["contact"]
+    context.update(
+        now=to_datetime(now),
+        first_name=contact.get("first_name") or defaults.get("first_name", "there"),
+        last_name=contact.get("last_name") or defaults.get("last_name", ""),
+        last=last_events(state.recent),
+        recent_events=[{**e, "at": to_datetime(e["at"])} for e in state.recent],
+        stage=stage,
+        step=step,
+        channel=channel,
+    )
+    context.update(extra)
+    return context

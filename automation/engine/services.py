@@ -1,0 +1,105 @@
+"""Everything a worker needs to execute timers, built once per process."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from automation.channels import ChannelRegistry
+from automation.engine.scores import definitions
+from automation.language.flow import WaitForNode
+from automation.language.journey import Journey, ScoreDef
+from automation.language.loader import TemplateCheck
+from automation.language.registry import JourneyRegistry
+from automation.messages.templates import Renderer, TemplateCatalog
+from automation.runtime import Runtime
+from automation.store.contacts import ContactStore
+from automation.store.pauses import ChannelPauses
+from automation.store.ratelimit import RateLimiter
+from automation.store.scripts import Scripts
+from automation.store.timers import TimerStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Engine:
+    runtime: Runtime
+    journeys: JourneyRegistry
+    renderer: Renderer
+    catalog: TemplateCatalog
+    channels: ChannelRegistry
+    store: ContactStore
+    scripts: Scripts
+    timers: TimerStore
+    pauses: ChannelPauses
+    limiter: RateLimiter
+    _scores: tuple[int, dict[str, ScoreDef]] = field(default=(0, {}), repr=False)
+
+    @classmethod
+    def create(cls, runtime: Runtime, channels: ChannelRegistry | None = None) -> "Engine":
+        settings = runtime.settings
+        channels = channels or ChannelRegistry(settings)
+        catalog = TemplateCatalog(settings.templates_dir)
+        renderer = Renderer(catalog, channels.parts_for)
+        journeys = JourneyRegistry(settings.journeys_dir, channels.adapters, TemplateCheck(catalog, renderer),
+                                   settings.reload_seconds)
+        if not journeys.journeys:
+            logger.warning("no journeys are served: none load from %s", settings.journeys_dir)
+        for problem in channels.problems:
+            logger.error("channel configuration: %s", problem)
+        scripts = Scripts(runtime.redis)
+        engine = cls(runtime, journeys, renderer, catalog, channels, ContactStore(runtime), scripts,
+                     TimerStore(runtime), ChannelPauses(runtime), RateLimiter(runtime, settings.rate_limits, scripts))
+        journeys.on_change.append(engine.publish)
+        try:
+            engine.publish(journeys.journeys)
+        except Exception:  # Redis not reachable yet: the next reload publishes
+            logger.exception("could not publish the journeys' watch lists and broadcast timers")
+        return engine
+
+    def publish(self, journeys: Mapping[str, Journey]) -> None:
+        """Tell the contact store what journeys react to, and arm scheduled broadcasts."""
+        from automation.engine.broadcasts import arm_broadcasts
+
+        events, attributes = watched(journeys.values())
+        keys = self.runtime.keys
+        pipe = self.runtime.redis.pipeline(transaction=False)
+        if events:
+            pipe.sadd(keys.watched_events, *sorted(events))
+        if attributes:
+            pipe.sadd(keys.watched_attributes, *sorted(attributes))
+        pipe.execute()
+        arm_broadcasts(self.runtime, journeys.values())
+
+    def scores(self) -> dict[str, ScoreDef]:
+        """The lead scores the served journeys define (computed again when the journeys change)."""
+        served = self.journeys.journeys
+        if self._scores[0] != id(served):
+            self._scores = (id(served), definitions(served.values()))
+        return self._scores[1]
+
+    def close(self) -> None:
+        self.channels.close()
+
+
+
+def watched(journeys: Iterable[Journey]) -> tuple[set[str], set[str]]:
+    """The events and attributes the journeys react to: only these wait in contacts' inboxes."""
+    events: set[str] = set()
+    attributes: set[str] = set()
+    for journey in journeys:
+        trigger = journey.trigger
+        if trigger is not None and trigger.kind == "event" and trigger.event:
+            events.add(trigger.event)
+        if trigger is not None and trigger.kind == "attribute" and trigger.attribute:
+            attributes.add(trigger.attribute)
+        for goal in [journey.goal, *(stage.goal for stage in journey.stages)]:
+            if goal is not None:
+                events.add(goal.event)
+        events.update(rule.event for rule in journey.exits if rule.event)
+        events.update(rule.event for score in journey.scores for rule in score.rules)
+        for flow in [journey.flow, *(stage.flow for stage in journey.stages)]:
+            events.update(node.event for node in flow.nodes.values() if isinstance(node, WaitForNode))
+    return events, attributes

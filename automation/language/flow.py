@@ -1,0 +1,244 @@
+"""The steps of a journey as a tree of nodes, and the walker that moves a run through them.
+
+A journey's steps (a stage's, or a triggered journey's) are loaded into nodes, each
+knowing the id of the node that follows it (`next`), so a contact's place in a run is
+just the id of its current node. The walker is a pure function: from a node, it does
+everything that takes no time (branches, splits, coupons, events, attribute changes,
+exits) and stops at the first node that does (a message to send, a wait). The engine
+then records where the run stopped and the timer for it, atomically.
+
+Node ids are stable names (the template of a send, `wait-3d`, `split-offer` ...) or the
+step's own `id:`, so a journey can be edited while contacts are in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import time as clock_time
+from typing import Any, Callable, Mapping
+
+from automation.expressions import Expression, RuleError
+
+#: A run that would take more steps than this without waiting is stopped (a journey error).
+MAX_STEPS_WITHOUT_WAITING = 200
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    next: str | None            # where the run goes after this node; None ends the run
+    line: int
+    condition: Expression | None    # `if:`: when false the node is skipped
+
+
+@dataclass(frozen=True)
+class SendNode(Node):
+    channel: str
+    template: str
+    delay: float = 0.0          # a `wait` written on the send step itself, or waits right before it
+    options: Mapping[str, Any] = field(default_factory=dict)
+    max_segments: int | None = None
+
+
+@dataclass(frozen=True)
+class WaitNode(Node):
+    seconds: float
+
+
+@dataclass(frozen=True)
+class WaitUntilNode(Node):
+    at: clock_time | None
+    weekdays: frozenset[int] | None
+    date: Expression | None     # a date attribute, e.g. contact.renewal_date
+    offset_days: int
+    yearly: bool
+
+
+@dataclass(frozen=True)
+class WaitForNode(Node):
+    event: str
+    where: Expression | None
+    timeout: float
+    on_event: str | None        # first node of the path taken when the event happens
+    on_timeout: str | None      # first node of the path taken when it does not
+
+
+@dataclass(frozen=True)
+class Arm:
+    when: Expression | None     # None: the "otherwise" arm
+    first: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class BranchNode(Node):
+    arms: tuple[Arm, ...]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    weight: float
+    holdout: bool
+    first: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class SplitNode(Node):
+    name: str
+    variants: tuple[Variant, ...]
+
+
+@dataclass(frozen=True)
+class ExitNode(Node):
+    reason: str
+
+
+@dataclass(frozen=True)
+class CouponNode(Node):
+    spec: Any                   # coupons.CouponSpec
+
+
+@dataclass(frozen=True)
+class TrackNode(Node):
+    event: str
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SetNode(Node):
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Flow:
+    """The steps of a stage or a triggered journey."""
+
+    first: str | None
+    nodes: Mapping[str, Node]
+
+    def sends(self) -> list[SendNode]:
+        return [node for node in self.nodes.values() if isinstance(node, SendNode)]
+
+    def get(self, node_id: str) -> Node | None:
+        return self.nodes.get(node_id)
+
+
+EMPTY_FLOW = Flow(None, {})
+
+
+def assign_variant(split: SplitNode, contact_id: str, journey: str) -> Variant:
+    """The contact's variant: deterministic (same contact, same split, same variant), weighted."""
+    digest = hashlib.sha256(f"{journey}\x1f{split.name}\x1f{contact_id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64 * sum(v.weight for v in split.variants)
+    for variant in split.variants:
+        point -= variant.weight
+        if point < 0:
+            return variant
+    return split.variants[-1]
+
+
+@dataclass
+class Walk:
+    """What a walk did and where it stopped."""
+
+    pending: tuple[str, float] | None = None    # (node id, due) where the run waits; None when it ended
+    ended: str | None = None                    # why the run ended: finished, exit:<reason>, error:<...>
+    assignments: dict[str, str] = field(default_factory=dict)   # split name -> variant
+    coupons: list[Any] = field(default_factory=list)            # CouponSpecs to issue for this run
+    emits: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)   # (node id, event, properties)
+    sets: dict[str, Any] = field(default_factory=dict)
+    stats: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)              # rule errors met on the way
+
+
+@dataclass
+class WalkContext:
+    journey: str
+    contact_id: str
+    base: float                         # the moment the run is at: waits are measured from it
+    rules: Callable[[], Mapping[str, Any]]   # the rule context (contact, events, scores ...), built on demand
+    due_of: Callable[[Node, float], float | None]   # when a wait-until node is due, from `base`
+    assignments: Mapping[str, str] = field(default_factory=dict)
+
+
+def _holds(expression: Expression, context: WalkContext, walk: Walk) -> bool:
+    try:
+        return expression.evaluate(context.rules())
+    except RuleError as exc:
+        walk.notes.append(str(exc))
+        return False
+
+
+def walk(flow: Flow, start: str | None, context: WalkContext) -> Walk:
+    """Move a run from `start` (None: the run is over) to the first node that takes time."""
+    result = Walk()
+    node_id = start
+    for _ in range(MAX_STEPS_WITHOUT_WAITING):
+        if node_id is None:
+            result.ended = "finished"
+            return result
+        node = flow.nodes.get(node_id)
+        if node is None:
+            result.ended = f"error:no step {node_id!r}"
+            return result
+        if node.condition is not None and not isinstance(node, SendNode) \
+                and not _holds(node.condition, context, result):
+            node_id = node.next   # the send's own condition is checked when it is sent
+            continue
+        if isinstance(node, SendNode):
+            result.pending = (node.id, context.base + node.delay)
+            return result
+        if isinstance(node, WaitNode):
+            result.pending = (node.id, context.base + node.seconds)
+            return result
+        if isinstance(node, WaitUntilNode):
+            due = context.due_of(node, context.base)
+            if due is None:          # no such date on this contact: nothing to wait for
+                node_id = node.next
+                continue
+            result.pending = (node.id, max(due, context.base))
+            return result
+        if isinstance(node, WaitForNode):
+            result.pending = (node.id, context.base + node.timeout)
+            return result
+        if isinstance(node, BranchNode):
+            chosen = next((arm for arm in node.arms if arm.when is None or _holds(arm.when, context, result)), None)
+            node_id = (chosen.first or node.next) if chosen else node.next
+            continue
+        if isinstance(node, SplitNode):
+            known = context.assignments.get(node.name) or result.assignments.get(node.name)
+            variant = next((v for v in node.variants if v.name == known), None) or \
+                assign_variant(node, context.contact_id, context.journey)
+            if node.name not in context.assignments:
+                result.assignments[node.name] = variant.name
+                result.stats[f"split:{context.journey}:{node.name}:{variant.name}:entered"] += 1
+            if variant.holdout:
+                # A holdout receives nothing; its run ends, but its goal window stays open, so its
+                # conversions are counted beside the other variants'.
+                result.ended = "holdout"
+                return result
+            node_id = variant.first or node.next
+            continue
+        if isinstance(node, ExitNode):
+            result.ended = f"exit:{node.reason}"
+            return result
+        if isinstance(node, CouponNode):
+            result.coupons.append(node.spec)
+        elif isinstance(node, TrackNode):
+            result.emits.append((node.id, node.event, dict(node.properties)))
+        elif isinstance(node, SetNode):
+            result.sets.update(node.attributes)
+        node_id = node.next
+    result.ended = f"error:more than {MAX_STEPS_WITHOUT_WAITING} steps without waiting"
+    return result
+
+
+def resume_after(node: Node) -> str | None:
+    """Where a run goes when the timer of its waiting node fires (None: the run ends)."""
+    if isinstance(node, WaitForNode):
+        return node.on_timeout if node.on_timeout is not None else node.next
+    return node.next

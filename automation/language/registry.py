@@ -1,0 +1,208 @@
+"""The journeys a process serves, reloaded from disk while it runs.
+
+Each file is loaded on its own. A file with errors is reported (with
+`path:line:col`) and skipped; if an earlier version of it loaded fine, that
+version keeps serving, so a bad edit never stops a journey that was working,
+and never stops any other journey.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from automation.language.crosscheck import check_journeys
+from automation.language.diagnostics import Diagnostic, Severity, has_errors
+from automation.language.journey import Journey
+from automation.language.loader import Channels, TemplateCheck, check_template_files, display_path, load_journey
+from automation.language.sources import FILE_NAME as SOURCES_FILE
+from automation.language.sources import Sources, load_sources
+
+logger = logging.getLogger(__name__)
+JOURNEY_SUFFIXES = (".yaml", ".yml")
+
+
+def journey_files(paths: Iterable[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            # Files starting with "_" are not journeys (journeys/_contact.yaml lists what sources send).
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in JOURNEY_SUFFIXES and p.is_file()
+                                and not p.name.startswith("_")))
+        else:
+            found.append(path)
+    return found
+
+
+@dataclass
+class _Loaded:
+    stamp: tuple[int, int]
+    journey: Journey | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def validate_paths(paths: Iterable[Path], channels: Channels, templates: TemplateCheck,
+                   include_all_templates: bool = False) -> tuple[list[Journey], list[Diagnostic]]:
+    """Check journey files (and, if asked, every template); every problem, not just the first.
+
+    The other journeys in the same folders are loaded too, without reporting on them, so
+    that a file's references to them (stage triggers, scores) can be checked.
+    """
+    journeys: list[Journey] = []
+    diagnostics: list[Diagnostic] = []
+    paths = [Path(p) for p in paths]
+    files = journey_files(paths)
+    folders = list(dict.fromkeys(p if p.is_dir() else p.parent for p in paths))
+    sources: Sources | None = None
+    for folder in folders:
+        if (folder / SOURCES_FILE).is_file():
+            sources, found = load_sources(folder)
+            diagnostics.extend(found)
+            break
+    for path in files:
+        if not path.exists():
+            diagnostics.append(Diagnostic(display_path(path), 1, 1, "no such file or directory"))
+            continue
+        journey, found = load_journey(path, channels, templates, sources)
+        diagnostics.extend(found)
+        if journey is not None:
+            journeys.append(journey)
+    context = list(journeys)
+    checked = {p.resolve() for p in files}
+    for path in journey_files(folders):
+        if path.resolve() not in checked:
+            journey, _ = load_journey(path, channels, templates, sources)
+            if journey is not None:
+                context.append(journey)
+    reported = {j.path for j in journeys}
+    diagnostics.extend(d for d in check_journeys(context, sources) if d.path in reported)
+    if include_all_templates:
+        diagnostics.extend(check_template_files(templates))
+    return journeys, _dedupe(diagnostics)
+
+
+def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    seen: dict[tuple[str, int, int, str], Diagnostic] = {}
+    for d in sorted(diagnostics, key=lambda d: (d.path, d.line, d.column, d.message)):
+        seen.setdefault((d.path, d.line, d.column, d.message), d)
+    return list(seen.values())
+
+
+class JourneyRegistry:
+    def __init__(self, directory: Path, channels: Channels, templates: TemplateCheck,
+                 reload_seconds: float = 2.0) -> None:
+        self.directory = Path(directory)
+        self.channels = channels
+        self.templates = templates
+        self.reload_seconds = reload_seconds
+        self._files: dict[Path, _Loaded] = {}
+        self._journeys: dict[str, Journey] = {}
+        self._sources: tuple[tuple[int, int] | None, Sources | None] = (None, None)
+        self.cross_diagnostics: list[Diagnostic] = []
+        #: Called with the new journeys whenever they change (the engine arms broadcast timers).
+        self.on_change: list[Callable[[dict[str, Journey]], None]] = []
+        self._checked_at = 0.0
+        self._lock = threading.Lock()  # worker threads share one registry
+        self.refresh(force=True)
+
+    @property
+    def journeys(self) -> dict[str, Journey]:
+        self.refresh()
+        return self._journeys
+
+    def get(self, name: str) -> Journey | None:
+        return self.journeys.get(name)
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        return [d for loaded in self._files.values() for d in loaded.diagnostics] + self.cross_diagnostics
+
+    @property
+    def sources(self) -> Sources | None:
+        return self._sources[1]
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reload changed files (at most every `reload_seconds`); True if anything changed."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.reload_seconds:
+            return False
+        with self._lock:
+            if not force and now - self._checked_at < self.reload_seconds:
+                return False
+            self._checked_at = now
+            return self._reload(force)
+
+    def _reload(self, force: bool) -> bool:
+        self.templates.catalog.refresh()
+        sources_path = self.directory / SOURCES_FILE
+        sources_stamp = self._stamp(sources_path) if sources_path.is_file() else None
+        sources_changed = sources_stamp != self._sources[0]
+        if sources_changed:
+            sources, problems = load_sources(self.directory)
+            for diagnostic in problems:
+                logger.error("%s", diagnostic.format())
+            self._sources = (sources_stamp, sources)
+            self._files.clear()   # every journey is checked against it: load them all again
+        current = {p: self._stamp(p) for p in journey_files([self.directory])} if self.directory.is_dir() else {}
+        changed = set(self._files) - set(current)
+        for path in changed:
+            logger.warning("journey file %s was removed; its journey is no longer served", display_path(path))
+            del self._files[path]
+        for path, stamp in current.items():
+            loaded = self._files.get(path)
+            if loaded is not None and loaded.stamp == stamp:
+                continue
+            changed.add(path)
+            journey, diagnostics = load_journey(path, self.channels, self.templates, self.sources)
+            for diagnostic in diagnostics:
+                log = logger.error if diagnostic.severity is Severity.ERROR else logger.warning
+                log("%s", diagnostic.format())
+            if journey is None and loaded is not None and loaded.journey is not None:
+                logger.error("%s has errors; still serving its last good version", display_path(path))
+                journey = loaded.journey
+            self._files[path] = _Loaded(stamp, journey, diagnostics)
+        if changed or force:
+            self._rebuild()
+        return bool(changed)
+
+    def _rebuild(self) -> None:
+        journeys: dict[str, Journey] = {}
+        for path in sorted(self._files):
+            journey = self._files[path].journey
+            if journey is None:
+                continue
+            if journey.name in journeys:
+                logger.error("%s: journey name %r is already used by %s; this file is not served",
+                             display_path(path), journey.name, journeys[journey.name].path)
+                continue
+            journeys[journey.name] = journey
+        self._journeys = journeys
+        self.cross_diagnostics = check_journeys(journeys.values(), self.sources)
+        for diagnostic in self.cross_diagnostics:
+            log = logger.error if diagnostic.severity is Severity.ERROR else logger.warning
+            log("%s", diagnostic.format())
+        for callback in self.on_change:
+            try:
+                callback(journeys)
+            except Exception:  # Redis down at reload time: the next reload tries again
+                logger.exception("journey change hook failed")
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int]:
+        info = os.stat(path)
+        return (info.st_mtime_ns, info.st_size)
+
+    @property
+    def has_errors(self) -> bool:
+        return has_errors(self.diagnostics)
+
+    @property
+    def failed_files(self) -> list[Path]:
+        """Files with errors and no good version: their journeys are not served."""
+        return [path for path, loaded in self._files.items() if loaded.journey is None]

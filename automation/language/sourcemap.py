@@ -1,0 +1,80 @@
+"""Where things are in a journey file: positions for `path:line:col` diagnostics.
+
+ruamel.yaml keeps the line and column of every key, value and list item; these
+helpers turn them into the 1-based positions editors show, and collect the
+diagnostics of one file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from automation.expressions import Expression, ExpressionError, compile_rule
+from automation.language.diagnostics import Diagnostic, Severity
+
+
+def display_path(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class Report:
+    """The diagnostics of one file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.items: list[Diagnostic] = []
+
+    def add(self, where: tuple[int, int], message: str, hint: str | None = None,
+            severity: Severity = Severity.ERROR) -> None:
+        self.items.append(Diagnostic(self.path, where[0], where[1], message, hint, severity))
+
+    def warn(self, where: tuple[int, int], message: str, hint: str | None = None) -> None:
+        self.add(where, message, hint, Severity.WARNING)
+
+
+def pos(node: Any, key: Any = None, *, of_key: bool = False) -> tuple[int, int]:
+    """1-based (line, column) of a mapping value/key or a sequence item."""
+    try:
+        if key is None:
+            line, col = node.lc.line, node.lc.col
+        elif isinstance(node, CommentedMap):
+            line, col = node.lc.key(key) if of_key else node.lc.value(key)
+        elif isinstance(node, CommentedSeq):
+            line, col = node.lc.item(key)
+        else:
+            return (1, 1)
+        return (line + 1, col + 1)
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return (1, 1)
+
+
+def compile_at(source: Any, where: tuple[int, int], names: Iterable[str], report: Report) -> Expression | None:
+    """Compile a rule, reporting problems at `where`; None if it does not compile."""
+    if not isinstance(source, str):
+        return None  # the schema reports the wrong type
+    try:
+        return compile_rule(source, names)
+    except ExpressionError as exc:
+        report.add(where, exc.message, exc.hint)
+        return None
+
+
+def plain(value: Any) -> Any:
+    """ruamel's round-trip types turned into plain Python."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)

@@ -1,0 +1,1 @@
+"""Making messages: templates per channel and locale, SMS segments, unsubscribe links."""

@@ -1,0 +1,462 @@
+"""The `lifecycle` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from automation.config import ConfigError, Settings
+from automation.events import InputError
+
+logger = logging.getLogger("lifecycle")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    if settings.clock_speed != 1.0 and settings.clock_origin is None:
+        # Every process must share one origin or their clocks disagree.
+        settings = settings.with_changes(clock_origin=time.time())
+    return settings
+
+
+def _pairs(items: Sequence[str]) -> dict[str, Any]:
+    """key=value (text) and key:=json pairs, as in httpie."""
+    data: dict[str, Any] = {}
+    for item in items:
+        key, typed, raw = item.partition(":=")
+        if typed and "=" not in key:
+            try:
+                data[key] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{item!r}: value after ':=' is not JSON ({exc.msg})") from None
+        elif "=" in item:
+            key, _, value = item.partition("=")
+            data[key] = value
+        else:
+            raise InputError(f"{item!r}: write key=value (text) or key:=json")
+    return data
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from automation.channels import ChannelRegistry
+    from automation.language.diagnostics import has_errors
+    from automation.language.loader import TemplateCheck
+    from automation.language.registry import validate_paths
+    from automation.messages.templates import Renderer, TemplateCatalog
+
+    settings = _settings()
+    channels = ChannelRegistry(settings)
+    templates_dir = Path(args.templates) if args.templates else settings.templates_dir
+    catalog = TemplateCatalog(templates_dir)
+    check = TemplateCheck(catalog, Renderer(catalog, channels.parts_for))
+    paths = [Path(p) for p in args.paths] or [settings.journeys_dir]
+    journeys, diagnostics = validate_paths(paths, channels.adapters, check, include_all_templates=not args.paths)
+    errors = [d for d in diagnostics if d.is_error]
+    warnings = [d for d in diagnostics if not d.is_error]
+    if args.format == "json":
+        print(json.dumps([{"path": d.path, "line": d.line, "column": d.column, "severity": d.severity.value,
+                           "message": d.message, "hint": d.hint} for d in diagnostics], indent=2))
+    else:
+        for diagnostic in diagnostics:
+            print(diagnostic.format())
+        for problem in channels.problems:
+            print(f"configuration: {problem}")
+        summary = f"{len(journeys)} journey(s) OK" if not errors else f"{len(errors)} error(s)"
+        if warnings:
+            summary += f", {len(warnings)} warning(s)"
+        print(summary, file=sys.stderr)
+    if has_errors(diagnostics) or (args.strict and warnings):
+        return 1
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from automation.api import Lifecycle
+
+    attributes = json.loads(args.json) if args.json else {}
+    attributes.update(_pairs(args.attributes))
+    with Lifecycle.connect(_settings()) as lc:
+        lc.identify(args.contact_id, attributes)
+    print(f"identified {args.contact_id}")
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from automation.api import Lifecycle
+
+    properties = json.loads(args.json) if args.json else {}
+    properties.update(_pairs(args.properties))
+    with Lifecycle.connect(_settings()) as lc:
+        recorded = lc.track(args.contact_id, args.event, properties, at=args.at, id=args.id)
+    print(f"tracked {args.event} for {args.contact_id}" if recorded else f"duplicate event id {args.id}; ignored")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from automation.api import Lifecycle
+
+    total_errors = 0
+    with Lifecycle.connect(_settings()) as lc:
+        for path in args.files:
+            report = lc.import_file(path, args.type, triggers=not args.backfill)
+            for line in report.format_errors():
+                print(line, file=sys.stderr)
+            total_errors += len(report.errors)
+            extra = f", {report.duplicates} duplicate(s) skipped" if report.duplicates else ""
+            print(f"{path}: imported {report.imported}, rejected {len(report.errors)}{extra}")
+    return 1 if total_errors else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from automation.ops.status import collect_status, format_status
+    from automation.runtime import open_runtime
+
+    runtime = open_runtime(_settings())
+    try:
+        status = collect_status(runtime)
+        print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from automation.ops.status import format_contact, inspect_contact
+    from automation.runtime import open_runtime
+
+    runtime = open_runtime(_settings())
+    try:
+        info = inspect_contact(runtime, args.contact_id)
+        print(json.dumps(info, indent=2, ensure_ascii=False, default=str) if args.json else format_contact(info))
+    finally:
+        runtime.close()
+    return 0 if info["exists"] else 1
+
+
+def cmd_reevaluate(args: argparse.Namespace) -> int:
+    from automation.runtime import open_runtime
+    from automation.store.contacts import ContactStore
+
+    if not args.all and not args.contact_ids:
+        print("name contact ids or pass --all", file=sys.stderr)
+        return 2
+    runtime = open_runtime(_settings())
+    try:
+        store = ContactStore(runtime)
+        ids = store.all_ids() if args.all else args.contact_ids
+        count = store.request_reevaluation(ids)
+    finally:
+        runtime.close()
+    print(f"queued a stage re-evaluation for {count} contact(s)")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """What is configured and what is missing, per channel; nothing is sent."""
+    from automation.channels import ChannelRegistry
+    from automation.channels.base import Check
+
+    settings = _settings()
+    checks: list[Check] = []
+    if settings.redis_url:
+        try:
+            import redis
+
+            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+            version = client.info("server")["redis_version"]
+            checks.append(Check("ok" if tuple(map(int, version.split(".")[:2])) >= (6, 2) else "error",
+                                f"redis: {settings.redis_url} answers, version {version} (6.2 or newer needed)"))
+        except Exception as exc:  # any connection problem is the answer here
+            checks.append(Check("error", f"redis: {settings.redis_url} does not answer: {exc}"))
+    else:
+        checks.append(Check("ok", f"redis: embedded, data in {settings.home / 'redis'} (set REDIS_URL for a server)"))
+    if settings.secret == Settings.secret:
+        checks.append(Check("warning", "LIFECYCLE_SECRET is not set: unsubscribe links use a well-known key"))
+    registry = ChannelRegistry(settings)
+    checks += [Check("error", problem) for problem in registry.problems]
+    seen: set[int] = set()
+    for channel, adapter in sorted(registry.adapters.items()):
+        checks.append(Check("ok", f"channel {channel} -> adapter {adapter.name}"))
+        if id(adapter) not in seen:
+            seen.add(id(adapter))
+            checks += adapter.check()
+    for adapter_name, rate in sorted(settings.rate_limits.items()):
+        checks.append(Check("ok", f"rate limit: {adapter_name} at most {rate:g} messages/s"))
+    marks = {"ok": "ok  ", "warning": "warn", "error": "FAIL"}
+    for check in checks:
+        print(f"{marks[check.level]}  {check.message}")
+    errors = sum(c.level == "error" for c in checks)
+    print(f"{errors} problem(s)" if errors else "configuration complete", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from automation.runtime import open_runtime
+    from automation.store.pauses import ChannelPauses
+
+    runtime = open_runtime(_settings())
+    try:
+        resumed = ChannelPauses(runtime).resume(args.channel)
+    finally:
+        runtime.close()
+    print(f"channel {args.channel} resumed; waiting steps go out as they come due" if resumed
+          else f"channel {args.channel} was not paused")
+    return 0
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from automation.runtime import open_runtime
+    from automation.server.webhooks import WebhookApp, serve
+
+    runtime = open_runtime(_settings())
+    try:
+        serve(WebhookApp(runtime), args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    path = resources.files("automation.language") / "schema" / "journey.schema.json"
+    print(path if args.path else path.read_text(), end="\n" if args.path else "")
+    return 0
+
+
+def _export(settings: Settings) -> tuple[Settings, Any]:
+    """Resolve Redis (starting the embedded server if needed) and export the settings, so that
+    child processes see the same deployment. Returns the settings and the embedded server or None."""
+    from automation.runtime import resolve_redis
+
+    resolved, embedded = resolve_redis(settings)
+    os.environ.update(resolved.to_env())
+    return resolved, embedded
+
+
+def _leave(embedded: Any) -> None:
+    if embedded is not None:
+        embedded.stop()
+
+
+#: How often an idle Dramatiq consumer looks for new messages. Dramatiq's default (1000 ms)
+#: would add up to a second to every timer's lateness; Dramatiq reads it at import.
+IDLE_POLL_MS = "100"
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    os.environ.setdefault("dramatiq_worker_timeout", IDLE_POLL_MS)
+    from dramatiq import cli as dramatiq_cli
+
+    settings, embedded = _export(_settings())
+    argv = ["workers", "--processes", str(args.processes), "--threads", str(args.threads),
+            "--queues", settings.queue, "--worker-shutdown-timeout", str(int(args.shutdown_timeout * 1000))]
+    if args.verbose:
+        argv.append("--verbose")
+    try:
+        return dramatiq_cli.main(dramatiq_cli.make_argument_parser().parse_args(argv)) or 0
+    finally:
+        _leave(embedded)
+
+
+def _run_scheduler(settings: Settings, stop: threading.Event, metrics_port: int | None = None) -> None:
+    from automation.engine.dispatch import DramatiqDispatcher
+    from automation.engine.scheduler import Scheduler
+    from automation.runtime import open_runtime
+
+    runtime = open_runtime(settings)
+    if metrics_port:
+        from automation.server.metrics import serve_metrics
+
+        serve_metrics(runtime, metrics_port)
+        logger.warning("metrics on http://0.0.0.0:%d/metrics", metrics_port)
+    dispatcher = DramatiqDispatcher(settings)
+    try:
+        Scheduler(runtime, dispatcher, dispatcher.queue_depth).run(stop)
+    finally:
+        dispatcher.close()
+        runtime.close()
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    settings, embedded = _export(_settings())
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    try:
+        _run_scheduler(settings, stop, args.metrics_port)
+    finally:
+        _leave(embedded)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from automation.ops.processes import start_workers, stop_process
+
+    settings, embedded = _export(_settings())
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    workers = start_workers(settings, args.processes, args.threads)
+    scheduler = threading.Thread(target=_run_scheduler, args=(settings, stop, args.metrics_port), name="scheduler",
+                                 daemon=True)
+    scheduler.start()
+    print(f"lifecycle running: scheduler + {args.processes} worker process(es) x {args.threads} threads "
+          f"on {settings.redis_url}; Ctrl-C stops", flush=True)
+    try:
+        while not stop.is_set():
+            if workers.poll() is not None:
+                logger.error("worker processes exited with code %s; stopping", workers.returncode)
+                stop.set()
+                break
+            stop.wait(0.5)
+    finally:
+        stop.set()
+        scheduler.join(timeout=10)
+        stop_process(workers)
+        _leave(embedded)
+    return 0 if workers.returncode in (0, -signal.SIGTERM, None) else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from automation.ops.demo import run_demo
+
+    return run_demo(days=args.days, speed=args.speed, outbox=Path(args.outbox), threads=args.threads,
+                    quiet=args.quiet)
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lifecycle",
+        description="Customer-lifecycle journeys from YAML files, executed by Dramatiq workers on Redis. "
+                    "Configuration comes from environment variables (docs/operations.md).",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the demo: sample contacts, shipped journeys, compressed clock")
+    p.add_argument("--days", type=float, default=40, help="simulated days to run (default 40)")
+    p.add_argument("--speed", type=float, default=86400,
+                   help="simulated seconds per real second (default 86400: a day a second)")
+    p.add_argument("--outbox", default="outbox", help="folder for the messages (default ./outbox)")
+    p.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("validate", help="check journey files and templates; exit 1 on errors")
+    p.add_argument("paths", nargs="*", help="journey files or folders (default: $LIFECYCLE_JOURNEYS or ./journeys)")
+    p.add_argument("--templates", help="templates folder (default: $LIFECYCLE_TEMPLATES or ./templates)")
+    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("identify", help="create or update a contact")
+    p.add_argument("contact_id")
+    p.add_argument("attributes", nargs="*", help="key=value (text) or key:=json, e.g. email=a@b.c consent.email:=true")
+    p.add_argument("--json", help="attributes as a JSON object")
+    p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("track", help="record an event for a contact")
+    p.add_argument("contact_id")
+    p.add_argument("event")
+    p.add_argument("properties", nargs="*", help="key=value (text) or key:=json, e.g. item=shirt value:=59")
+    p.add_argument("--json", help="properties as a JSON object")
+    p.add_argument("--at", help="when it happened: ISO 8601 or epoch seconds (default now)")
+    p.add_argument("--id", help="event id; an id seen in the last 7 days is ignored")
+    p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("import", help="import contacts (CSV) or events and identifies (JSONL)")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--type", choices=["csv", "jsonl"], help="default: by file extension")
+    p.add_argument("--backfill", action="store_true",
+                   help="history: record it (stages follow it) but start no triggered journey with it")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("worker", help="run Dramatiq worker processes")
+    p.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", "-t", type=int, default=8)
+    p.add_argument("--shutdown-timeout", type=float, default=30, help="seconds to finish running batches on stop")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("scheduler", help="run the timer scheduler")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.set_defaults(func=cmd_scheduler)
+
+    p = sub.add_parser("run", help="scheduler and workers in one command, for small installs")
+    p.add_argument("--processes", "-p", type=int, default=1)
+    p.add_argument("--threads", "-t", type=int, default=8)
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="timers, queue, workers, counters and recent failures")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("inspect", help="everything about one contact: attributes, stages, messages")
+    p.add_argument("contact_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("reevaluate", help="re-run stage rules (e.g. after adding a journey)")
+    p.add_argument("contact_ids", nargs="*")
+    p.add_argument("--all", action="store_true", help="every contact (scans all contacts once)")
+    p.set_defaults(func=cmd_reevaluate)
+
+    p = sub.add_parser("check-config", help="what is configured and what is missing, per channel (sends nothing)")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("resume", help="end the pause of a channel after fixing its configuration")
+    p.add_argument("channel")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("webhooks", help="serve the provider webhooks and the one-click unsubscribe endpoint")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8025)
+    p.set_defaults(func=cmd_webhooks)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of journey files (for editors)")
+    p.add_argument("--path", action="store_true", help="print its file path instead")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except (InputError, ConfigError) as exc:
+        print(f"lifecycle {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"lifecycle {args.command}: --json is not valid JSON: {exc.msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,267 @@
+"""`lifecycle demo`: the whole product on a laptop in about a minute.
+
+It starts the embedded Redis, a scheduler and real Dramatiq worker processes,
+loads a sample population (automation/data/demo.yaml) into the shipped journeys,
+and runs a compressed clock (a simulated day per real second by default). The
+timeline is printed from the engine's activity stream as it happens; messages
+land in the outbox folder. It stops by itself and cleans up its processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+from ruamel.yaml import YAML
+
+from automation.clock import ScaledClock
+from automation.config import Settings
+from automation.engine.dispatch import DramatiqDispatcher, broker_namespace
+from automation.engine.scheduler import Scheduler
+from automation.events import Event, check_attributes
+from automation.ops.processes import start_workers, stop_process
+from automation.runtime import Runtime, check_meta, open_runtime
+from automation.store.contacts import ContactStore
+
+DAY = 86400.0
+#: Real seconds between starting the workers and letting simulated time run.
+WARMUP_SECONDS = 4.0
+
+
+@dataclass(frozen=True)
+class ScriptedEvent:
+    """An event (or, with `attributes`, an attribute change) that happens while the demo runs."""
+
+    day: float
+    contact: str
+    event: str
+    properties: dict[str, Any]
+    attributes: dict[str, Any] | None = None
+
+
+def resolve_dates(attributes: dict[str, Any], origin: float) -> dict[str, Any]:
+    """Attribute values "@day+N" become the ISO date N days after the demo starts."""
+    from datetime import datetime, timezone
+
+    resolved = {}
+    for name, value in attributes.items():
+        if isinstance(value, str) and value.startswith("@day"):
+            moment = datetime.fromtimestamp(origin + float(value[4:] or 0) * DAY, tz=timezone.utc)
+            value = moment.date().isoformat()
+        resolved[name] = value
+    return resolved
+
+
+def load_population() -> dict[str, Any]:
+    text = (resources.files("automation.ops") / "data" / "demo.yaml").read_text(encoding="utf-8")
+    return YAML(typ="safe").load(text)
+
+
+def clean_outbox(outbox: Path) -> None:
+    """Remove the messages of an earlier demo run (only files the outbox adapter writes)."""
+    for channel, suffix in (("email", ".eml"), ("sms", ".json"), ("push", ".json"), ("webhook", ".json")):
+        folder = outbox / channel
+        if folder.is_dir():
+            for path in folder.glob(f"*--*--*--*{suffix}"):
+                path.unlink()
+
+
+class Timeline:
+    """Prints activity-stream entries as readable lines, with the simulated day."""
+
+    def __init__(self, runtime: Runtime, origin: float, names: dict[str, str], outbox: Path, out: TextIO,
+                 quiet: bool) -> None:
+        self.runtime = runtime
+        self.origin = origin
+        self.names = names
+        self.outbox = outbox
+        self.out = out
+        self.quiet = quiet
+        self.last_id = "0-0"
+        self.counts: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.failures: list[str] = []
+
+    def line(self, when: float, contact: str, text: str) -> None:
+        if not self.quiet:
+            day = (when - self.origin) / DAY
+            print(f"day {day:5.1f}  {self.names.get(contact, contact):<16} {text}", file=self.out, flush=True)
+
+    def poll(self, block_ms: int = 100) -> None:
+        replies = self.runtime.redis.xread({self.runtime.keys.activity: self.last_id}, count=500, block=block_ms)
+        for _, entries in replies or []:
+            for entry_id, fields in entries:
+                self.last_id = entry_id
+                self._show(fields)
+
+    def _show(self, f: dict[str, str]) -> None:
+        kind, when, contact = f.get("k", ""), float(f.get("t", 0)), f.get("c", "")
+        self.counts[kind] += 1
+        step = f"{f.get('ch', '')} {f.get('p', '')}".strip()
+        if kind == "enter":
+            self.line(when, contact, f"-> enters stage '{f.get('s')}'  ({f.get('d', '')})")
+        elif kind == "start":
+            self.line(when, contact, f"-> starts journey '{f.get('j')}'  ({f.get('d', '')})")
+        elif kind == "converted":
+            self.line(when, contact, f"+  converts in '{f.get('j')}'  ({f.get('d', '')})")
+        elif kind == "resumed":
+            self.line(when, contact, f"   stops waiting in '{f.get('j')}': {f.get('d', '')}")
+        elif kind == "end":
+            self.line(when, contact, f"<- leaves journey '{f.get('j')}'  ({f.get('d', '')})")
+        elif kind == "cancelled":
+            self.line(when, contact, f"x  cancelled pending step '{f.get('p')}' (left '{f.get('s')}')")
+        elif kind == "sent":
+            self.sent[step] += 1
+            detail = f.get("d", "")
+            try:
+                detail = str(Path(detail).resolve().relative_to(Path.cwd()))
+            except ValueError:
+                pass
+            self.line(when, contact, f"   sent {step:<30} {detail}")
+        elif kind == "skipped":
+            self.skipped[f.get("d", "")] += 1
+            self.line(when, contact, f"   skipped {step:<27} {f.get('d', '')}")
+        elif kind in ("failed", "unknown", "retry"):
+            self.failures.append(f"{contact} {step}: {f.get('d', '')}")
+            self.line(when, contact, f"!  {kind} {step}: {f.get('d', '')}")
+
+
+def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox"), threads: int = 4,
+             quiet: bool = False, out: TextIO = sys.stdout) -> int:
+    base = Settings.from_env()
+    for folder in (base.journeys_dir, base.templates_dir):
+        if not Path(folder).is_dir():
+            print(f"lifecycle demo: no {folder}/ folder here; run it from the project folder "
+                  f"(or set LIFECYCLE_JOURNEYS and LIFECYCLE_TEMPLATES)", file=sys.stderr)
+            return 2
+    origin = time.time() + WARMUP_SECONDS
+    settings = base.with_changes(
+        redis_url=None, home=Path(base.home) / "demo", namespace="demo", outbox_dir=Path(outbox),
+        clock_speed=speed, clock_origin=origin, poll_interval=0.05, lease_seconds=30.0, reload_seconds=3600.0,
+        # Webhooks (to a CRM, to sales) land in the outbox too: the demo runs offline.
+        channels={**base.channels, "webhook": "outbox"},
+    )
+    runtime = open_runtime(settings, clock=ScaledClock(speed, origin))
+    settings = runtime.settings  # now with the embedded server's URL
+    runtime.redis.flushdb()      # the demo's own embedded server: start from a clean slate
+    check_meta(runtime)
+    Path(outbox).mkdir(parents=True, exist_ok=True)
+    clean_outbox(Path(outbox))
+
+    from automation.engine.services import Engine  # validates the journeys as it loads them
+
+    engine = Engine.create(runtime)
+    if engine.journeys.has_errors or not engine.journeys.journeys:
+        for diagnostic in engine.journeys.diagnostics:
+            print(diagnostic.format(), file=sys.stderr)
+        print("lifecycle demo: fix the journey files first (lifecycle validate)", file=sys.stderr)
+        runtime.close(stop_embedded=True)
+        return 1
+
+    data = load_population()
+    names = {c["id"]: f"{c['attributes']['first_name']} ({c['id']})" if c["attributes"].get("first_name") else c["id"]
+             for c in data["contacts"]}
+    store = ContactStore(runtime)
+    events = []
+    identities = []
+    for contact in data["contacts"]:
+        identities.append((contact["id"], check_attributes(resolve_dates(contact["attributes"], origin))))
+        for item in contact.get("history", []):
+            events.append(Event(contact["id"], item["event"], origin + item["day"] * DAY, item.get("properties", {})))
+    # The population's past is a backfill: it decides stages, but starts no triggered journey.
+    store.identify_many(identities, triggers=False)
+    store.track_many(events, triggers=False)
+    script = sorted((ScriptedEvent(s["day"], s["contact"], s.get("event", ""), s.get("properties", {}),
+                                   s.get("set")) for s in data["script"]), key=lambda s: s.day)
+
+    log = Path(settings.home) / "worker.log"
+    workers = start_workers(settings, processes=1, threads=threads, log=log)
+    stop = threading.Event()
+    dispatcher = DramatiqDispatcher(settings)
+    scheduler = Scheduler(runtime, dispatcher, dispatcher.queue_depth)
+    scheduler_thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
+    timeline = Timeline(runtime, origin, names, Path(outbox), out, quiet)
+    print(f"lifecycle demo: {len(data['contacts'])} contacts, journeys: {', '.join(engine.journeys.journeys)}; "
+          f"{days:g} simulated days at {speed / DAY:g} day(s) per second; messages go to {outbox}/", file=out)
+    try:
+        if not _wait_for_workers(runtime, settings, workers, timeout=60):
+            print(f"lifecycle demo: the workers did not start; see {log}", file=sys.stderr)
+            return 1
+        scheduler_thread.start()
+        end = origin + days * DAY
+        while runtime.clock.now() < end:
+            now = runtime.clock.now()
+            while script and origin + script[0].day * DAY <= now:
+                item = script.pop(0)
+                if item.attributes is not None:
+                    store.identify(item.contact, item.attributes)
+                    timeline.line(now, item.contact, f"*  sets {json.dumps(item.attributes, ensure_ascii=False)}")
+                    continue
+                store.track(Event(item.contact, item.event, now, item.properties))
+                detail = ", ".join(f"{k}={v}" for k, v in item.properties.items())
+                timeline.line(now, item.contact, f"*  {item.event} ({detail})")
+            if workers.poll() is not None:
+                print(f"lifecycle demo: the workers stopped unexpectedly; see {log}", file=sys.stderr)
+                return 1
+            timeline.poll(block_ms=50)
+        _drain(runtime, dispatcher, timeline)
+    finally:
+        stop.set()
+        if scheduler_thread.is_alive():
+            scheduler_thread.join(timeout=5)
+        stop_process(workers)
+        dispatcher.close()
+        engine.close()
+        runtime.close(stop_embedded=True)  # the demo's own server
+    return _summary(timeline, Path(outbox), out)
+
+
+def _wait_for_workers(runtime: Runtime, settings: Settings, workers: Any, timeout: float) -> bool:
+    key = f"{broker_namespace(settings)}:__heartbeats__"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if workers.poll() is not None:
+            return False
+        if runtime.redis.zcard(key) > 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _drain(runtime: Runtime, dispatcher: DramatiqDispatcher, timeline: Timeline, timeout: float = 10.0) -> None:
+    """Let in-flight batches finish before stopping (timers due later stay in Redis)."""
+    from automation.store.timers import TimerStore
+
+    timers = TimerStore(runtime)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        timeline.poll(block_ms=100)
+        if dispatcher.queue_depth() == 0 and timers.counts()["leased"] == 0:
+            break
+    timeline.poll(block_ms=100)
+
+
+def _summary(timeline: Timeline, outbox: Path, out: TextIO) -> int:
+    files = {channel: len(list((outbox / channel).glob("*--*"))) for channel in ("email", "sms", "push", "webhook")}
+    print("", file=out)
+    print(f"sent {sum(timeline.sent.values())} messages: "
+          + ", ".join(f"{k} x{v}" for k, v in sorted(timeline.sent.items())), file=out)
+    if timeline.skipped:
+        print("skipped: " + ", ".join(f"{k} x{v}" for k, v in sorted(timeline.skipped.items())), file=out)
+    print(f"cancelled pending steps: {timeline.counts['cancelled']}", file=out)
+    print(f"outbox: {outbox}/email ({files['email']} .eml), {outbox}/sms ({files['sms']}), "
+          f"{outbox}/push ({files['push']}), {outbox}/webhook ({files['webhook']})", file=out)
+    if timeline.counts["converted"]:
+        print(f"conversions (goals reached): {timeline.counts['converted']}", file=out)
+    if timeline.failures:
+        print("failures:\n  " + "\n  ".join(timeline.failures), file=out)
+        return 1
+    return 0

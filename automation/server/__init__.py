@@ -1,0 +1,1 @@
+"""The HTTP face: inbound provider webhooks, one-click unsubscribe, Prometheus metrics."""

@@ -1,0 +1,276 @@
+"""Inbound webhooks: what providers and recipients tell us, every request's signature checked.
+
+    POST /webhooks/sendgrid          SendGrid's signed Event Webhook (ECDSA P-256)
+    POST /webhooks/twilio/status     Twilio message status callbacks (X-Twilio-Signature)
+    POST /webhooks/twilio/inbound    SMS replies: STOP / START / HELP (X-Twilio-Signature)
+    GET  /unsubscribe?token=...      a confirmation page with one button
+    POST /unsubscribe?token=...      unsubscribe: the page's button, or a mail client's
+                                     RFC 8058 one-click request
+    GET  /healthz
+
+A WSGI application: `lifecycle webhooks` serves it, or mount it in any WSGI server
+(`automation.server.webhooks:create_app`). Reports are matched to journey steps through the
+ids our adapters attach to every message (SendGrid custom_args, Twilio callback
+query parameters) and recorded by `automation.deliveries`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import parse_qs
+
+from automation.events import Event
+from automation.messages.unsubscribe import verify_token
+from automation.runtime import Runtime
+from automation.store.contacts import ContactStore
+from automation.store.deliveries import DeliveryLog, DeliveryReport
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY = 5 * 1024 * 1024
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
+START_WORDS = frozenset({"START", "YES", "UNSTOP"})
+HELP_WORDS = frozenset({"HELP", "INFO"})
+
+StartResponse = Callable[..., Any]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# -- SendGrid ---------------------------------------------------------------------------------------
+
+def sendgrid_report(event: Mapping[str, Any]) -> DeliveryReport | None:
+    """A SendGrid event as a delivery report, if it is about a message we sent."""
+    key, contact = event.get("lc_key"), event.get("lc_contact")
+    if not isinstance(key, str) or not isinstance(contact, str):
+        return None
+    kind = str(event.get("event", ""))
+    at = float(event.get("timestamp") or time.time())
+    reason = str(event.get("reason") or event.get("response") or "")
+    status, effect, journey_event = kind, {}, None
+    if kind == "bounce":
+        if event.get("type") == "blocked":  # blocked by the receiving server this time: not the address
+            status = "blocked"
+        else:
+            status, effect = "bounced", {"email_invalid": True}
+    elif kind == "dropped":
+        lowered = reason.lower()
+        if "unsubscribed" in lowered or "spam" in lowered:
+            effect = {"consent.email": False}
+        elif "bounced" in lowered or "invalid" in lowered:
+            effect = {"email_invalid": True}
+    elif kind == "spamreport":
+        status, effect = "complained", {"consent.email": False}
+    elif kind in ("unsubscribe", "group_unsubscribe"):
+        status, effect = "unsubscribed", {"consent.email": False}
+    elif kind == "group_resubscribe":
+        status, effect = "delivered", {"consent.email": True}
+    elif kind == "open":
+        status, journey_event = "opened", "email_opened"
+    elif kind == "click":
+        status, journey_event = "clicked", "email_clicked"
+    properties = {"journey": event.get("lc_journey"), "step": event.get("lc_step")}
+    if kind == "click" and event.get("url"):
+        properties["url"] = event["url"]
+    return DeliveryReport("email", key, contact, status, at, reason, effect, journey_event, properties,
+                          str(event.get("sg_event_id") or "") or None)
+
+
+# -- Twilio -----------------------------------------------------------------------------------------
+
+#: Twilio error codes in status callbacks that say something about the recipient.
+TWILIO_EFFECTS = {
+    "21610": {"consent.sms": False},     # the recipient replied STOP
+    "30003": {"phone_invalid": True},    # unreachable destination handset
+    "30005": {"phone_invalid": True},    # unknown destination handset
+    "30006": {"phone_invalid": True},    # landline or unreachable carrier
+}
+
+
+def twilio_report(params: Mapping[str, str], query: Mapping[str, str]) -> DeliveryReport | None:
+    key, contact = query.get("lc_key"), query.get("lc_contact")
+    status = params.get("MessageStatus") or params.get("SmsStatus")
+    if not key or not contact or not status:
+        return None
+    code = params.get("ErrorCode") or ""
+    detail = f"error {code}" if code else ""
+    return DeliveryReport("sms", key, contact, status, time.time(), detail, TWILIO_EFFECTS.get(code, {}),
+                          report_id=f"{params.get('MessageSid', '')}:{status}")
+
+
+# -- the application --------------------------------------------------------------------------------
+
+class WebhookApp:
+    def __init__(self, runtime: Runtime, env: Mapping[str, str] | None = None) -> None:
+        self.runtime = runtime
+        self.env = os.environ if env is None else env
+        self.log = DeliveryLog(runtime)
+        self.store = ContactStore(runtime)
+        self.public_url = (self.env.get("LIFECYCLE_WEBHOOK_PUBLIC_URL") or "").rstrip("/")
+        self.help_text = self.env.get("LIFECYCLE_SMS_HELP_TEXT") or \
+            "Reply STOP to unsubscribe, START to subscribe again."
+        self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], tuple[str, str, bytes]]] = {
+            ("GET", "/healthz"): lambda request: ("200 OK", "text/plain", b"ok"),
+            ("POST", "/webhooks/sendgrid"): self.sendgrid,
+            ("POST", "/webhooks/twilio/status"): self.twilio_status,
+            ("POST", "/webhooks/twilio/inbound"): self.twilio_inbound,
+            ("GET", "/unsubscribe"): self.unsubscribe_page,
+            ("POST", "/unsubscribe"): self.unsubscribe,
+        }
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
+        handler = self.routes.get((method, path))
+        try:
+            if handler is None:
+                raise HTTPError("404 Not Found", "no such endpoint")
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            if length > MAX_BODY:
+                raise HTTPError("413 Payload Too Large", "request too large")
+            request = {
+                "environ": environ,
+                "body": environ["wsgi.input"].read(length) if length else b"",
+                "query": {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()},
+                "headers": {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")},
+            }
+            status, content_type, body = handler(request)
+        except HTTPError as error:
+            logger.warning("%s %s: %s %s", method, path, error.status, error.message)
+            status, content_type, body = error.status, "text/plain", error.message.encode()
+        except Exception:  # a bug must answer 500 so the provider retries later
+            logger.exception("%s %s failed", method, path)
+            status, content_type, body = "500 Internal Server Error", "text/plain", b"error"
+        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    # -- SendGrid
+
+    def sendgrid(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
+        from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
+
+        key = self.env.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
+        if not key:
+            raise HTTPError("503 Service Unavailable", "SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
+        signature = request["headers"].get(EventWebhookHeader.SIGNATURE.title())
+        timestamp = request["headers"].get(EventWebhookHeader.TIMESTAMP.title())
+        payload = request["body"].decode("utf-8", errors="replace")
+        try:
+            valid = bool(signature and timestamp and EventWebhook(key).verify_signature(payload, signature, timestamp))
+        except (ValueError, TypeError):
+            valid = False
+        if not valid:
+            raise HTTPError("403 Forbidden", "bad signature")
+        try:
+            events = json.loads(payload)
+        except ValueError:
+            raise HTTPError("400 Bad Request", "the body is not JSON") from None
+        if not isinstance(events, list):
+            raise HTTPError("400 Bad Request", "expected a JSON array of events")
+        recorded = 0
+        for event in events:
+            report = sendgrid_report(event) if isinstance(event, dict) else None
+            if report is None or (report.report_id and not self.log.first_time("sendgrid", report.report_id)):
+                continue
+            recorded += bool(self.log.record(report))
+        return "200 OK", "application/json", json.dumps({"recorded": recorded}).encode()
+
+    # -- Twilio
+
+    def _twilio_params(self, request: dict[str, Any]) -> dict[str, str]:
+        from twilio.request_validator import RequestValidator
+
+        token = self.env.get("TWILIO_AUTH_TOKEN")
+        if not token:
+            raise HTTPError("503 Service Unavailable", "TWILIO_AUTH_TOKEN is not set")
+        params = {k: v[0] for k, v in parse_qs(request["body"].decode(), keep_blank_values=True).items()}
+        environ = request["environ"]
+        base = self.public_url or f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+        query = environ.get("QUERY_STRING", "")
+        url = f"{base}{environ.get('PATH_INFO', '')}" + (f"?{query}" if query else "")
+        signature = request["headers"].get("X-Twilio-Signature", "")
+        if not RequestValidator(token).validate(url, params, signature):
+            raise HTTPError("403 Forbidden", "bad signature (set LIFECYCLE_WEBHOOK_PUBLIC_URL behind a proxy)")
+        return params
+
+    def twilio_status(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
+        params = self._twilio_params(request)
+        report = twilio_report(params, request["query"])
+        if report is not None and (not report.report_id or self.log.first_time("twilio", report.report_id)):
+            self.log.record(report)
+        return "204 No Content", "text/plain", b""
+
+    def twilio_inbound(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
+        params = self._twilio_params(request)
+        phone, word = params.get("From", ""), params.get("Body", "").strip().upper()
+        contact = self.store.find_by_phone(phone)
+        reply = ""
+        if word in HELP_WORDS:
+            reply = self.help_text
+        elif contact is not None and (word in STOP_WORDS or word in START_WORDS):
+            subscribed = word in START_WORDS
+            self.store.identify(contact, {"consent": {"sms": subscribed}})
+            self.store.track(Event(contact, "sms_subscribed" if subscribed else "sms_unsubscribed", time.time(),
+                                   {"keyword": word}, params.get("MessageSid")))
+            logger.info("contact %s replied %s: SMS consent %s", contact, word, "on" if subscribed else "off")
+        twiml = "<Response>" + (f"<Message>{html.escape(reply)}</Message>" if reply else "") + "</Response>"
+        return "200 OK", "application/xml", f'<?xml version="1.0" encoding="UTF-8"?>{twiml}'.encode()
+
+    # -- one-click unsubscribe
+
+    def _token(self, request: dict[str, Any]) -> tuple[str, str, str]:
+        token = request["query"].get("token", "")
+        found = verify_token(self.runtime.settings.secret, token)
+        if found is None:
+            raise HTTPError("400 Bad Request", "this unsubscribe link is not valid")
+        return token, found[0], found[1]
+
+    def unsubscribe_page(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
+        # Link scanners open every URL in an email: a GET only shows the button, it never unsubscribes.
+        token, _, channel = self._token(request)
+        page = (f"<!doctype html><meta charset='utf-8'><title>Unsubscribe</title>"
+                f"<p>Stop receiving {html.escape(channel)} messages from us?</p>"
+                f"<form method='post' action='?token={html.escape(token)}'>"
+                f"<button type='submit'>Unsubscribe</button></form>")
+        return "200 OK", "text/html; charset=utf-8", page.encode()
+
+    def unsubscribe(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
+        _, contact, channel = self._token(request)
+        self.store.identify(contact, {"consent": {channel: False}})
+        self.store.track(Event(contact, "unsubscribed", time.time(), {"channel": channel}))
+        logger.info("contact %s unsubscribed from %s", contact, channel)
+        page = "<!doctype html><meta charset='utf-8'><title>Unsubscribed</title><p>You are unsubscribed.</p>"
+        return "200 OK", "text/html; charset=utf-8", page.encode()
+
+
+def create_app(runtime: Runtime | None = None) -> WebhookApp:
+    """For WSGI servers: `gunicorn 'automation.server.webhooks:create_app()'`."""
+    from automation.runtime import open_runtime
+
+    return WebhookApp(runtime or open_runtime())
+
+
+def serve(app: WebhookApp, host: str, port: int) -> None:
+    """Serve with the standard library's threading WSGI server (small installs, tests)."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.debug(format, *args)
+
+    with make_server(host, port, app, server_class=Server, handler_class=Quiet) as server:
+        logger.warning("webhooks on http://%s:%d", host, port)
+        server.serve_forever()

@@ -1,0 +1,328 @@
+"""Contacts in Redis: attributes, per-event counts and times, recent events, journey state.
+
+One hash per contact holds everything a rule needs, so evaluating a contact is
+one HGETALL:
+
+    a:<attribute>      JSON value (nested attributes flattened: a:consent.email)
+    e:<event>          "count,first,last" (times in whole epoch seconds)
+    j:<journey>:st     the run in progress: its stage (stage journeys) or "run"; :oc runs so far;
+                       :in when the latest run started
+    j:<journey>:sp     the step the run waits at; :du when it is due
+    j:<journey>:g      "deadline|scope" while a conversion of the latest run still counts;
+                       :ab its split variants ("split=variant,..."); :cw "1" while a `when`
+                       trigger's rule holds; :bt the last broadcast it took part in
+    s:<score>          "value,at" (automation.scores)
+    k:<coupon>         the contact's coupon of that name (automation.coupons)
+    v                  version, bumped by every event or attribute change
+    ct                 created at
+
+The last few events with their properties live beside it, newest first, as JSON
+lines in one string (`last.purchase.item` in a template), and the per-step
+outcomes in a ledger hash. Field layouts are chosen for memory: Redis keeps small
+hashes in a compact encoding in which integers take 5 bytes.
+Every change queues a re-evaluation of the contact as a timer due now, so bursts
+of events for one contact coalesce into one evaluation. Events and attribute
+changes that some journey reacts to (a trigger, a wait_for, a goal, a score) also
+wait in the contact's inbox list for that evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from automation.events import Event, check_attributes, check_contact_id
+from automation.expressions import EventStats, EventsView
+from automation.runtime import Runtime
+from automation.store.keys import recheck_member, seconds
+from automation.store.scripts import Scripts
+
+EVENT_ID_TTL = 7 * 86400
+#: Events whose `coupon` (or `code`) property redeems a coupon.
+REDEEMING_EVENTS = frozenset({"purchase", "coupon_redeemed"})
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    stage: str | None = None            # the scope of the run in progress: a stage name, or "run"
+    occurrence: int = 0
+    entered_at: float | None = None
+    step: str | None = None
+    due: float | None = None
+    goal: str | None = None             # "deadline|scope" while a conversion still counts
+    variants: str | None = None         # "split=variant,..."
+    condition: bool = False             # a `when` trigger's rule held at the last evaluation
+    broadcast: str | None = None        # the last broadcast occurrence taken part in
+
+
+@dataclass
+class ContactState:
+    id: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: EventsView = field(default_factory=EventsView)
+    enrollments: dict[str, Enrollment] = field(default_factory=dict)
+    version: str = "0"
+    created_at: float | None = None
+    recent: list[dict[str, Any]] = field(default_factory=list)
+    raw: dict[str, str] = field(default_factory=dict)       # the hash as read
+    inbox: list[str] = field(default_factory=list)          # unprocessed inbox items, oldest first
+
+    @property
+    def exists(self) -> bool:
+        return self.created_at is not None
+
+    @classmethod
+    def from_hash(cls, contact_id: str, data: Mapping[str, str]) -> "ContactState":
+        flat: dict[str, Any] = {}
+        events = EventsView()
+        journeys: dict[str, dict[str, str]] = {}
+        for key, raw in data.items():
+            kind, _, rest = key.partition(":")
+            if kind == "a":
+                flat[rest] = json.loads(raw)
+            elif kind == "e":
+                count, first, last = raw.split(",")
+                events[rest] = EventStats(int(count), float(first), float(last))
+            elif kind == "j":
+                journey, _, part = rest.rpartition(":")
+                journeys.setdefault(journey, {})[part] = raw
+        enrollments = {name: enrollment_of(v) for name, v in journeys.items()}
+        return cls(
+            id=contact_id,
+            attributes=unflatten(flat),
+            events=events,
+            enrollments=enrollments,
+            version=data.get("v", "0"),
+            created_at=float(data["ct"]) if "ct" in data else None,
+            raw=data if isinstance(data, dict) else dict(data),   # the reply is ours: no copy
+        )
+
+
+def enrollment_of(parts: Mapping[str, str]) -> Enrollment:
+    """An Enrollment from the fields of one journey (`st`, `oc` ... without the `j:<journey>:` prefix)."""
+    return Enrollment(
+        stage=parts.get("st"),
+        occurrence=int(parts.get("oc", 0)),
+        entered_at=float(parts["in"]) if "in" in parts else None,
+        step=parts.get("sp"),
+        due=float(parts["du"]) if "du" in parts else None,
+        goal=parts.get("g"),
+        variants=parts.get("ab"),
+        condition=parts.get("cw") == "1",
+        broadcast=parts.get("bt"),
+    )
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    if not any("." in path for path in flat):
+        return dict(flat)
+    nested: dict[str, Any] = {}
+    for path, value in sorted(flat.items()):
+        node = nested
+        *parents, leaf = path.split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[leaf] = value
+    return nested
+
+
+def decode_recent(text: str | None) -> list[dict[str, Any]]:
+    """Recent events are kept as JSON lines of compact arrays: [name, time, properties]."""
+    recent = []
+    for raw in (text or "").splitlines():
+        item = json.loads(raw)
+        recent.append({"event": item[0], "at": float(item[1]), "properties": item[2] if len(item) > 2 else {}})
+    recent.sort(key=lambda e: e["at"], reverse=True)
+    return recent
+
+
+class ContactStore:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.redis = runtime.redis
+        self.keys = runtime.keys
+        self.scripts = Scripts(runtime.redis)
+
+    def identify(self, contact_id: str, attributes: Mapping[str, Any]) -> None:
+        """Create or update a contact; attributes set to None are removed."""
+        self.identify_many([(check_contact_id(contact_id), check_attributes(attributes))])
+
+    def identify_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], chunk: int = 500,
+                      triggers: bool = True) -> int:
+        """Pipelined identify of (contact id, attributes already checked by check_attributes).
+
+        `triggers=False` is a backfill: the data is recorded (stages still follow it) but no
+        attribute-change trigger fires for it.
+        """
+        now = self.runtime.clock.now()
+        keep = self.runtime.settings.inbox_length
+        calls: list[Any] = []
+        count = 0
+        for contact_id, checked in items:
+            # A new address is worth trying again: forget that the old one was invalid.
+            for address in ("email", "phone"):
+                if checked.get(address) is not None and f"{address}_invalid" not in checked:
+                    checked = {**checked, f"{address}_invalid": None}
+            keys = [self.keys.contact(contact_id), self.keys.timers_for(contact_id), self.keys.inbox(contact_id),
+                    self.keys.watched_attributes]
+            phone = checked.get("phone") or ""
+            if phone:
+                # Verified on lookup: a stale entry for a number the contact no longer has is ignored.
+                keys.append(self.keys.phone_index(phone))
+            args: list[Any] = [seconds(now), repr(now), recheck_member(contact_id), phone, keep, contact_id,
+                               "1" if triggers else "0"]
+            for name, value in checked.items():
+                args += [name, "" if value is None else json.dumps(value, ensure_ascii=False)]
+            calls.append(("identify", keys, args))
+            count += 1
+            if len(calls) >= chunk:
+                self.scripts.run(calls)
+                calls = []
+        self.scripts.run(calls)
+        return count
+
+    def find_by_phone(self, phone: str) -> str | None:
+        """The contact whose phone number this currently is, if any."""
+        contact_id = self.redis.hget(self.keys.phone_index(phone), phone)
+        if contact_id is None:
+            return None
+        current = self.redis.hget(self.keys.contact(contact_id), "a:phone")
+        return contact_id if current is not None and json.loads(current) == phone else None
+
+    def apply_effects(self, contact_id: str, effect: Mapping[str, Any]) -> None:
+        """Apply what an adapter learnt while sending: attributes to set, or values to remove
+        from list attributes (`Remove`), e.g. a push token the provider says is dead."""
+        from automation.channels.base import Remove
+
+        plain = {name: value for name, value in effect.items() if not isinstance(value, Remove)}
+        if plain:
+            self.identify(contact_id, plain)
+        for name, removal in effect.items():
+            if isinstance(removal, Remove):
+                self._remove_from_list(contact_id, name, removal.values)
+
+    def _remove_from_list(self, contact_id: str, name: str, values: Iterable[Any]) -> None:
+        key, field = self.keys.contact(contact_id), f"a:{name}"
+        gone = set(values)
+
+        def change(pipe: Any) -> None:
+            raw = pipe.hget(key, field)
+            current = json.loads(raw) if raw else []
+            kept = [v for v in current if v not in gone] if isinstance(current, list) else current
+            pipe.multi()
+            if kept:
+                pipe.hset(key, field, json.dumps(kept, ensure_ascii=False))
+            else:
+                pipe.hdel(key, field)
+            pipe.hincrby(key, "v", 1)
+            pipe.zadd(self.keys.timers_for(contact_id), {recheck_member(contact_id): self.runtime.clock.now()}, lt=True)
+
+        self.redis.transaction(change, key)  # retried if the contact changes meanwhile
+        # No inbox entry: list attributes (push tokens) are not something triggers watch.
+
+    def track(self, event: Event) -> bool:
+        """Record an event; False if an event with the same id was already recorded."""
+        return self.track_many([event])[0]
+
+    def track_many(self, events: Iterable[Event], pipeline_size: int = 500, triggers: bool = True) -> list[bool]:
+        """Record events in pipelined batches (one round trip per `pipeline_size` events).
+
+        `triggers=False` is a backfill of history: counts and times are recorded, but no
+        journey reacts to the events themselves (no trigger, goal, wait_for or score).
+        """
+        results: list[bool] = []
+        batch: list[Event] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            now = repr(self.runtime.clock.now())
+            keep = self.runtime.settings.recent_events
+            inbox_length = self.runtime.settings.inbox_length
+            calls = []
+            for event in batch:
+                keys = [
+                    self.keys.contact(event.contact_id),
+                    self.keys.recent_events(event.contact_id),
+                    self.keys.timers_for(event.contact_id),
+                    self.keys.inbox(event.contact_id),
+                    self.keys.watched_events,
+                ]
+                if event.id is not None:
+                    keys.append(self.keys.event_id(f"{event.contact_id}:{event.id}"))
+                calls.append(("record_event", keys, [event.name, seconds(event.at), event.to_json(), now,
+                                                     keep, EVENT_ID_TTL, recheck_member(event.contact_id),
+                                                     inbox_length, "1" if triggers else "0"]))
+            recorded = [bool(r) for r in self.scripts.run(calls)]
+            results.extend(recorded)
+            self._redeem([event for event, new in zip(batch, recorded, strict=True) if new])
+            batch.clear()
+
+        for event in events:
+            batch.append(event)
+            if len(batch) >= pipeline_size:
+                flush()
+        flush()
+        return results
+
+    def _redeem(self, events: list[Event]) -> None:
+        """A purchase or `coupon_redeemed` event carrying a coupon code redeems it."""
+        from automation.store.coupons import CouponStore
+
+        for event in events:
+            if event.name not in REDEEMING_EVENTS:
+                continue
+            code = event.properties.get("coupon") or event.properties.get("code")
+            if isinstance(code, str) and code.strip():
+                CouponStore(self.runtime).redeem(code, event.contact_id, event.at, event.name)
+
+    def load(self, contact_id: str, recent: bool = False) -> ContactState:
+        return self.load_many([contact_id], recent=recent)[contact_id]
+
+    def load_many(self, contact_ids: Iterable[str], recent: bool = False,
+                  inbox: bool = False) -> dict[str, ContactState]:
+        ids = list(dict.fromkeys(contact_ids))
+        pipe = self.redis.pipeline(transaction=False)
+        for contact_id in ids:
+            pipe.hgetall(self.keys.contact(contact_id))
+            if recent:
+                pipe.get(self.keys.recent_events(contact_id))
+            if inbox:
+                pipe.lrange(self.keys.inbox(contact_id), 0, -1)
+        replies = iter(pipe.execute())
+        states = {}
+        for contact_id in ids:
+            state = ContactState.from_hash(contact_id, next(replies))
+            if recent:
+                state.recent = decode_recent(next(replies))
+            if inbox:
+                state.inbox = next(replies)
+            states[contact_id] = state
+        return states
+
+    def history(self, contact_id: str) -> dict[str, dict[str, Any]]:
+        """Outcome of every step this contact has reached, by step key."""
+        raw = self.redis.hgetall(self.keys.ledger(contact_id))
+        return {key: json.loads(value) for key, value in sorted(raw.items())}
+
+    def request_reevaluation(self, contact_ids: Iterable[str]) -> int:
+        """Queue a stage re-evaluation (e.g. after deploying a new journey) for these contacts."""
+        now = self.runtime.clock.now()
+        pipe = self.redis.pipeline(transaction=False)
+        count = 0
+        for contact_id in contact_ids:
+            pipe.zadd(self.keys.timers_for(contact_id), {recheck_member(contact_id): now}, lt=True)
+            count += 1
+            if count % 1000 == 0:
+                pipe.execute()
+        pipe.execute()
+        return count
+
+    def all_ids(self) -> Iterable[str]:
+        prefix = self.keys.contact("")
+        for key in self.redis.scan_iter(match=self.keys.contact_pattern, count=1000):
+            yield key[len(prefix):]
