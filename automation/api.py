@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from automation.config import Settings
-from automation.events import parse_event
+from automation.events import parse_event, parse_time
 from automation.ops.importer import ImportReport, import_file
 from automation.runtime import Runtime, open_runtime
 from automation.store.contacts import ContactState, ContactStore
@@ -64,8 +64,6 @@ class Lifecycle:
 
     def redeem(self, code: str, contact_id: str | None = None, at: Any = None, source: str = "api") -> Redemption:
         """Record that a coupon code was used (a purchase carrying `coupon: CODE` does this by itself)."""
-        from automation.events import parse_time
-
         when = parse_time(at, self.runtime.clock.now(), "at")
         return CouponStore(self.runtime).redeem(code, contact_id, when, source)
 

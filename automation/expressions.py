@@ -22,8 +22,9 @@ import operator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
+from zoneinfo import ZoneInfo
 
-from jinja2 import TemplateSyntaxError, Undefined, meta
+from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 DAY = 86400.0
@@ -292,8 +293,6 @@ def time_functions(events: Mapping[str, EventStats], tracker: TimeTracker) -> di
 
 
 def _date_filter(value: Any, fmt: str = "%Y-%m-%d", tz: str | None = None) -> str:
-    from zoneinfo import ZoneInfo
-
     timestamp = to_timestamp(value)
     if timestamp is None:
         return ""
@@ -365,8 +364,6 @@ class References:
 
 def references(source: str) -> References:
     """The contact attributes, events, scores and journeys an expression names."""
-    from jinja2 import nodes
-
     try:
         ast = RULE_ENV.parse("{{ (" + source + ") }}")
     except TemplateSyntaxError:

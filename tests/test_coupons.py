@@ -14,12 +14,11 @@ from datetime import timezone
 import pytest
 
 from automation.store.contacts import ContactStore
+from automation.language.couponspec import CouponSpec, check_spec
 from automation.store.coupons import (
     ALPHABET,
     CouponError,
-    CouponSpec,
     CouponStore,
-    check_spec,
     coupon_key,
     new_code,
 )
@@ -205,7 +204,8 @@ CHILD = """
 import json, sys
 from automation.clock import ManualClock
 from automation.config import Settings
-from automation.store.coupons import CouponSpec, CouponStore
+from automation.language.couponspec import CouponSpec
+from automation.store.coupons import CouponStore
 from automation.runtime import open_runtime
 
 first, count, shared = (int(a) for a in sys.argv[1:4])

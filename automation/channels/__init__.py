@@ -23,6 +23,7 @@ from automation.channels.base import (
     Sent,
     retry_after,
 )
+from automation.channels.outbox import OutboxChannel
 from automation.config import Settings
 from automation.messages.templates import MESSAGE_PARTS
 
@@ -35,8 +36,6 @@ __all__ = ["Channel", "Check", "Delivery", "Failed", "Misconfigured", "Remove", 
 
 def available_adapters() -> dict[str, type[Channel]]:
     """Adapter classes by name, from installed entry points (the built-in outbox always)."""
-    from automation.channels.outbox import OutboxChannel
-
     found: dict[str, type[Channel]] = {OutboxChannel.name: OutboxChannel}
     for entry in entry_points(group=GROUP):
         try:

@@ -130,6 +130,16 @@ class Channel(ABC):
             return list(tokens) if tokens else None
         return contact.get(channel)
 
+    def missing_address(self, channel: str) -> str:
+        """Why a contact that `address` finds no address for is skipped (the ledger's reason)."""
+        return {"email": "no valid email address", "sms": "no valid phone number",
+                "push": "no push token"}.get(channel, f"no {channel} address")
+
+    def unsubscribe_link(self, channel: str) -> bool:
+        """Whether messages on `channel` carry a one-click unsubscribe link (templates see
+        `unsubscribe_url`) and the RFC 8058 List-Unsubscribe headers: bulk email must."""
+        return channel == "email"
+
     def template_required(self, channel: str, options: Mapping[str, Any]) -> bool:
         """Whether a step on `channel` with these options must name a template."""
         return True

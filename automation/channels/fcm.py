@@ -26,6 +26,9 @@ from typing import Any, ClassVar, Mapping, Protocol, Sequence
 from urllib.parse import quote, urlsplit
 
 import requests
+from google.auth import exceptions
+from google.auth.transport.requests import Request
+from google.oauth2 import service_account
 from requests.adapters import HTTPAdapter
 
 from automation.channels.base import (
@@ -100,8 +103,6 @@ class _ServiceAccountToken:
         self._lock = threading.Lock()
 
     def get(self, session: requests.Session, timeout: float) -> str:
-        from google.auth import exceptions
-
         with self._lock:
             if self._credentials is None:
                 self._credentials = load_service_account(self.path)
@@ -130,8 +131,6 @@ class _ServiceAccountToken:
 
 def load_service_account(path: str) -> Any:
     """google-auth service-account credentials from a key file, scoped for FCM."""
-    from google.oauth2 import service_account
-
     try:
         return service_account.Credentials.from_service_account_file(path, scopes=[SCOPE])
     except FileNotFoundError:
@@ -143,8 +142,6 @@ def load_service_account(path: str) -> Any:
 @functools.cache
 def _timed_request_class() -> type:
     """Built on first use, so workers that never send push do not import google-auth."""
-    from google.auth.transport.requests import Request
-
     class TimedRequest(Request):
         """google-auth's transport over our session, with our timeout instead of its 120 s."""
 

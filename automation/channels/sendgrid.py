@@ -27,6 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import parseaddr
 from typing import Any, Mapping, Sequence
 
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+
 from automation.channels.base import Channel, Check, Delivery, Failed, Misconfigured, Result, Retry, Sent
 
 logger = logging.getLogger(__name__)
@@ -91,8 +94,6 @@ class SendGridChannel(Channel):
     @property
     def client(self) -> Any:
         if self._client is None:
-            from sendgrid import SendGridAPIClient
-
             self._client = SendGridAPIClient(self.api_key, host=self.host)
             self._client.client.timeout = self.timeout
         return self._client
@@ -164,8 +165,6 @@ class SendGridChannel(Channel):
         return personalization
 
     def _post(self, body: dict[str, Any]) -> Result:
-        from python_http_client.exceptions import HTTPError
-
         try:
             response = self.client.send(body)
         except HTTPError as error:

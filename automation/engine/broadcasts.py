@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable, Mapping
 
 from automation.calendar import CalendarError, next_cron, zone
 from automation.language.journey import Journey
 from automation.runtime import Runtime
-from automation.store.keys import broadcast_member, recheck_member
-from automation.store.timers import Claim
-
-if TYPE_CHECKING:
-    from automation.engine.services import Engine
+from automation.store.keys import broadcast_member, parse_member, recheck_member
+from automation.store.timers import Claim, TimerStore
 
 logger = logging.getLogger(__name__)
 #: Keys asked of each SCAN call; about a third of a contact store's keys are contact hashes.
@@ -62,22 +59,23 @@ def arm_broadcasts(runtime: Runtime, journeys: Iterable[Journey]) -> None:
         logger.info("journey %s: next broadcast at %s", journey.name, when)
 
 
-def run_broadcasts(engine: "Engine", claims: list[Claim]) -> None:
+def run_broadcasts(runtime: Runtime, journeys: Mapping[str, Journey], timers: TimerStore,
+                   claims: list[Claim]) -> None:
+    """Queue the next chunk of each claimed broadcast (the worker's part of a `b|` timer)."""
     for claim in claims:
         try:
-            _chunk(engine, claim)
+            _chunk(runtime, journeys, timers, claim)
         except Exception:  # the lease runs out and the chunk is handed out again
             logger.exception("broadcast %s failed", claim.member)
 
 
-def _chunk(engine: "Engine", claim: Claim) -> None:
-    runtime = engine.runtime
+def _chunk(runtime: Runtime, journeys: Mapping[str, Journey], timers: TimerStore, claim: Claim) -> None:
     keys, client = runtime.keys, runtime.redis
-    name = claim.member[2:]
-    journey = engine.journeys.get(name)
+    _, name, _ = parse_member(claim.member)
+    journey = journeys.get(name or "")
     if journey is None or journey.trigger is None or journey.trigger.kind != "schedule":
         client.delete(keys.broadcast(name))     # the journey was removed or no longer broadcasts
-        engine.timers.ack([claim])
+        timers.ack([claim])
         return
     state = client.hgetall(keys.broadcast(name))
     occurrence = state.get("next") or repr(claim.due)
@@ -103,4 +101,4 @@ def _chunk(engine: "Engine", claim: Claim) -> None:
         pipe.hincrby(keys.stats, f"broadcast:{name}:runs", 1)
         logger.info("broadcast %s of %s queued; next at %s", name, occurrence, when)
     pipe.execute()
-    engine.timers.ack([claim])
+    timers.ack([claim])

@@ -7,8 +7,8 @@ from typing import Any, Mapping
 from automation.engine.scores import scores_view
 from automation.expressions import TimeTracker, time_functions, to_datetime
 from automation.language.journey import RUN, Journey, ScoreDef
+from automation.store import fields
 from automation.store.contacts import ContactState
-from automation.store.coupons import FIELD_PREFIX as COUPON_PREFIX
 from automation.store.coupons import Coupon, parse_compact
 
 
@@ -25,8 +25,8 @@ def coupons_view(state: ContactState, complete: Mapping[str, Coupon] | None = No
     """`coupons.winback.code`: the contact's coupons by name (`complete`: coupons read from Redis)."""
     found: dict[str, Any] = {}
     for field, raw in state.raw.items():
-        if field.startswith(COUPON_PREFIX):
-            name = field[len(COUPON_PREFIX):]
+        kind, name = fields.split(field)
+        if kind == fields.COUPON:
             coupon = (complete or {}).get(name) or parse_compact(name, raw)
             if coupon is not None:
                 found[name] = coupon.as_template_value()

@@ -27,13 +27,14 @@ from typing import Any, Iterable, Mapping
 from automation.calendar import date_instant, next_anniversary, zone
 from automation.engine import runs
 from automation.engine.runs import START, Changes
-from automation.engine.scores import FIELD_PREFIX as SCORE_PREFIX
 from automation.engine.scores import add_points
 from automation.engine.stages import current_stage
 from automation.expressions import RuleError, to_datetime
 from automation.language.flow import WaitForNode
 from automation.language.journey import RUN, Journey, ScoreDef
+from automation.store import fields
 from automation.store.contacts import ContactState
+from automation.store.keys import due as due_text
 from automation.store.keys import step_member
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def _score(changes: Changes, items: list[tuple[str, list[Any]]]) -> None:
                     except RuleError as exc:
                         changes.errors.append(f"score {score.name!r}: {exc}")
                         continue
-                field = SCORE_PREFIX + score.name
+                field = fields.score(score.name)
                 changes.set(field, add_points(changes.state.raw.get(field), rule.points, at, score.half_life))
 
 
@@ -111,10 +112,10 @@ def _event(changes: Changes, journeys: list[Journey], name: str, at: float, prop
     for journey in journeys:
         enrollment = changes.enrollment(journey.name)
         # Goal: a conversion within the window of the latest run counts, even after the run ended.
-        if enrollment.goal:
-            deadline, _, scope = enrollment.goal.partition("|")
+        if enrollment.goal_deadline is not None:
+            deadline, scope = enrollment.goal_deadline
             goal = journey.goal_of(scope)
-            if goal is not None and goal.event == name and at <= float(deadline) \
+            if goal is not None and goal.event == name and at <= deadline \
                     and changes.holds(journey, goal.where, event, "goal: "):
                 _convert(changes, journey, scope, goal.exit, name)
                 enrollment = changes.enrollment(journey.name)
@@ -142,10 +143,8 @@ def _convert(changes: Changes, journey: Journey, scope: str, ends_run: bool, eve
     name = journey.name
     enrollment = changes.enrollment(name)
     changes.stats[f"goal:{name}:{scope}:converted"] += 1
-    for item in (enrollment.variants or "").split(","):
-        if "=" in item:
-            split, variant = item.split("=", 1)
-            changes.stats[f"split:{name}:{split}:{variant}:converted"] += 1
+    for split, variant in enrollment.assignments.items():
+        changes.stats[f"split:{name}:{split}:{variant}:converted"] += 1
     changes.log("converted", name, s=scope, d=f"goal {event}")
     changes.jset(name, g=None)
     if ends_run and enrollment.stage == scope:
@@ -305,8 +304,6 @@ def _dates(changes: Changes, journeys: list[Journey]) -> None:
                 changes.timers[member] = None
             continue
         if not armed or enrollment.due is None or abs(enrollment.due - when) > 0.001:
-            from automation.store.keys import due as due_text
-
             changes.jset(journey.name, sp=START, du=due_text(when))
             changes.timers[member] = when
 

@@ -23,7 +23,9 @@ from automation.engine.context import rule_context
 from automation.expressions import RuleError, TimeTracker
 from automation.language.flow import Node, WaitUntilNode, Walk, WalkContext, walk
 from automation.language.journey import RUN, Journey, ScoreDef
-from automation.store.contacts import ContactState, Enrollment, enrollment_of
+from automation.store import fields
+from automation.store.contacts import ContactState
+from automation.store.fields import Enrollment
 from automation.store.keys import due as due_text
 from automation.store.keys import recheck_member, step_member
 
@@ -31,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 #: The step id of a run that is armed to start at a time (a date trigger), not yet started.
 START = "^start"
-PARTS = ("st", "oc", "in", "sp", "du", "g", "ab", "cw", "bt")
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Changes:
     state: ContactState                 # updated in place as changes are made
     now: float
     scores: dict[str, ScoreDef] = field(default_factory=dict)
-    fields: dict[str, str | None] = field(default_factory=dict)       # None: delete
+    writes: dict[str, str | None] = field(default_factory=dict)       # contact hash fields; None: delete
     timers: dict[str, float | None] = field(default_factory=dict)     # None: remove
     stats: Counter = field(default_factory=Counter)
     activity: list[list[str]] = field(default_factory=list)
@@ -59,30 +60,26 @@ class Changes:
 
     # -- the contact hash, through the changes ---------------------------------------------------
     def set(self, name: str, value: Any) -> None:
+        """Write a contact hash field that is not a run's (jset writes those)."""
         self._write(name, value)
-        if name.startswith("j:"):
-            self._reload(name[2:].rpartition(":")[0])
 
     def _write(self, name: str, value: Any) -> None:
         text = None if value is None else str(value)
-        self.fields[name] = text
+        self.writes[name] = text
         if text is None:
             self.state.raw.pop(name, None)
         else:
             self.state.raw[name] = text
 
     def _reload(self, journey: str) -> None:
-        prefix = f"j:{journey}:"
-        raw = self.state.raw
-        self.state.enrollments[journey] = enrollment_of(
-            {part: raw[prefix + part] for part in PARTS if prefix + part in raw})
+        self.state.enrollments[journey] = fields.enrollment_from_hash(self.state.raw, journey)
 
     def enrollment(self, journey: str) -> Enrollment:
         return self.state.enrollments.get(journey) or Enrollment()
 
     def jset(self, journey: str, **parts: Any) -> None:
         for part, value in parts.items():
-            self._write(f"j:{journey}:{part}", value)
+            self._write(fields.run(journey, part), value)
         self._reload(journey)     # once for all the parts
 
     def rules(self, journey: Journey) -> dict[str, Any]:
@@ -111,7 +108,7 @@ class Changes:
     def ops(self) -> list[list[Any]]:
         """The changes as ops for apply.lua / record_step.lua (see lua/_ops.lua)."""
         ops: list[list[Any]] = []
-        for name, value in self.fields.items():
+        for name, value in self.writes.items():
             ops.append(["d", name] if value is None else ["h", name, value])
         for member, when in self.timers.items():
             ops.append(["zr", member] if when is None else ["z", member, due_text(when)])
@@ -156,12 +153,11 @@ def due_of(changes: Changes, journey: Journey) -> Callable[[Node, float], float 
 
 
 def advance(changes: Changes, journey: Journey, scope: str, start: str | None, base: float) -> Walk:
-    """Walk the run from node `start` and record where it stops (or that it ended)."""
+    """Walk the run from node `start` and record what it did and where it stops (or that it ended)."""
     flow = journey.flow_of(scope)
     enrollment = changes.enrollment(journey.name)
-    assignments = dict(item.split("=", 1) for item in (enrollment.variants or "").split(",") if "=" in item)
     context = WalkContext(journey.name, changes.state.id, base, lambda: changes.rules(journey),
-                          due_of(changes, journey), assignments)
+                          due_of(changes, journey), enrollment.assignments)
     result = walk(flow, start, context) if flow is not None else Walk(ended="error:no such stage")
     record(changes, journey, scope, result, enrollment.occurrence)
     return result
@@ -172,10 +168,9 @@ def record(changes: Changes, journey: Journey, scope: str, result: Walk, occurre
     name, member = journey.name, step_member(journey.name, changes.state.id)
     key = run_key(name, scope, occurrence)
     if result.assignments:
-        current = changes.enrollment(name).variants
-        merged = dict(item.split("=", 1) for item in (current or "").split(",") if "=" in item)
+        merged = changes.enrollment(name).assignments
         merged.update(result.assignments)
-        changes.jset(name, ab=",".join(f"{k}={v}" for k, v in sorted(merged.items())))
+        changes.jset(name, ab=fields.encode_variants(merged))
     changes.stats.update(result.stats)
     changes.coupons += [(key, spec) for spec in result.coupons]
     changes.emits += [(event, properties, f"{key}:{node_id}") for node_id, event, properties in result.emits]
@@ -194,7 +189,7 @@ def record(changes: Changes, journey: Journey, scope: str, result: Walk, occurre
         changes.errors.append(f"{journey.path}: run stopped: {reason[6:]}")
         changes.stats[f"run_error:{name}"] += 1
     if scope == RUN:
-        changes.jset(name, st=None)
+        changes.jset(name, st=None, en=fields.encode_end(changes.now, reason))
         changes.stats[f"end:{name}:{reason.partition(':')[0]}"] += 1
         if reason != "finished":
             changes.log("end", name, s=scope, d=reason)
@@ -208,9 +203,10 @@ def start(changes: Changes, journey: Journey, scope: str, reason: str, base: flo
     enrollment = changes.enrollment(name)
     now = changes.now
     occurrence = enrollment.occurrence + 1
-    changes.jset(name, st=scope, oc=occurrence, **{"in": int(now)})
+    # The end of the run before is only worth keeping while no run is in progress.
+    changes.jset(name, st=scope, oc=occurrence, **{"in": int(now)}, **({"en": None} if enrollment.ended else {}))
     goal = journey.goal_of(scope)
-    changes.jset(name, g=f"{int(now + goal.within)}|{scope}" if goal else None, ab=None)
+    changes.jset(name, g=fields.encode_goal(now + goal.within, scope) if goal else None, ab=None)
     changes.stats[f"enter:{name}:{scope}"] += 1
     if goal:
         changes.stats[f"goal:{name}:{scope}:entered"] += 1
@@ -232,11 +228,11 @@ def leave(changes: Changes, journey: Journey, reason: str) -> None:
     if enrollment.stage != RUN:
         changes.log("exit", name, s=enrollment.stage)
         changes.stats[f"exit:{name}:{enrollment.stage}"] += 1
-        changes.jset(name, st=None, sp=None, du=None, **{"in": None})
+        changes.jset(name, st=None, sp=None, du=None, en=fields.encode_end(changes.now, reason), **{"in": None})
     else:
         changes.log("end", name, s=RUN, d=reason)
         changes.stats[f"end:{name}:{reason.partition(':')[0]}"] += 1
-        changes.jset(name, st=None, sp=None, du=None)
+        changes.jset(name, st=None, sp=None, du=None, en=fields.encode_end(changes.now, reason))
 
 
 def stop_steps(changes: Changes, journey: Journey, reason: str) -> None:

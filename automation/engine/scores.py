@@ -1,7 +1,7 @@
 """Lead scores: points per event, fading with a half-life.
 
-A score is kept on the contact as one field, `s:<name>` = "value,at": its value at
-the moment `at` (whole epoch seconds). Its value later is value * 2^(-(t - at) / half_life),
+A score is kept on the contact as one field (automation.store.fields.score): its value
+at a moment (whole epoch seconds). Its value later is value * 2^(-(t - at) / half_life),
 so nothing needs to run for it to fade. Each matching event first lets the score fade
 to the event's time, then adds its points.
 
@@ -17,8 +17,7 @@ from typing import Any, Iterable, Mapping
 
 from automation.expressions import ComparesThrough, TimeTracker
 from automation.language.journey import ScoreDef
-
-FIELD_PREFIX = "s:"
+from automation.store import fields
 
 
 def decayed(value: float, since: float, now: float, half_life: float | None) -> float:
@@ -28,24 +27,13 @@ def decayed(value: float, since: float, now: float, half_life: float | None) -> 
     return value * 2.0 ** (-(now - since) / half_life)
 
 
-def encode(value: float, at: float) -> str:
-    return f"{round(value, 4):g},{int(at)}"
-
-
-def decode(raw: str | None) -> tuple[float, float]:
-    if not raw:
-        return 0.0, 0.0
-    value, _, at = raw.partition(",")
-    return float(value), float(at or 0)
-
-
 def add_points(raw: str | None, points: float, at: float, half_life: float | None) -> str:
     """The field after an event at `at` earned `points` (an event older than the score's time is
     faded to that time instead, so events arriving out of order count the same)."""
-    value, since = decode(raw)
+    value, since = fields.decode_score(raw)
     if at >= since:
-        return encode(decayed(value, since, at, half_life) + points, at)
-    return encode(value + decayed(points, at, since, half_life), since)
+        return fields.encode_score(decayed(value, since, at, half_life) + points, at)
+    return fields.encode_score(value + decayed(points, at, since, half_life), since)
 
 
 class ScoreValue(ComparesThrough):
@@ -124,10 +112,10 @@ class ScoresView(dict):
 
 
 def scores_view(raw: Mapping[str, str], definitions: Mapping[str, ScoreDef], tracker: TimeTracker) -> ScoresView:
-    """The rule view of a contact's scores, from their `s:` fields."""
+    """The rule view of a contact's scores, from their fields in the contact hash."""
     values = {}
     for name, definition in definitions.items():
-        value, since = decode(raw.get(FIELD_PREFIX + name))
+        value, since = fields.decode_score(raw.get(fields.score(name)))
         values[name] = ScoreValue(value, since, definition.half_life, tracker)
     return ScoresView(values, tracker)
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from automation.channels import ChannelRegistry
+from automation.engine.broadcasts import arm_broadcasts
 from automation.engine.scores import definitions
 from automation.language.flow import WaitForNode
 from automation.language.journey import Journey, ScoreDef
-from automation.language.loader import TemplateCheck
 from automation.language.registry import JourneyRegistry
-from automation.messages.templates import Renderer, TemplateCatalog
+from automation.messages.templates import Renderer, TemplateCatalog, TemplateCheck
 from automation.runtime import Runtime
 from automation.store.contacts import ContactStore
 from automation.store.pauses import ChannelPauses
@@ -61,8 +61,6 @@ class Engine:
 
     def publish(self, journeys: Mapping[str, Journey]) -> None:
         """Tell the contact store what journeys react to, and arm scheduled broadcasts."""
-        from automation.engine.broadcasts import arm_broadcasts
-
         events, attributes = watched(journeys.values())
         keys = self.runtime.keys
         pipe = self.runtime.redis.pipeline(transaction=False)

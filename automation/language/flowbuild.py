@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ruamel.yaml.comments import CommentedMap
 
+from automation.calendar import CalendarError, parse_time_of_day, parse_weekdays
+from automation.channels.base import Channel
 from automation.durations import HINT as DURATION_HINT
 from automation.durations import DurationError, parse_duration
+from automation.events import InputError, check_attributes, check_event_name
 from automation.expressions import Expression, did_you_mean
-from automation.language.diagnostics import Severity
+from automation.language.couponspec import NAME_PATTERN, check_spec
+from automation.language.diagnostics import Diagnostic, Severity
 from automation.language.flow import (
     Arm,
     BranchNode,
@@ -36,13 +40,9 @@ from automation.language.flow import (
 )
 from automation.language.samples import sample_context
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos
+from automation.language.sources import Sources
 from automation.messages.sms import segments
-from automation.messages.templates import TemplateRenderError
-
-if TYPE_CHECKING:
-    from automation.channels.base import Channel
-    from automation.language.loader import TemplateCheck
-    from automation.language.sources import Sources
+from automation.messages.templates import TemplateCheck, TemplateRenderError
 
 KINDS = ("send", "wait_until", "wait_for", "branch", "split", "exit", "coupon", "track", "set")
 
@@ -276,8 +276,6 @@ def _send(step: CommentedMap, common: dict[str, Any], delay: float, ctx: FlowCon
 
 
 def _wait_until(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> WaitUntilNode | None:
-    from automation.calendar import CalendarError, parse_time_of_day, parse_weekdays
-
     spec = step.get("wait_until")
     if not isinstance(spec, CommentedMap):
         return None
@@ -395,8 +393,6 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
 
 
 def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> CouponNode | None:
-    from automation.store.coupons import NAME_PATTERN, check_spec
-
     spec = step.get("coupon")
     if not isinstance(spec, CommentedMap):
         return None
@@ -418,8 +414,6 @@ def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Cou
 
 
 def _track(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> TrackNode | None:
-    from automation.events import InputError, check_event_name
-
     value = step.get("track")
     event, properties = (value.get("event"), plain(value.get("properties") or {})) if isinstance(value, CommentedMap) \
         else (value, {})
@@ -433,8 +427,6 @@ def _track(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Trac
 
 
 def _set(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> SetNode | None:
-    from automation.events import InputError, check_attributes
-
     value = step.get("set")
     if not isinstance(value, CommentedMap):
         return None
@@ -450,8 +442,6 @@ def _set(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> SetNod
 # -- send checks ----------------------------------------------------------------------------------
 
 def _check_template(step: CommentedMap, channel: str, template: str, ctx: FlowContext) -> None:
-    from automation.language.diagnostics import Diagnostic
-
     templates = ctx.templates
     assert templates is not None
     report, locale = ctx.report, ctx.locale

@@ -15,17 +15,17 @@ one produces) are in automation.crosscheck.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
+from zoneinfo import available_timezones
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import MarkedYAMLError
 
+from automation.calendar import CalendarError, check_cron, parse_time_of_day, zone
+from automation.channels.base import Channel
 from automation.durations import HINT as DURATION_HINT
 from automation.durations import DurationError, parse_duration
 from automation.expressions import RULE_NAMES, TEMPLATE_EXTRA_NAMES, Expression, did_you_mean, references
@@ -43,12 +43,9 @@ from automation.language.journey import (
     Stage,
     Trigger,
 )
-from automation.language.sourcemap import Report, compile_at, display_path, plain, pos
-from automation.messages.templates import Renderer, TemplateCatalog, locale_chain
-
-if TYPE_CHECKING:
-    from automation.channels.base import Channel
-    from automation.language.sources import Sources
+from automation.language.sourcemap import Report, compile_at, display_path, plain, pos, read_yaml
+from automation.language.sources import Sources
+from automation.messages.templates import TemplateCheck, locale_chain
 
 #: Journey channel -> the adapter serving it (None where only the name is known).
 Channels = Mapping[str, "Channel | None"]
@@ -56,7 +53,8 @@ DEFAULT_MAX_SMS_SEGMENTS = 2
 DEFAULT_EVENT_MAX_AGE = 86400.0
 TRIGGER_KINDS = ("event", "enters", "leaves", "attribute", "date", "schedule", "when")
 
-SCHEMA: dict[str, Any] = json.loads((resources.files("automation.language") / "schema" / "journey.schema.json").read_text())
+SCHEMA: dict[str, Any] = json.loads(
+    (resources.files("automation.language") / "schema" / "journey.schema.json").read_text())
 _VALIDATOR = Draft202012Validator(SCHEMA)
 
 _REQUIRED_HINTS = {
@@ -71,36 +69,6 @@ _REQUIRED_HINTS = {
     "points": "how many points the event earns, e.g. points: 5",
     "after": "a cooldown such as after: 30d",
 }
-
-
-@dataclass(frozen=True)
-class TemplateCheck:
-    """What the loader needs to know about templates: the catalog and a renderer to compile them."""
-
-    catalog: TemplateCatalog
-    renderer: Renderer
-
-
-# -- pass 1: YAML ---------------------------------------------------------------------------------
-
-def read_yaml(path: Path, report: Report) -> Any:
-    yaml = YAML(typ="rt")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        report.add((1, 1), f"file is not UTF-8 text: {exc}", "save the file as UTF-8")
-        return None
-    try:
-        return yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
-        hint = "check indentation and quote text that contains ':' or starts with '{' or '*'"
-        if "found duplicate key" in str(exc) or type(exc).__name__ == "DuplicateKeyError":
-            hint = "each key may appear only once in a mapping"
-        report.add(where, f"YAML syntax error: {problem}", hint)
-        return None
 
 
 # -- pass 2: the schema ---------------------------------------------------------------------------
@@ -336,9 +304,6 @@ class _Builder:
             **journey_args)
 
     def _timezone(self) -> str:
-        from zoneinfo import available_timezones
-
-        from automation.calendar import zone
 
         value = self.doc.get("timezone")
         if not isinstance(value, str):
@@ -424,8 +389,6 @@ class _Builder:
             self.references.append(Reference("attribute", spec["attribute"].split(".")[0], *pos(spec, "attribute")))
             return Trigger("attribute", line, attribute=spec["attribute"], where=filter_)
         if kind == "date":
-            from automation.calendar import CalendarError, parse_time_of_day
-
             date = self.rule(spec, "date")
             at = None
             if "time" in spec:
@@ -436,8 +399,6 @@ class _Builder:
             return Trigger("date", line, date=date, at=at, offset_days=parse_offset(spec, report),
                            yearly=bool(spec.get("yearly", False)), where=filter_)
         if kind == "schedule":
-            from automation.calendar import check_cron
-
             expression = spec["schedule"]
             if not isinstance(expression, str):
                 return None

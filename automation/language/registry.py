@@ -19,9 +19,10 @@ from typing import Callable, Iterable
 from automation.language.crosscheck import check_journeys
 from automation.language.diagnostics import Diagnostic, Severity, has_errors
 from automation.language.journey import Journey
-from automation.language.loader import Channels, TemplateCheck, check_template_files, display_path, load_journey
+from automation.language.loader import Channels, check_template_files, display_path, load_journey
 from automation.language.sources import FILE_NAME as SOURCES_FILE
 from automation.language.sources import Sources, load_sources
+from automation.messages.templates import TemplateCheck
 
 logger = logging.getLogger(__name__)
 JOURNEY_SUFFIXES = (".yaml", ".yml")

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
+from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
 
 from automation.expressions import Expression, ExpressionError, compile_rule
 from automation.language.diagnostics import Diagnostic, Severity
@@ -78,3 +80,23 @@ def plain(value: Any) -> Any:
     if isinstance(value, float):
         return float(value)
     return str(value)
+
+
+def read_yaml(path: Path, report: Report) -> Any:
+    yaml = YAML(typ="rt")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        report.add((1, 1), f"file is not UTF-8 text: {exc}", "save the file as UTF-8")
+        return None
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        hint = "check indentation and quote text that contains ':' or starts with '{' or '*'"
+        if "found duplicate key" in str(exc) or type(exc).__name__ == "DuplicateKeyError":
+            hint = "each key may appear only once in a mapping"
+        report.add(where, f"YAML syntax error: {problem}", hint)
+        return None

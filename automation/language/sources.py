@@ -18,7 +18,7 @@ from pathlib import Path
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from automation.language.diagnostics import Diagnostic
-from automation.language.sourcemap import Report, display_path, pos
+from automation.language.sourcemap import Report, display_path, pos, read_yaml
 
 FILE_NAME = "_contact.yaml"
 
@@ -43,8 +43,6 @@ class Sources:
 
 def load_sources(journeys_dir: Path) -> tuple[Sources | None, list[Diagnostic]]:
     """The sources file of a journeys folder; None (and no diagnostics) when there is none."""
-    from automation.language.loader import read_yaml
-
     path = Path(journeys_dir) / FILE_NAME
     if not path.is_file():
         return None, []

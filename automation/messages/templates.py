@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Mapping
 from jinja2 import ChainableUndefined, FileSystemLoader, TemplateError, TemplateSyntaxError, nodes
 from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
+from ruamel.yaml import YAML
 
 from automation.expressions import configure
 
@@ -150,7 +151,6 @@ class TemplateCatalog:
         path = self.root / DEFAULTS_FILE
         if not path.is_file():
             return {}
-        from ruamel.yaml import YAML
 
         try:
             data = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
@@ -438,3 +438,11 @@ def html_to_text(markup: str) -> str:
     text = html_lib.unescape("".join(parser.out))
     lines = [" ".join(line.split()) for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+@dataclass(frozen=True)
+class TemplateCheck:
+    """What the loader needs to know about templates: the catalog and a renderer to compile them."""
+
+    catalog: TemplateCatalog
+    renderer: Renderer

@@ -56,9 +56,8 @@ def _pairs(items: Sequence[str]) -> dict[str, Any]:
 def cmd_validate(args: argparse.Namespace) -> int:
     from automation.channels import ChannelRegistry
     from automation.language.diagnostics import has_errors
-    from automation.language.loader import TemplateCheck
     from automation.language.registry import validate_paths
-    from automation.messages.templates import Renderer, TemplateCatalog
+    from automation.messages.templates import Renderer, TemplateCatalog, TemplateCheck
 
     settings = _settings()
     channels = ChannelRegistry(settings)

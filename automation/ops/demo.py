@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,10 +26,12 @@ from automation.clock import ScaledClock
 from automation.config import Settings
 from automation.engine.dispatch import DramatiqDispatcher, broker_namespace
 from automation.engine.scheduler import Scheduler
+from automation.engine.services import Engine
 from automation.events import Event, check_attributes
 from automation.ops.processes import start_workers, stop_process
 from automation.runtime import Runtime, check_meta, open_runtime
 from automation.store.contacts import ContactStore
+from automation.store.timers import TimerStore
 
 DAY = 86400.0
 #: Real seconds between starting the workers and letting simulated time run.
@@ -48,8 +51,6 @@ class ScriptedEvent:
 
 def resolve_dates(attributes: dict[str, Any], origin: float) -> dict[str, Any]:
     """Attribute values "@day+N" become the ISO date N days after the demo starts."""
-    from datetime import datetime, timezone
-
     resolved = {}
     for name, value in attributes.items():
         if isinstance(value, str) and value.startswith("@day"):
@@ -156,7 +157,6 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
     Path(outbox).mkdir(parents=True, exist_ok=True)
     clean_outbox(Path(outbox))
 
-    from automation.engine.services import Engine  # validates the journeys as it loads them
 
     engine = Engine.create(runtime)
     if engine.journeys.has_errors or not engine.journeys.journeys:
@@ -238,8 +238,6 @@ def _wait_for_workers(runtime: Runtime, settings: Settings, workers: Any, timeou
 
 def _drain(runtime: Runtime, dispatcher: DramatiqDispatcher, timeline: Timeline, timeout: float = 10.0) -> None:
     """Let in-flight batches finish before stopping (timers due later stay in Redis)."""
-    from automation.store.timers import TimerStore
-
     timers = TimerStore(runtime)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

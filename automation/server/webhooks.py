@@ -21,12 +21,17 @@ import json
 import logging
 import os
 import time
+from socketserver import ThreadingMixIn
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
+from twilio.request_validator import RequestValidator
 
 from automation.events import Event
 from automation.messages.unsubscribe import verify_token
-from automation.runtime import Runtime
+from automation.runtime import Runtime, open_runtime
 from automation.store.contacts import ContactStore
 from automation.store.deliveries import DeliveryLog, DeliveryReport
 
@@ -156,8 +161,6 @@ class WebhookApp:
     # -- SendGrid
 
     def sendgrid(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
-        from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
-
         key = self.env.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
         if not key:
             raise HTTPError("503 Service Unavailable", "SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
@@ -187,8 +190,6 @@ class WebhookApp:
     # -- Twilio
 
     def _twilio_params(self, request: dict[str, Any]) -> dict[str, str]:
-        from twilio.request_validator import RequestValidator
-
         token = self.env.get("TWILIO_AUTH_TOKEN")
         if not token:
             raise HTTPError("503 Service Unavailable", "TWILIO_AUTH_TOKEN is not set")
@@ -254,16 +255,11 @@ class WebhookApp:
 
 def create_app(runtime: Runtime | None = None) -> WebhookApp:
     """For WSGI servers: `gunicorn 'automation.server.webhooks:create_app()'`."""
-    from automation.runtime import open_runtime
-
     return WebhookApp(runtime or open_runtime())
 
 
 def serve(app: WebhookApp, host: str, port: int) -> None:
     """Serve with the standard library's threading WSGI server (small installs, tests)."""
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
 

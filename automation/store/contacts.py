@@ -1,29 +1,12 @@
 """Contacts in Redis: attributes, per-event counts and times, recent events, journey state.
 
-One hash per contact holds everything a rule needs, so evaluating a contact is
-one HGETALL:
-
-    a:<attribute>      JSON value (nested attributes flattened: a:consent.email)
-    e:<event>          "count,first,last" (times in whole epoch seconds)
-    j:<journey>:st     the run in progress: its stage (stage journeys) or "run"; :oc runs so far;
-                       :in when the latest run started
-    j:<journey>:sp     the step the run waits at; :du when it is due
-    j:<journey>:g      "deadline|scope" while a conversion of the latest run still counts;
-                       :ab its split variants ("split=variant,..."); :cw "1" while a `when`
-                       trigger's rule holds; :bt the last broadcast it took part in
-    s:<score>          "value,at" (automation.scores)
-    k:<coupon>         the contact's coupon of that name (automation.coupons)
-    v                  version, bumped by every event or attribute change
-    ct                 created at
-
-The last few events with their properties live beside it, newest first, as JSON
-lines in one string (`last.purchase.item` in a template), and the per-step
-outcomes in a ledger hash. Field layouts are chosen for memory: Redis keeps small
-hashes in a compact encoding in which integers take 5 bytes.
-Every change queues a re-evaluation of the contact as a timer due now, so bursts
-of events for one contact coalesce into one evaluation. Events and attribute
-changes that some journey reacts to (a trigger, a wait_for, a goal, a score) also
-wait in the contact's inbox list for that evaluation.
+One hash per contact holds everything a rule needs (its layout: automation.store.fields).
+The last few events with their properties live beside it, newest first, as JSON lines in
+one string (`last.purchase.item` in a template), and the per-step outcomes in a ledger hash.
+Every change queues a re-evaluation of the contact as a timer due now, so bursts of events
+for one contact coalesce into one evaluation. Events and attribute changes that some journey
+reacts to (a trigger, a wait_for, a goal, a score) also wait in the contact's inbox list for
+that evaluation.
 """
 
 from __future__ import annotations
@@ -35,25 +18,15 @@ from typing import Any, Iterable, Mapping
 from automation.events import Event, check_attributes, check_contact_id
 from automation.expressions import EventStats, EventsView
 from automation.runtime import Runtime
+from automation.store import fields
+from automation.store.coupons import CouponStore
+from automation.store.fields import Enrollment
 from automation.store.keys import recheck_member, seconds
 from automation.store.scripts import Scripts
 
 EVENT_ID_TTL = 7 * 86400
 #: Events whose `coupon` (or `code`) property redeems a coupon.
 REDEEMING_EVENTS = frozenset({"purchase", "coupon_redeemed"})
-
-
-@dataclass(frozen=True)
-class Enrollment:
-    stage: str | None = None            # the scope of the run in progress: a stage name, or "run"
-    occurrence: int = 0
-    entered_at: float | None = None
-    step: str | None = None
-    due: float | None = None
-    goal: str | None = None             # "deadline|scope" while a conversion still counts
-    variants: str | None = None         # "split=variant,..."
-    condition: bool = False             # a `when` trigger's rule held at the last evaluation
-    broadcast: str | None = None        # the last broadcast occurrence taken part in
 
 
 @dataclass
@@ -78,40 +51,24 @@ class ContactState:
         events = EventsView()
         journeys: dict[str, dict[str, str]] = {}
         for key, raw in data.items():
-            kind, _, rest = key.partition(":")
-            if kind == "a":
+            kind, rest = key[:2], key[2:]       # inline fields.split: this loop is on the hot path
+            if kind == fields.ATTRIBUTE:
                 flat[rest] = json.loads(raw)
-            elif kind == "e":
-                count, first, last = raw.split(",")
-                events[rest] = EventStats(int(count), float(first), float(last))
-            elif kind == "j":
+            elif kind == fields.EVENT:
+                events[rest] = EventStats(*fields.decode_event(raw))
+            elif kind == fields.RUN:
                 journey, _, part = rest.rpartition(":")
                 journeys.setdefault(journey, {})[part] = raw
-        enrollments = {name: enrollment_of(v) for name, v in journeys.items()}
+        enrollments = {name: fields.enrollment_of(parts) for name, parts in journeys.items()}
         return cls(
             id=contact_id,
             attributes=unflatten(flat),
             events=events,
             enrollments=enrollments,
-            version=data.get("v", "0"),
-            created_at=float(data["ct"]) if "ct" in data else None,
+            version=data.get(fields.VERSION, "0"),
+            created_at=float(data[fields.CREATED]) if fields.CREATED in data else None,
             raw=data if isinstance(data, dict) else dict(data),   # the reply is ours: no copy
         )
-
-
-def enrollment_of(parts: Mapping[str, str]) -> Enrollment:
-    """An Enrollment from the fields of one journey (`st`, `oc` ... without the `j:<journey>:` prefix)."""
-    return Enrollment(
-        stage=parts.get("st"),
-        occurrence=int(parts.get("oc", 0)),
-        entered_at=float(parts["in"]) if "in" in parts else None,
-        step=parts.get("sp"),
-        due=float(parts["du"]) if "du" in parts else None,
-        goal=parts.get("g"),
-        variants=parts.get("ab"),
-        condition=parts.get("cw") == "1",
-        broadcast=parts.get("bt"),
-    )
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,6 +103,7 @@ class ContactStore:
         self.redis = runtime.redis
         self.keys = runtime.keys
         self.scripts = Scripts(runtime.redis)
+        self.coupons = CouponStore(runtime)
 
     def identify(self, contact_id: str, attributes: Mapping[str, Any]) -> None:
         """Create or update a contact; attributes set to None are removed."""
@@ -190,23 +148,20 @@ class ContactStore:
         contact_id = self.redis.hget(self.keys.phone_index(phone), phone)
         if contact_id is None:
             return None
-        current = self.redis.hget(self.keys.contact(contact_id), "a:phone")
+        current = self.redis.hget(self.keys.contact(contact_id), fields.attribute("phone"))
         return contact_id if current is not None and json.loads(current) == phone else None
 
-    def apply_effects(self, contact_id: str, effect: Mapping[str, Any]) -> None:
-        """Apply what an adapter learnt while sending: attributes to set, or values to remove
-        from list attributes (`Remove`), e.g. a push token the provider says is dead."""
-        from automation.channels.base import Remove
-
-        plain = {name: value for name, value in effect.items() if not isinstance(value, Remove)}
-        if plain:
-            self.identify(contact_id, plain)
-        for name, removal in effect.items():
-            if isinstance(removal, Remove):
-                self._remove_from_list(contact_id, name, removal.values)
+    def apply_effects(self, contact_id: str, sets: Mapping[str, Any],
+                      removals: Mapping[str, Iterable[Any]] | None = None) -> None:
+        """Apply what an adapter learnt while sending: attributes to set (`{"consent.sms": False}`),
+        and values to remove from list attributes, e.g. a push token the provider says is dead."""
+        if sets:
+            self.identify(contact_id, sets)
+        for name, values in (removals or {}).items():
+            self._remove_from_list(contact_id, name, values)
 
     def _remove_from_list(self, contact_id: str, name: str, values: Iterable[Any]) -> None:
-        key, field = self.keys.contact(contact_id), f"a:{name}"
+        key, field = self.keys.contact(contact_id), fields.attribute(name)
         gone = set(values)
 
         def change(pipe: Any) -> None:
@@ -218,7 +173,7 @@ class ContactStore:
                 pipe.hset(key, field, json.dumps(kept, ensure_ascii=False))
             else:
                 pipe.hdel(key, field)
-            pipe.hincrby(key, "v", 1)
+            pipe.hincrby(key, fields.VERSION, 1)
             pipe.zadd(self.keys.timers_for(contact_id), {recheck_member(contact_id): self.runtime.clock.now()}, lt=True)
 
         self.redis.transaction(change, key)  # retried if the contact changes meanwhile
@@ -271,14 +226,12 @@ class ContactStore:
 
     def _redeem(self, events: list[Event]) -> None:
         """A purchase or `coupon_redeemed` event carrying a coupon code redeems it."""
-        from automation.store.coupons import CouponStore
-
         for event in events:
             if event.name not in REDEEMING_EVENTS:
                 continue
             code = event.properties.get("coupon") or event.properties.get("code")
             if isinstance(code, str) and code.strip():
-                CouponStore(self.runtime).redeem(code, event.contact_id, event.at, event.name)
+                self.coupons.redeem(code, event.contact_id, event.at, event.name)
 
     def load(self, contact_id: str, recent: bool = False) -> ContactState:
         return self.load_many([contact_id], recent=recent)[contact_id]

@@ -6,11 +6,11 @@ so a code alone identifies its holder when it comes back with a purchase.
 
 Where it lives in Redis:
 
-    <ns>:c:<contact>    field k:<name> = "CODE|issued|expires|run-hash|value"
-                        the contact's current coupon of that name, compact, because the contact hash
-                        must stay in Redis's small encoding (every value <= 64 bytes). `value` is
-                        "p20" (percent) or "a12.5EUR" (amount and currency), or empty when it does
-                        not fit, in which case it is read from the per-code hash.
+    <ns>:c:<contact>    field k:<name> (automation.store.fields.CouponField): the contact's current
+                        coupon of that name, compact, because the contact hash must stay in Redis's
+                        small encoding. Its value part ("p20": percent, "a12.5EUR": amount and
+                        currency) is left out when it does not fit, and then read from the per-code
+                        hash.
     <ns>:coupon:<CODE>  per-code hash, CODE without its dash: code, name, contact, run, issued,
                         expires, percent | amount + currency; after a redemption: redeemed,
                         redeemed_by, redeemed_source, redeemed_status, late, refused. Never deleted:
@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import random
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from automation.durations import parse_duration
 from automation.events import check_contact_id
 from automation.expressions import to_datetime
+from automation.language.couponspec import CouponSpec
 from automation.runtime import Runtime
+from automation.store import fields
+from automation.store.fields import CouponField
 from automation.store.keys import Keys, seconds
 from automation.store.scripts import Scripts
 
@@ -42,109 +43,12 @@ from automation.store.scripts import Scripts
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 #: 31**10, about 8e14 codes: collisions stay rare even after hundreds of millions of coupons.
 CODE_LENGTH = 10
-#: Redis keeps a hash compact only while every value is at most this long.
-MAX_FIELD_BYTES = 64
-#: Longer than this a coupon is as good as permanent: leave `expires` out instead. It also bounds
-#: the expiry time to 11 digits, which the compact field's size budget counts on.
-MAX_EXPIRES = 10 * 365 * 86400.0
-
-FIELD_PREFIX = "k:"
-SPEC_KEYS = ("name", "percent", "amount", "currency", "expires", "prefix")
-
-NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,32}$")
-_PREFIX = re.compile(r"^[A-Z0-9]{0,8}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 _TYPED = re.compile(r"[\s\-]+")
 _NORMALIZED = re.compile(rf"^[A-Z0-9]{{{CODE_LENGTH},{CODE_LENGTH + 8}}}$")
 
 
 class CouponError(RuntimeError):
     """A coupon could not be issued (no free code found: the code space is filling up)."""
-
-
-@dataclass(frozen=True)
-class CouponSpec:
-    """What a journey step asks for; checked when built, so a bad journey fails at load time."""
-
-    name: str
-    percent: float | None = None
-    amount: float | None = None
-    currency: str | None = None
-    expires: float | None = None
-    prefix: str = ""
-
-    def __post_init__(self) -> None:
-        name = self.name
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            raise ValueError(f"coupon name {name!r} must be 1-32 lowercase letters, digits, '-' or '_'")
-        percent = _number(self.percent, "percent")
-        amount = _number(self.amount, "amount")
-        if percent is not None and amount is not None:
-            raise ValueError(f"coupon {name!r}: give either percent or amount, not both")
-        if percent is None and amount is None:
-            raise ValueError(f"coupon {name!r} needs a percent (e.g. percent: 20) or an amount with a currency "
-                             "(e.g. amount: 10, currency: EUR)")
-        if percent is not None and not 0 < percent <= 100:
-            raise ValueError(f"coupon {name!r}: percent must be more than 0 and at most 100, not {percent:g}")
-        if amount is not None and amount <= 0:
-            raise ValueError(f"coupon {name!r}: amount must be more than 0, not {amount:g}")
-        currency = self.currency
-        if currency is not None:
-            if amount is None:
-                raise ValueError(f"coupon {name!r}: currency goes with an amount, not with a percent")
-            if not isinstance(currency, str) or not _CURRENCY.match(currency.strip().upper()):
-                raise ValueError(f"coupon {name!r}: currency {currency!r} must be a 3-letter code such as EUR")
-            currency = currency.strip().upper()
-        elif amount is not None:
-            raise ValueError(f"coupon {name!r}: an amount needs a currency (e.g. currency: EUR)")
-        expires = _number(self.expires, "expires")
-        if expires is not None and not 0 < expires <= MAX_EXPIRES:
-            raise ValueError(f"coupon {name!r}: expires must be more than 0 and at most 10 years; "
-                             "leave it out for a coupon that does not expire")
-        prefix = self.prefix
-        if not isinstance(prefix, str) or not _PREFIX.match(prefix.strip().upper()):
-            raise ValueError(f"coupon {name!r}: prefix {prefix!r} must be at most 8 letters or digits")
-        # Normalized in place (frozen dataclass): ints become floats, codes uppercase.
-        object.__setattr__(self, "percent", percent)
-        object.__setattr__(self, "amount", amount)
-        object.__setattr__(self, "currency", currency)
-        object.__setattr__(self, "expires", expires)
-        object.__setattr__(self, "prefix", prefix.strip().upper())
-
-
-def _number(value: object, what: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"coupon {what} must be a number, not {value!r}")
-    return float(value)
-
-
-def check_spec(data: Mapping[str, Any]) -> CouponSpec:
-    """The spec of a journey step's `coupon:` mapping, or ValueError saying what is wrong.
-
-    `expires` normally arrives as seconds from the journey loader; a duration string (`14d`) is
-    accepted too, so the spec can be checked on its own.
-    """
-    if not isinstance(data, Mapping):
-        raise ValueError("coupon must be a mapping such as {name: winback, percent: 20, expires: 14d}")
-    unknown = sorted(str(key) for key in data if key not in SPEC_KEYS)
-    if unknown:
-        raise ValueError(f"coupon: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SPEC_KEYS)}")
-    if data.get("name") is None:
-        raise ValueError("coupon needs a name, e.g. name: winback")
-    expires = data.get("expires")
-    if isinstance(expires, str):
-        expires = parse_duration(expires)  # DurationError is a ValueError
-    prefix = data.get("prefix")
-    return CouponSpec(
-        name=data["name"],
-        percent=data.get("percent"),
-        amount=data.get("amount"),
-        currency=data.get("currency"),
-        expires=expires,
-        prefix="" if prefix is None else prefix,
-    )
 
 
 @dataclass(frozen=True)
@@ -222,17 +126,9 @@ def _value_part(percent: float | None, amount: float | None, currency: str | Non
     return f"a{_text(amount or 0.0)}{currency or ''}"
 
 
-def compact_value(code: str, issued: int, expires_at: int | None, run: str, value: str) -> str:
-    """The `k:<name>` field: the value part is left out (read from the per-code hash) if it does not fit."""
-    head = f"{code}|{issued}|{'' if expires_at is None else expires_at}|{run}"
-    full = f"{head}|{value}"
-    return full if len(full.encode()) <= MAX_FIELD_BYTES else head
-
-
-def parse_compact(name: str, raw: str) -> Coupon | None:
+def coupon_of(name: str, stored: CouponField) -> Coupon | None:
     """A coupon from its compact contact field; None if the value part was left out (see coupons_of)."""
-    code, issued, expires, _run, *rest = raw.split("|")
-    value = rest[0] if rest else ""
+    value = stored.value
     if not value:
         return None
     percent = amount = None
@@ -241,7 +137,12 @@ def parse_compact(name: str, raw: str) -> Coupon | None:
         percent = float(value[1:])
     else:
         amount, currency = float(value[1:-3]), value[-3:]
-    return Coupon(name, code, percent, amount, currency, float(issued), float(expires) if expires else None)
+    return Coupon(name, stored.code, percent, amount, currency, float(stored.issued),
+                  float(stored.expires) if stored.expires is not None else None)
+
+
+def parse_compact(name: str, raw: str) -> Coupon | None:
+    return coupon_of(name, CouponField.decode(raw))
 
 
 def issued_in_run(raw_fields: Mapping[str, str], run: str) -> str | None:
@@ -249,10 +150,11 @@ def issued_in_run(raw_fields: Mapping[str, str], run: str) -> str | None:
     tag = run_hash(run)
     found: tuple[float, str] | None = None
     for field, raw in raw_fields.items():
-        if field.startswith(FIELD_PREFIX):
-            parts = raw.split("|")
-            if len(parts) >= 4 and parts[3] == tag:
-                candidate = (float(parts[1] or 0), field[len(FIELD_PREFIX):])
+        kind, name = fields.split(field)
+        if kind == fields.COUPON:
+            stored = CouponField.decode(raw)
+            if stored.run_tag == tag:
+                candidate = (float(stored.issued), name)
                 found = max(found, candidate) if found else candidate
     return found[1] if found else None
 
@@ -290,10 +192,10 @@ class CouponStore:
         expires_at = int(seconds(issued + spec.expires)) if spec.expires is not None else None
         tag = run_hash(run)
         value = _value_part(spec.percent, spec.amount, spec.currency)
-        field = FIELD_PREFIX + spec.name
+        field = fields.coupon(spec.name)
         for _ in range(self.attempts):
             code = new_code(self.rng, spec.prefix)
-            compact = compact_value(code, issued, expires_at, tag, value)
+            compact = CouponField(code, issued, expires_at, tag, value).encode()
             keys = [self.keys.contact(contact_id), coupon_key(self.keys, code), self.keys.stats]
             args = [field, tag, compact, spec.name, contact_id, run, code, issued,
                     "" if expires_at is None else expires_at,
@@ -302,7 +204,7 @@ class CouponStore:
                     spec.currency or ""]
             status, stored = self.scripts.call("coupon_issue", keys, args)
             if status in ("issued", "existing"):
-                coupon = self._parse(spec.name, stored)
+                coupon = parse_compact(spec.name, stored)
                 return coupon if coupon is not None else self._complete({spec.name: stored})[spec.name]
             if status == "no_contact":
                 raise LookupError(f"contact {contact_id!r} does not exist; no coupon issued")
@@ -321,10 +223,10 @@ class CouponStore:
         coupons: dict[str, Coupon] = {}
         incomplete: dict[str, str] = {}
         for field, raw in raw_fields.items():
-            if not field.startswith(FIELD_PREFIX):
+            kind, name = fields.split(field)
+            if kind != fields.COUPON:
                 continue
-            name = field[len(FIELD_PREFIX):]
-            coupon = self._parse(name, raw)
+            coupon = parse_compact(name, raw)
             if coupon is None:
                 incomplete[name] = raw
             else:
@@ -352,16 +254,14 @@ class CouponStore:
             return Redemption(status, typed, None, None, at)
         return Redemption(status, stored_code, name, holder, float(when))
 
-    def _parse(self, name: str, raw: str) -> Coupon | None:
-        return parse_compact(name, raw)
-
     def _complete(self, compact: Mapping[str, str]) -> dict[str, Coupon]:
+        stored = {name: CouponField.decode(raw) for name, raw in compact.items()}
         pipe = self.redis.pipeline(transaction=False)
-        for raw in compact.values():
-            pipe.hmget(coupon_key(self.keys, raw.split("|", 1)[0]), "percent", "amount", "currency")
+        for field in stored.values():
+            pipe.hmget(coupon_key(self.keys, field.code), "percent", "amount", "currency")
         coupons = {}
-        for (name, raw), (percent, amount, currency) in zip(compact.items(), pipe.execute(), strict=True):
-            code, issued, expires, *_ = raw.split("|")
-            coupons[name] = Coupon(name, code, float(percent) if percent else None, float(amount) if amount else None,
-                                   currency or None, float(issued), float(expires) if expires else None)
+        for (name, field), (percent, amount, currency) in zip(stored.items(), pipe.execute(), strict=True):
+            coupons[name] = Coupon(name, field.code, float(percent) if percent else None,
+                                   float(amount) if amount else None, currency or None, float(field.issued),
+                                   float(field.expires) if field.expires is not None else None)
         return coupons

@@ -107,25 +107,35 @@ def due(timestamp: float) -> str:
     return repr(math.floor(timestamp * 1000) / 1000)
 
 
+#: Timer member kinds: a run's next step, a contact's re-evaluation, a scheduled broadcast.
+STEP, RECHECK, BROADCAST = "s", "r", "b"
+
+
 def step_member(journey: str, contact_id: str) -> str:
-    return f"s|{journey}|{contact_id}"
+    return f"{STEP}|{journey}|{contact_id}"
 
 
 def recheck_member(contact_id: str) -> str:
-    return f"r|{contact_id}"
+    return f"{RECHECK}|{contact_id}"
 
 
 def broadcast_member(journey: str) -> str:
     """The timer of a scheduled journey's next broadcast (sharded by the journey name)."""
-    return f"b|{journey}"
+    return f"{BROADCAST}|{journey}"
 
 
 def parse_member(member: str) -> tuple[str, str | None, str]:
     """(kind, journey or None, contact id) from a timer member (a broadcast has no contact: "")."""
     kind, _, rest = member.partition("|")
-    if kind == "s":
+    if kind == STEP:
         journey, _, contact_id = rest.partition("|")
         return kind, journey, contact_id
-    if kind == "b":
+    if kind == BROADCAST:
         return kind, rest, ""
     return kind, None, rest
+
+
+def shard_key_of(member: str) -> str:
+    """What decides a timer's shard: its contact, or a broadcast's journey."""
+    kind, journey, contact_id = parse_member(member)
+    return journey or "" if kind == BROADCAST else contact_id

@@ -12,6 +12,7 @@ scripts touch keys of many contacts at once, which Redis Cluster does not allow.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from importlib import resources
 from typing import Any, Sequence
@@ -19,7 +20,7 @@ from typing import Any, Sequence
 import redis
 from redis.exceptions import NoScriptError
 
-NAMES = ("claim", "ack", "record_event", "identify", "apply", "mark", "record_step", "rate", "delivery",
+NAMES = ("claim", "ack", "record_event", "identify", "apply", "mark", "rate", "delivery",
          "coupon_issue", "coupon_redeem")
 #: Scripts share code by a line `--#include <name>`, replaced by lua/_<name>.lua.
 INCLUDE = "--#include "
@@ -37,14 +38,20 @@ def _expand(text: str, folder: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+@functools.cache
+def _sources() -> tuple[dict[str, str], dict[str, str]]:
+    """The scripts' text and SHA1, read from the package once per process."""
+    folder = resources.files("automation.store") / "lua"
+    source = {name: _expand((folder / f"{name}.lua").read_text(), folder) for name in NAMES}
+    return source, {name: hashlib.sha1(text.encode()).hexdigest() for name, text in source.items()}
+
+
 class Scripts:
-    """The engine's scripts, by name, for one Redis client."""
+    """The engine's scripts, by name, for one Redis client (cheap to create: the text is shared)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        folder = resources.files("automation.store") / "lua"
-        self.source = {name: _expand((folder / f"{name}.lua").read_text(), folder) for name in NAMES}
-        self.sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in self.source.items()}
+        self.source, self.sha = _sources()
 
     def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script now."""

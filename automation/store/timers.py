@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from automation.runtime import Runtime
+from automation.store.keys import shard_key_of
 from automation.store.scripts import Scripts
 
 
@@ -82,7 +83,7 @@ class TimerStore:
 
     def ack(self, claims: Iterable[Claim]) -> None:
         """Release claims that needed no work (the lease only, and only if still theirs)."""
-        self.scripts.run([("ack", [self.keys.leases_for(claim.member.rsplit("|", 1)[-1])],
+        self.scripts.run([("ack", [self.keys.leases_for(shard_key_of(claim.member))],
                            [claim.member, repr(claim.lease)])
                           for claim in claims if claim.lease is not None])
 

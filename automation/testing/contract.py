@@ -34,8 +34,15 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from automation.channels import ChannelRegistry
 from automation.channels.base import Channel, Delivery, Failed, Misconfigured, Retry, Sent
+from automation.config import Settings
+from automation.engine.executor import run_batch
+from automation.engine.services import Engine
 from automation.messages.templates import MESSAGE_PARTS, Renderer, TemplateCatalog
+from automation.runtime import open_runtime
+from automation.store.contacts import ContactStore
+from automation.store.timers import TimerStore
 
 
 class ProviderScript(Protocol):
@@ -182,14 +189,6 @@ class AdapterContract:
     def test_a_redelivered_step_reaches_the_contact_once(self, adapter: Channel, provider: ProviderScript,
                                                          tmp_path: Path) -> None:
         """Through the real executor on an embedded Redis: the same message delivered twice."""
-        from automation.channels import ChannelRegistry
-        from automation.config import Settings
-        from automation.engine.executor import run_batch
-        from automation.engine.services import Engine
-        from automation.runtime import open_runtime
-        from automation.store.contacts import ContactStore
-        from automation.store.timers import TimerStore
-
         templates = tmp_path / "templates"
         self.write_template(adapter, templates)
         journeys = tmp_path / "journeys"

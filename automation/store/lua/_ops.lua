@@ -6,6 +6,7 @@
 --   {'zl', member, due}   ZADD LT (only moves a timer earlier)
 --   {'x', {f1, v1, ...}}  an activity entry             {'q', item}           RPUSH on the inbox
 --   {'t', n}              drop the first n inbox items (the ones this evaluation processed)
+--   {'l', field, value}   HSET on the step ledger (a step's outcome)
 
 -- Stats counted while a script runs, written to the stats hash once at its end (flush_counts).
 local counts = {}
@@ -41,6 +42,8 @@ local function apply_ops(ops, keys, cid, now, maxlen)
       redis.call('RPUSH', keys.inbox, op[2])
     elseif code == 't' then
       redis.call('LTRIM', keys.inbox, op[2], -1)
+    elseif code == 'l' then
+      redis.call('HSET', keys.ledger, op[2], op[3])
     end
   end
 end

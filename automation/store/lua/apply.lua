@@ -1,17 +1,19 @@
--- Apply the outcome of evaluating a batch of contacts (automation/evaluation.py), or of moving
--- their runs past steps that send nothing (waits that ended); each contact's changes only if
--- nothing changed that contact since it was read.
+-- Apply what happened to a batch of contacts: evaluations (automation/engine/evaluation.py), runs
+-- moving past waits that ended, and the outcomes of sent steps. Each contact's changes apply only
+-- if nothing changed that contact since it was read. Plans are built by automation/engine/apply.py.
 -- KEYS[1] activity stream  KEYS[2] stats hash
 -- then per contact i, five keys from 3 + 5(i-1): contact hash, timers zset, leases zset, ledger hash, inbox
--- ARGV[1] now  ARGV[2] activity length, then per contact one JSON object:
+-- ARGV[1] now  ARGV[2] activity length, then per contact one JSON plan:
+--   c      the contact id
+--   pre    ops applied whatever the guards say (a step's outcome: ledger entry, activity, counters)
 --   v      the contact's version as read ('' = do not check)
 --   g      guards: [[field, value or false], ...] that must all still hold (false: field absent)
---   ops    the changes (see _ops.lua)
+--   ops    the changes (see _ops.lua), applied only if the guards hold
 --   lease, lm   the lease end held and the timer member it is for ('' = none); released either way
 --   r      (evaluations) the contact's re-evaluation timer, due again at once if the plan is stale
 -- Returns per contact 1 if applied (the contact's version is then bumped), 0 if the contact changed
--- meanwhile: the evaluation is then simply due again, and will see the new data (unprocessed
--- inbox items stay in the inbox).
+-- meanwhile: an evaluation is then simply due again, and will see the new data (unprocessed
+-- inbox items stay in the inbox); a step's run has its own timer where it moved to.
 --#include ops
 local now, maxlen = ARGV[1], ARGV[2]
 local replies = {}
@@ -20,6 +22,9 @@ for i = 1, (#KEYS - 2) / 5 do
   local keys = {contact = KEYS[k], timers = KEYS[k + 1], ledger = KEYS[k + 3], inbox = KEYS[k + 4],
                 activity = KEYS[1]}
   local plan = cjson.decode(ARGV[2 + i])
+  if plan.pre then
+    apply_ops(plan.pre, keys, plan.c, now, maxlen)
+  end
   local ok = true
   if plan.v ~= '' and (redis.call('HGET', keys.contact, 'v') or '0') ~= plan.v then
     ok = false

@@ -1,0 +1,429 @@
+"""Due steps (`s|<journey>|<contact>` timers): sends go out, waits that ended move their runs on.
+
+A batch of due steps goes through named phases, each over the whole batch, so every phase
+costs one Redis round trip or one provider call per channel, not one per contact:
+
+1. prepare   load the contacts; sort each claim into a send, a run to move on (a wait that
+             ended, a date trigger whose moment came), or nothing left to do;
+2. check     decide what needs no provider call: the step's `if:`, a paused or unrouted
+             channel, consent, an address;
+3. render    the message in the contact's language, as a `Delivery`;
+4. send      mark the ledger entries (mark.lua), take rate-limit permits, call the adapters,
+             classify what they answer;
+5. record    write each outcome and move each run on to its next wait (apply.lua, one plan
+             per contact, automation.engine.apply).
+
+A step is idempotent by its key (journey, stage, occurrence, step, contact): a redelivered
+message finds the outcome in the ledger and sends nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from automation.channels import Delivery, Failed, Misconfigured, Remove, Retry, Sent
+from automation.channels.base import Result
+from automation.engine import runs
+from automation.engine.apply import Plan, apply_plans, log_rule_errors
+from automation.engine.context import rule_context, step_data, template_context
+from automation.engine.evaluation import date_may_start
+from automation.engine.runs import START, Changes
+from automation.engine.services import Engine
+from automation.expressions import RuleError, TimeTracker
+from automation.language.flow import SendNode, resume_after
+from automation.language.journey import RUN, Journey
+from automation.messages.templates import TemplateRenderError
+from automation.messages.unsubscribe import list_unsubscribe_headers, unsubscribe_url
+from automation.store import fields
+from automation.store.contacts import ContactState
+from automation.store.coupons import issued_in_run
+from automation.store.keys import parse_member, step_member
+from automation.store.pauses import Pause
+from automation.store.timers import Claim
+
+logger = logging.getLogger(__name__)
+#: Outcomes of steps that could not go yet and wait in the timer store, attempts unchanged.
+WAITING = frozenset({"paused", "throttled"})
+#: Waits that were never marked for sending: the ledger is left as it is (an earlier retry keeps its
+#: attempt count).
+UNMARKED = frozenset({"channel_paused", "channel_not_configured"})
+#: When a step's journey failed to load, look again after this many wall-clock seconds.
+JOURNEY_RETRY_SECONDS = 60.0
+
+
+@dataclass
+class Job:
+    """One due send of one contact, as it moves through the phases of a batch."""
+
+    claim: Claim
+    state: ContactState
+    journey: Journey
+    scope: str                # the stage, or RUN for a triggered journey
+    step: SendNode
+    occurrence: int
+    due: float
+    outcome: dict[str, Any] = field(default_factory=dict)
+    kind: str = ""            # sent, skipped, failed, retry, unknown, paused, throttled; "" while undecided
+    code: str = ""            # short reason code for stats: no_consent, template_error ...
+    detail: str = ""
+    delivery: Delivery | None = None
+    attempt: int = 1
+    retry_at: float | None = None
+    effect: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ledger_field(self) -> str:
+        return f"{runs.run_key(self.journey.name, self.scope, self.occurrence)}:{self.step.id}"
+
+    def decide(self, kind: str, code: str = "", detail: str = "") -> None:
+        self.kind, self.code, self.detail = kind, code, detail
+
+    def wait(self, engine: Engine, now: float, kind: str, code: str, detail: str, wall_seconds: float) -> None:
+        """The step cannot go now (channel paused, rate limit): it waits in the timer store."""
+        self.retry_at = now + engine.runtime.clock.to_clock_seconds(max(wall_seconds, 0.0))
+        self.decide(kind, code, detail)
+
+
+@dataclass
+class Batch:
+    """The claims of one message, sorted by what they need."""
+
+    jobs: list[Job] = field(default_factory=list)
+    resumes: list[tuple[Claim, ContactState, Journey]] = field(default_factory=list)
+    done: list[Claim] = field(default_factory=list)         # nothing to do: release the lease only
+    postponed: list[Claim] = field(default_factory=list)    # journey not loaded right now: try later
+
+
+def execute_steps(engine: Engine, claims: list[Claim]) -> None:
+    now = engine.runtime.clock.now()
+    batch = prepare(engine, claims, now)
+    if batch.done:
+        engine.timers.ack(batch.done)
+    if batch.postponed:
+        postpone(engine, batch.postponed, now)
+    if batch.resumes:
+        resume(engine, batch.resumes, now)
+    jobs = batch.jobs
+    paused = engine.pauses.active() if jobs else {}
+    for job in jobs:
+        if not job.kind:
+            check(engine, job, now, paused)
+        if not job.kind:
+            render(engine, job, now)
+    send(engine, [job for job in jobs if not job.kind], now)
+    record(engine, [job for job in jobs if job.kind not in ("", "busy", "done")], now)
+
+
+# -- 1. prepare -----------------------------------------------------------------------------------
+
+def prepare(engine: Engine, claims: list[Claim], now: float) -> Batch:
+    members = [parse_member(claim.member) for claim in claims]
+    states = engine.store.load_many((contact_id for _, _, contact_id in members), recent=True)
+    batch = Batch()
+    for claim, (_, name, contact_id) in zip(claims, members, strict=True):
+        state = states[contact_id]
+        journey_name = name or ""
+        enrollment = state.enrollments.get(journey_name)
+        if enrollment is None or enrollment.step is None or enrollment.due is None:
+            batch.done.append(claim)      # the run ended or the contact left the stage
+            continue
+        if enrollment.due > now + 0.001:
+            batch.done.append(claim)      # a redelivery of an earlier step; the next one has its own timer
+            continue
+        journey = engine.journeys.get(journey_name)
+        if journey is None:
+            if engine.journeys.failed_files:
+                batch.postponed.append(claim)
+                continue
+            journey = Journey(name=journey_name, path="")     # the journey is gone
+        if enrollment.step == START:
+            batch.resumes.append((claim, state, journey))
+            continue
+        if enrollment.stage is None:
+            batch.done.append(claim)
+            continue
+        flow = journey.flow_of(enrollment.stage)
+        node = flow.get(enrollment.step) if flow else None
+        if isinstance(node, SendNode):
+            batch.jobs.append(Job(claim, state, journey, enrollment.stage, node, enrollment.occurrence,
+                                  enrollment.due))
+        elif node is not None:
+            batch.resumes.append((claim, state, journey))
+        else:
+            gone = SendNode(id=enrollment.step, next=None, line=0, condition=None, channel="", template="")
+            job = Job(claim, state, journey, enrollment.stage, gone, enrollment.occurrence, enrollment.due)
+            job.decide("skipped", "step_removed", "the journey no longer has this step")
+            batch.jobs.append(job)
+    return batch
+
+
+def resume(engine: Engine, resumes: list[tuple[Claim, ContactState, Journey]], now: float) -> None:
+    """Move runs past waits that ended, and start the runs of date triggers whose moment came."""
+    scores = engine.scores()
+    plans = []
+    for claim, state, journey in resumes:
+        name = journey.name
+        enrollment = state.enrollments[name]
+        guards = [[fields.run(name, part), state.raw.get(fields.run(name, part), False)]
+                  for part in ("st", "oc", "sp", "du")]
+        changes = Changes(state, now, scores)
+        if enrollment.step == START:
+            trigger = journey.trigger
+            # Checked again at the moment itself: the contact may have changed since it was armed.
+            if trigger is not None and trigger.kind == "date" and date_may_start(changes, journey):
+                runs.start(changes, journey, RUN, "date", base=enrollment.due)
+            else:
+                changes.jset(name, sp=None, du=None)
+        else:
+            flow = journey.flow_of(enrollment.stage)
+            node = flow.get(enrollment.step) if flow else None
+            assert node is not None and enrollment.stage is not None and enrollment.due is not None
+            runs.advance(changes, journey, enrollment.stage, resume_after(node), enrollment.due)
+        log_rule_errors(state.id, changes.errors)
+        plans.append(Plan(claim, changes, guards=guards))
+    apply_plans(engine, plans)
+
+
+def postpone(engine: Engine, claims: list[Claim], now: float) -> None:
+    logger.warning("%d step(s) wait for a journey file that does not load; retrying in %.0fs",
+                   len(claims), JOURNEY_RETRY_SECONDS)
+    later = now + engine.runtime.clock.to_clock_seconds(JOURNEY_RETRY_SECONDS)
+    pipe = engine.runtime.redis.pipeline(transaction=False)
+    for claim in claims:
+        _, _, contact_id = parse_member(claim.member)
+        pipe.zadd(engine.runtime.keys.timers_for(contact_id), {claim.member: later})
+    pipe.execute()
+    engine.timers.ack(claims)
+
+
+# -- 2. check -------------------------------------------------------------------------------------
+
+def check(engine: Engine, job: Job, now: float, paused: dict[str, Pause]) -> None:
+    """Decide skips, failures and waits that need no provider call."""
+    step, state, journey = job.step, job.state, job.journey
+    if step.condition is not None:
+        try:
+            if not step.condition.evaluate(rule_context(state, journey, TimeTracker(now), engine.scores())):
+                return job.decide("skipped", "condition", f"if: {step.condition.source}")
+        except RuleError as exc:
+            return job.decide("failed", "rule_error", str(exc))
+    adapter = engine.channels.get(step.channel)
+    if adapter is None:
+        # This worker's configuration does not route the channel (others may): wait, do not fail.
+        return job.wait(engine, now, "paused", "channel_not_configured",
+                        f"no adapter serves channel {step.channel!r} in this worker",
+                        engine.runtime.settings.pause_seconds)
+    if step.channel in paused:
+        pause = paused[step.channel]
+        return job.wait(engine, now, "paused", "channel_paused", f"channel paused: {pause.reason}",
+                        pause.until - time.time())
+    if adapter.consent_needed(step.channel):
+        consent = state.attributes.get("consent", {})
+        if not (isinstance(consent, dict) and consent.get(step.channel) is True):
+            return job.decide("skipped", "no_consent", f"no consent for {step.channel}")
+    if not adapter.address(step.channel, {**state.attributes, "id": state.id}, step.options):
+        return job.decide("skipped", "no_address", adapter.missing_address(step.channel))
+    return None
+
+
+# -- 3. render ------------------------------------------------------------------------------------
+
+def render(engine: Engine, job: Job, now: float) -> None:
+    """The message as a Delivery, in the contact's language (or a template failure)."""
+    step, state, journey = job.step, job.state, job.journey
+    adapter = engine.channels.get(step.channel)
+    assert adapter is not None
+    settings = engine.runtime.settings
+    to = adapter.address(step.channel, {**state.attributes, "id": state.id}, step.options)
+    key = f"{job.ledger_field}:{state.id}"
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if adapter.unsubscribe_link(step.channel):
+        url = unsubscribe_url(settings.unsubscribe_url, settings.secret, state.id, step.channel)
+        extra["unsubscribe_url"] = url
+        headers.update(list_unsubscribe_headers(url, settings.unsubscribe_mailto))
+    locale = state.attributes.get("locale")
+    parts: dict[str, str] = {}
+    used_locale = locale or journey.locale
+    if any(name.startswith(fields.COUPON) for name in state.raw):
+        extra.update(_coupons(engine, job))
+    if step.template:
+        defaults = engine.catalog.defaults_for(locale, journey.locale)
+        context = template_context(state, journey, job.scope, step.id, step.channel, now, defaults, extra,
+                                   engine.scores())
+        try:
+            rendered = engine.renderer.render(step.channel, step.template, locale, journey.locale, context)
+        except TemplateRenderError as exc:
+            return job.decide("failed", "template_error", str(exc))
+        parts, used_locale = dict(rendered.parts), rendered.locale
+    metadata = {"journey": journey.name, "stage": job.scope, "step": step.id, "contact_id": state.id,
+                "key": key}
+    headers.update({"X-Lifecycle-Journey": journey.name, "X-Lifecycle-Step": f"{job.scope}/{step.id}",
+                    "X-Lifecycle-Key": key})
+    # Steps without a template (webhooks, provider-side templates) send the step's data instead.
+    data = {} if step.template else {**step_data(state, journey, job.scope, step.id, now, engine.scores()),
+                                     **_plain(extra)}
+    job.delivery = Delivery(key=key, contact_id=state.id, journey=journey.name, stage=job.scope, step=step.id,
+                            channel=step.channel, template=step.template, locale=used_locale, to=to,
+                            parts=parts, at=now, headers=headers, metadata=metadata, options=step.options,
+                            data=data)
+    return None
+
+
+def _coupons(engine: Engine, job: Job) -> dict[str, Any]:
+    """`coupons` (all of the contact's) and `coupon` (the one this run issued last) for templates."""
+    coupons = engine.store.coupons.coupons_of(job.state.id, job.state.raw)
+    found: dict[str, Any] = {"coupons": {name: c.as_template_value() for name, c in coupons.items()}}
+    name = issued_in_run(job.state.raw, runs.run_key(job.journey.name, job.scope, job.occurrence))
+    if name in coupons:
+        found["coupon"] = coupons[name].as_template_value()
+    return found
+
+
+def _plain(extra: dict[str, Any]) -> dict[str, Any]:
+    """Template extras as JSON for steps that send data (times as ISO text)."""
+    return json.loads(json.dumps(extra, default=lambda value: value.isoformat() if hasattr(value, "isoformat")
+                                 else str(value)))
+
+
+# -- 4. send --------------------------------------------------------------------------------------
+
+def send(engine: Engine, jobs: list[Job], now: float) -> None:
+    """Mark the steps "sending" (mark.lua), then send them per channel and classify the results."""
+    if not jobs:
+        return
+    runtime = engine.runtime
+    replies = engine.scripts.call(
+        "mark", [runtime.keys.ledger(job.state.id) for job in jobs],
+        [repr(time.time()), runtime.settings.lease_seconds, repr(now), *(job.ledger_field for job in jobs)])
+    to_send: dict[str, list[Job]] = {}
+    untouched: list[Claim] = []
+    for job, reply in zip(jobs, replies, strict=True):
+        state, _, rest = reply.partition(":")
+        if state == "busy":
+            # Another worker is sending this step now; its outcome will release everything.
+            job.kind = "busy"
+        elif state == "done":
+            job.kind = "done"
+            untouched.append(job.claim)
+        else:
+            job.attempt = int(rest)
+            adapter = engine.channels.get(job.step.channel)
+            assert adapter is not None and job.delivery is not None
+            if state == "ambiguous" and not adapter.idempotent:
+                logger.warning("step %s: an earlier attempt may have been sent before its worker died; "
+                               "not sending again (recorded as unknown)", job.delivery.key)
+                job.decide("unknown", "interrupted", "an earlier attempt was interrupted mid-send")
+                continue
+            to_send.setdefault(job.step.channel, []).append(job)
+    if untouched:
+        engine.timers.ack(untouched)
+    for channel, batch in to_send.items():
+        _send_channel(engine, channel, batch, now)
+
+
+def _send_channel(engine: Engine, channel: str, batch: list[Job], now: float) -> None:
+    adapter = engine.channels.get(channel)
+    assert adapter is not None
+    granted, wait = engine.limiter.take(adapter.name, len(batch))
+    for job in batch[granted:]:
+        job.wait(engine, now, "throttled", "rate_limited",
+                 f"{adapter.name} is limited to {engine.limiter.limits[adapter.name]:g} messages/s", wait)
+    batch = batch[:granted]
+    if not batch:
+        return
+    try:
+        results = adapter.send_many([job.delivery for job in batch if job.delivery is not None])
+        if len(results) != len(batch):
+            raise RuntimeError(f"send_many returned {len(results)} results for {len(batch)} deliveries")
+    except Exception as exc:  # an adapter bug must not lose the batch: retry it like a 5xx
+        logger.exception("adapter for %s raised", channel)
+        results = [Retry(engine.runtime.settings.retry_base_seconds, f"adapter error: {exc}")] * len(batch)
+    pause = None
+    for job, result in zip(batch, results, strict=True):
+        if isinstance(result, Misconfigured):
+            pause = pause or engine.pauses.pause(channel, result.reason)
+            job.wait(engine, now, "paused", "misconfigured", f"channel paused: {result.reason}",
+                     pause.until - time.time())
+        else:
+            classify(engine, job, result, now)
+
+
+def classify(engine: Engine, job: Job, result: Result, now: float) -> None:
+    settings = engine.runtime.settings
+    if isinstance(result, Sent):
+        job.decide("sent", "", result.detail or result.provider_id)
+        job.outcome["id"] = result.provider_id
+        job.outcome.update(result.info)
+        job.effect = dict(result.effect)
+    elif isinstance(result, Retry):
+        if job.attempt >= settings.max_send_attempts:
+            job.decide("failed", "gave_up", f"gave up after {job.attempt} attempts: {result.reason}")
+            return
+        backoff = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (job.attempt - 1))
+        delay = max(backoff, result.after)
+        job.retry_at = now + engine.runtime.clock.to_clock_seconds(delay)
+        job.decide("retry", "", f"attempt {job.attempt}: {result.reason}; next in {delay:.0f}s")
+    elif isinstance(result, Failed):
+        job.decide("failed", result.code, result.reason)
+        job.effect = dict(result.effect)
+
+
+# -- 5. record ------------------------------------------------------------------------------------
+
+def record(engine: Engine, jobs: list[Job], now: float) -> None:
+    """Write every outcome, and move each run on from its step if the contact is still there."""
+    if not jobs:
+        return
+    wall = time.time()
+    scores = engine.scores()
+    apply_plans(engine, [record_plan(job, now, wall, scores) for job in jobs])
+    for job in jobs:
+        if job.kind in ("sent", "skipped") or job.kind in WAITING:
+            # Every outcome is in the ledger and the activity log; per-message lines only when asked.
+            logger.debug("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.scope, job.step.id,
+                         job.state.id, job.code, job.detail)
+        else:
+            logger.warning("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.scope, job.step.id,
+                           job.state.id, job.code, job.detail)
+        if job.effect:
+            sets = {name: value for name, value in job.effect.items() if not isinstance(value, Remove)}
+            removals = {name: value.values for name, value in job.effect.items() if isinstance(value, Remove)}
+            engine.store.apply_effects(job.state.id, sets, removals)
+
+
+def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Plan:
+    """The step's outcome (written whatever happens) and its run's move (only if still at the step)."""
+    step, name, scope = job.step, job.journey.name, job.scope
+    always: list[list[Any]] = []
+    if not (job.kind in WAITING and job.code in UNMARKED):
+        outcome = {"state": job.kind, "at": now, "w": wall, "ch": step.channel, "tpl": step.template,
+                   "attempt": job.attempt, **job.outcome}
+        if job.delivery is not None:
+            outcome["loc"] = job.delivery.locale
+        if job.kind != "sent" and job.detail:
+            outcome["reason"] = job.detail
+        if job.code:
+            outcome["code"] = job.code
+        always.append(["l", job.ledger_field, json.dumps(outcome, ensure_ascii=False)])
+    always.append(["x", ["k", job.kind, "j", name, "s", scope, "p", step.id, "ch", step.channel,
+                         "d", job.detail[:500]]])
+    for stat in (job.kind, f"{job.kind}:{step.channel}" if step.channel else "",
+                 f"{job.kind}:{job.code}" if job.code else "", f"step:{name}:{scope}:{step.id}:{job.kind}"):
+        if stat:
+            always.append(["i", stat, "1"])
+    changes = Changes(job.state, now, scores)
+    if job.kind == "retry" or job.kind in WAITING:
+        changes.timers[step_member(name, job.state.id)] = job.retry_at
+    elif step.next is None and scope != RUN:
+        changes.jset(name, sp=None, du=None)        # the last step of a stage: nothing to walk
+    else:
+        runs.advance(changes, job.journey, scope, step.next, job.due)
+        log_rule_errors(job.state.id, changes.errors)
+    guards = [[fields.run(name, "st"), scope], [fields.run(name, "oc"), str(job.occurrence)],
+              [fields.run(name, "sp"), step.id]]
+    return Plan(job.claim, changes, guards=guards, always=always)
