@@ -30,6 +30,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from automation.errors import CalendarError
+
 __all__ = [
     "CalendarError", "zone", "parse_time_of_day", "parse_weekdays", "next_time_of_day", "date_instant",
     "next_anniversary", "check_cron", "next_cron",
@@ -63,10 +65,6 @@ _CRON_ALIASES = {
 _CRON_PROBE_START = datetime(2000, 1, 1, tzinfo=timezone.utc)
 # Enough get_next() calls to step past a fall-back repeat of any expression that fires at most once a minute.
 _CRON_MAX_STEPS = 200
-
-
-class CalendarError(ValueError):
-    """A time, weekday or cron expression in a journey file that cannot be used; the message says how to fix it."""
 
 
 # -- time zones -------------------------------------------------------------------------------------------------

@@ -12,11 +12,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
+from automation.errors import ConfigError
+
 DEFAULT_CHANNELS = {"email": "outbox", "sms": "outbox", "push": "outbox", "webhook": "webhook"}
-
-
-class ConfigError(ValueError):
-    """A setting has a value the engine cannot use."""
 
 
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float, kind: type) -> float:

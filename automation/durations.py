@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from automation.errors import DurationError
+
 UNITS: dict[str, float] = {
     "s": 1, "sec": 1, "second": 1, "seconds": 1,
     "m": 60, "min": 60, "minute": 60, "minutes": 60,
@@ -25,10 +27,6 @@ _ISO = re.compile(
 )
 
 HINT = "write a number and a unit, e.g. 30m, 2h, 3d, 2w, 1mo (30 days), 1y; combine as 1d12h"
-
-
-class DurationError(ValueError):
-    pass
 
 
 def parse_duration(value: object) -> float:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from automation.errors import InputError
 from automation.expressions import to_timestamp
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -24,10 +25,6 @@ _LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 MAX_PROPERTIES_BYTES = 8192
 #: Events may be a little in the future (clock skew between machines), not more.
 MAX_FUTURE_SKEW = 300.0
-
-
-class InputError(ValueError):
-    """Input the engine refuses; the message says why."""
 
 
 @dataclass(frozen=True)

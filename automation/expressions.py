@@ -27,6 +27,8 @@ from zoneinfo import ZoneInfo
 from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from automation.errors import ExpressionError, RuleError
+
 DAY = 86400.0
 
 #: Names every rule may use. Journey `vars` are added per journey.
@@ -312,19 +314,6 @@ def configure(env: SandboxedEnvironment) -> SandboxedEnvironment:
 
 
 RULE_ENV = configure(SandboxedEnvironment(undefined=Missing))
-
-
-class ExpressionError(ValueError):
-    """An expression that does not compile or names something unknown."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-
-class RuleError(RuntimeError):
-    """A rule that failed while being evaluated for a contact."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import queue
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -34,47 +35,77 @@ RATE_LIMIT_WAIT = 10.0      # 20429 without a Retry-After: Twilio says "wait for
 TRANSIENT_WAIT = 30.0       # 5xx, timeouts, connection errors
 QUEUE_FULL_WAIT = 600.0     # 21611: the sender already has 10 hours of messages queued
 
-# Twilio error codes (https://www.twilio.com/docs/api/errors) and what they mean for us.
-# Twilio warns that codes get refined over time; anything not listed here is still a
-# `Failed` (4xx) or a `Retry` (429, 5xx), with Twilio's own code and message kept.
+# Twilio error codes (https://www.twilio.com/docs/api/errors) and what they mean for us: the one
+# table both the REST answers and the status callbacks (automation.server.webhooks) are read with.
+# Twilio warns that codes get refined over time; anything not listed here is still a `Failed`
+# (4xx) or a `Retry` (429, 5xx), with Twilio's own code and message kept.
 
-#: The number cannot take SMS at all: mark the phone invalid (a new number clears the mark).
-INVALID_NUMBER = {
-    21211: "invalid 'To' number",
-    21614: "'To' is not a mobile number",
-    21635: "'To' is a landline",                    # split out of 21614 in 2024
-    21265: "'To' is a short code",                  # split out of 21211 in 2024
-    21268: "'To' is a premium-rate number",
-}
-#: The recipient replied STOP (or UNSUBSCRIBE, CANCEL, ...) to this sender: only their
-#: START brings them back, so their SMS consent is turned off.
-UNSUBSCRIBED = {21610}
-#: About this recipient and our account together; the number itself may be fine, so no
-#: contact change, and no channel pause either (every other contact can still be reached).
-RECIPIENT = {
-    # Messaging Geo Permissions disable the destination country. Ops may enable it in the
-    # console, but pausing the channel would hold back every other country meanwhile.
-    21408: "region_not_enabled",
-    # This To/From combination cannot be connected (sender-ID rules of the destination
-    # country or network): another sender might reach the number.
-    21612: "unroutable",
+
+@dataclass(frozen=True)
+class TwilioError:
+    """What one Twilio error code means for a message and its contact."""
+
+    meaning: str
+    action: str                             # "fail" this contact, "pause" the channel, "retry" later
+    code: str = ""                          # our reason code ("fail")
+    effect: Mapping[str, Any] = field(default_factory=dict)   # what to change on the contact
+    wait: float = 0.0                       # seconds before trying again ("retry")
+
+
+def _invalid(meaning: str) -> TwilioError:
+    # The number cannot take SMS at all: mark the phone invalid (a new number clears the mark).
+    return TwilioError(meaning, "fail", "invalid_number", {"phone_invalid": True})
+
+
+ERRORS: dict[int, TwilioError] = {
+    21211: _invalid("invalid 'To' number"),
+    21614: _invalid("'To' is not a mobile number"),
+    21635: _invalid("'To' is a landline"),                  # split out of 21614 in 2024
+    21265: _invalid("'To' is a short code"),                # split out of 21211 in 2024
+    21268: _invalid("'To' is a premium-rate number"),
+    # Status callbacks: the carrier could not deliver to the handset.
+    30003: _invalid("unreachable destination handset"),
+    30005: _invalid("unknown destination handset"),
+    30006: _invalid("landline or unreachable carrier"),
+    # The recipient replied STOP (or UNSUBSCRIBE, CANCEL, ...) to this sender: only their START
+    # brings them back, so their SMS consent is turned off.
+    21610: TwilioError("the recipient unsubscribed (replied STOP)", "fail", "unsubscribed", {"consent.sms": False}),
+    # About this recipient and our account together; the number itself may be fine, so no contact
+    # change, and no channel pause either (every other contact can still be reached).
+    # Messaging Geo Permissions disable the destination country. Ops may enable it in the console,
+    # but pausing the channel would hold back every other country meanwhile.
+    21408: TwilioError("the destination country is not enabled", "fail", "region_not_enabled"),
+    # This To/From combination cannot be connected (sender-ID rules of the destination country or
+    # network): another sender might reach the number.
+    21612: TwilioError("this sender cannot reach this number", "fail", "unroutable"),
     # Trial accounts only send to verified numbers: the others fail, the verified ones work.
-    21608: "unverified_recipient",
-    # Short codes and some senders only reach their own country, so these also depend on
-    # the destination; as a pause they would block the whole channel on one contact.
-    21606: "sender_not_allowed",
-    21659: "sender_not_allowed",
+    21608: TwilioError("a trial account reaches verified numbers only", "fail", "unverified_recipient"),
+    # Short codes and some senders only reach their own country, so these also depend on the
+    # destination; as a pause they would block the whole channel on one contact.
+    21606: TwilioError("the sender cannot send to this number", "fail", "sender_not_allowed"),
+    21659: TwilioError("the sender cannot send to this country", "fail", "sender_not_allowed"),
+    # Our sender settings are wrong, whoever the recipient is: pause the channel until ops fix them
+    # (steps wait, nothing is lost) rather than fail every contact for good.
+    21212: TwilioError("the 'From' number is invalid", "pause"),
+    21601: TwilioError("the 'From' number is not an SMS-capable number of this account", "pause"),
+    21603: TwilioError("a 'From' number is required", "pause"),
+    21660: TwilioError("the 'From' number does not belong to this account", "pause"),
+    21661: TwilioError("the 'From' number is not SMS-capable", "pause"),
+    21705: TwilioError("the Messaging Service SID is invalid", "pause"),
+    # Try later: too many requests ("wait for a short period"), or the sender already has 10
+    # hours of messages queued.
+    20429: TwilioError("too many requests", "retry", wait=RATE_LIMIT_WAIT),
+    21611: TwilioError("the sender's queue is full", "retry", wait=QUEUE_FULL_WAIT),
 }
-#: Our sender settings are wrong, whoever the recipient is: pause the channel until ops fix
-#: them (steps wait, nothing is lost) rather than fail every contact for good.
-SENDER_SETUP = {
-    21212: "the 'From' number is invalid",
-    21601: "the 'From' number is not an SMS-capable number of this account",
-    21603: "a 'From' number is required",
-    21660: "the 'From' number does not belong to this account",
-    21661: "the 'From' number is not SMS-capable",
-    21705: "the Messaging Service SID is invalid",
-}
+
+
+def error_effect(code: int | str | None) -> Mapping[str, Any]:
+    """What a Twilio error code (from an API answer or a status callback) changes on the contact."""
+    try:
+        known = ERRORS.get(int(code or 0))
+    except ValueError:
+        return {}
+    return known.effect if known is not None else {}
 
 
 def _mask(value: str) -> str:
@@ -241,21 +272,18 @@ class TwilioChannel(Channel):
             return Misconfigured(f"Twilio refused our credentials ({status}): {reason}")
         if status == 404:   # no such account (a wrong TWILIO_ACCOUNT_SID) or a wrong base URL
             return Misconfigured(f"Twilio does not know this account or URL (404): {reason}")
-        if status == 429 or code == 20429:
-            return Retry(retry_after(headers.get("Retry-After"), RATE_LIMIT_WAIT), reason)
+        known = ERRORS.get(code or 0)
+        if status == 429 and known is None:
+            known = ERRORS[20429]
         if status >= 500:
             return Retry(retry_after(headers.get("Retry-After"), TRANSIENT_WAIT), reason)
-        if code in INVALID_NUMBER:
-            return Failed(reason, code="invalid_number", effect={"phone_invalid": True})
-        if code in UNSUBSCRIBED:
-            return Failed(reason, code="unsubscribed", effect={"consent.sms": False})
-        if code in RECIPIENT:
-            return Failed(reason, code=RECIPIENT[code])
-        if code in SENDER_SETUP:
-            return Misconfigured(f"{SENDER_SETUP[code]} ({reason})")
-        if code == 21611:
-            return Retry(QUEUE_FULL_WAIT, reason)
-        return Failed(reason, code=f"twilio_{code or status}")
+        if known is None:
+            return Failed(reason, code=f"twilio_{code or status}")
+        if known.action == "retry":
+            return Retry(retry_after(headers.get("Retry-After"), known.wait), reason)
+        if known.action == "pause":
+            return Misconfigured(f"{known.meaning} ({reason})")
+        return Failed(reason, code=known.code, effect=dict(known.effect))
 
     def send_many(self, deliveries: Sequence[Delivery]) -> list[Result]:
         if len(deliveries) <= 1 or self.concurrency <= 1:

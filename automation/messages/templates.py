@@ -33,6 +33,7 @@ from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 from ruamel.yaml import YAML
 
+from automation.errors import TemplateRenderError
 from automation.expressions import configure
 
 #: Parts of the built-in message kinds: (required, optional).
@@ -60,10 +61,6 @@ class MissingValue(ChainableUndefined):
         self._fail_with_undefined_error()
 
     __str__ = __html__ = _fail  # type: ignore[assignment]
-
-
-class TemplateRenderError(Exception):
-    """A template that could not produce a complete message."""
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from automation.config import ConfigError, Settings
-from automation.events import InputError
+from automation.config import Settings
+from automation.errors import InputError, LifecycleError
 
 logger = logging.getLogger("lifecycle")
 
@@ -451,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (InputError, ConfigError) as exc:
+    except LifecycleError as exc:
         print(f"lifecycle {args.command}: {exc}", file=sys.stderr)
         return 2
     except json.JSONDecodeError as exc:

@@ -29,6 +29,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
 from twilio.request_validator import RequestValidator
 
+from automation.channels.twilio import error_effect
 from automation.events import Event
 from automation.messages.unsubscribe import verify_token
 from automation.runtime import Runtime, open_runtime
@@ -93,15 +94,6 @@ def sendgrid_report(event: Mapping[str, Any]) -> DeliveryReport | None:
 
 # -- Twilio -----------------------------------------------------------------------------------------
 
-#: Twilio error codes in status callbacks that say something about the recipient.
-TWILIO_EFFECTS = {
-    "21610": {"consent.sms": False},     # the recipient replied STOP
-    "30003": {"phone_invalid": True},    # unreachable destination handset
-    "30005": {"phone_invalid": True},    # unknown destination handset
-    "30006": {"phone_invalid": True},    # landline or unreachable carrier
-}
-
-
 def twilio_report(params: Mapping[str, str], query: Mapping[str, str]) -> DeliveryReport | None:
     key, contact = query.get("lc_key"), query.get("lc_contact")
     status = params.get("MessageStatus") or params.get("SmsStatus")
@@ -109,7 +101,7 @@ def twilio_report(params: Mapping[str, str], query: Mapping[str, str]) -> Delive
         return None
     code = params.get("ErrorCode") or ""
     detail = f"error {code}" if code else ""
-    return DeliveryReport("sms", key, contact, status, time.time(), detail, TWILIO_EFFECTS.get(code, {}),
+    return DeliveryReport("sms", key, contact, status, time.time(), detail, dict(error_effect(code)),
                           report_id=f"{params.get('MessageSid', '')}:{status}")
 
 

@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from automation.errors import CouponError
 from automation.events import check_contact_id
 from automation.expressions import to_datetime
 from automation.language.couponspec import CouponSpec
@@ -45,10 +46,6 @@ ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LENGTH = 10
 _TYPED = re.compile(r"[\s\-]+")
 _NORMALIZED = re.compile(rf"^[A-Z0-9]{{{CODE_LENGTH},{CODE_LENGTH + 8}}}$")
-
-
-class CouponError(RuntimeError):
-    """A coupon could not be issued (no free code found: the code space is filling up)."""
 
 
 @dataclass(frozen=True)
