@@ -135,3 +135,26 @@ def test_validate_warns_when_an_sms_takes_too_many_segments(capsys, project, loc
         line = next(line for line in out.splitlines() if message in line)
         at = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "template: winback-reminder" in text)
         assert line.startswith(f"{path}:{at}:29: warning: ") and "UCS-2" in line and "more than the 2 allowed" in line
+
+
+def test_a_step_due_while_its_channel_is_paused_goes_out_after_the_pause(runtime, make_engine, run_due, settings,
+                                                                          clock):
+    # Given a channel that ops paused (refused credentials found by another worker)
+    provider = Provider(settings, answers=[Sent("ok-1")])
+    engine = make_engine(ChannelRegistry(settings, instances={"email": provider}))
+    pause = ChannelPauses(runtime).pause("email", "401 bad API key")
+    lc = Lifecycle(runtime)
+    lead(lc, "ana")
+    # When the welcome falls due during the pause
+    run_due(engine)
+    # Then nothing is sent, and the step waits without an outcome in the ledger
+    assert provider.calls == []
+    assert "customer-lifecycle:lead:1:welcome" not in lc.history("ana")
+    assert lc.contact("ana").enrollments["customer-lifecycle"].step == "welcome"
+    # When the pause ends (ops resumed the channel) and the step is due again
+    assert ChannelPauses(runtime).resume("email")
+    clock.advance(pause.until - pause.since + 1)
+    run_due(engine)
+    # Then it goes out once
+    assert [d.contact_id for d in provider.calls] == ["ana"]
+    assert lc.history("ana")["customer-lifecycle:lead:1:welcome"]["state"] == "sent"
