@@ -15,6 +15,13 @@ from typing import Mapping
 from automation.errors import ConfigError
 
 DEFAULT_CHANNELS = {"email": "outbox", "sms": "outbox", "push": "outbox", "webhook": "webhook"}
+#: What to do with a message whose send a crash interrupted, when the provider has not confirmed it
+#: within `reconcile_seconds`: send it again (at least once) or fail it (at most once). A marketing
+#: email twice is a small harm and SendGrid confirms through its event webhook; an SMS twice costs
+#: money and annoys, and FCM confirms nothing, so those are not repeated. Webhooks carry our
+#: idempotency key for the receiver to deduplicate.
+DEFAULT_AMBIGUOUS = {"email": "resend", "sms": "fail", "push": "fail", "webhook": "resend"}
+AMBIGUOUS_POLICIES = ("resend", "fail")
 
 
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float, kind: type) -> float:
@@ -48,12 +55,16 @@ class Settings:
     namespace: str = "lc"
     queue: str = "lifecycle"
     timer_shards: int = 16
-    lease_seconds: float = 300.0
+    lease_seconds: float = 300.0         # a batch's lease once it is in Dramatiq's queue (a safety net)
+    claim_lease_seconds: float = 5.0     # a claim's lease until the scheduler has queued it
+    liveness_seconds: float = 10.0       # a worker silent this long is dead: its sends in doubt
+    reconcile_seconds: float = 600.0     # how long an interrupted send waits for the provider's word
     batch_size: int = 100
     claim_limit: int = 1000
     poll_interval: float = 0.1
     max_queued_messages: int = 200
-    heartbeat_timeout_ms: int = 60_000
+    heartbeat_timeout_ms: int = 15_000   # Dramatiq requeues a dead worker's messages after this
+    broker_maintenance: int = 50_000     # Dramatiq maintenance runs on this many per million commands
     reload_seconds: float = 2.0
     recent_events: int = 10
     inbox_length: int = 1000
@@ -70,18 +81,25 @@ class Settings:
     channels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CHANNELS))
     #: Messages per second per adapter name (LIFECYCLE_RATE_TWILIO=10), shared by all workers.
     rate_limits: Mapping[str, float] = field(default_factory=dict)
+    #: Per channel: "resend" or "fail" a message a crash left in doubt (LIFECYCLE_AMBIGUOUS_SMS=resend).
+    ambiguous: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_AMBIGUOUS))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         channels = dict(DEFAULT_CHANNELS)
         rate_limits: dict[str, float] = {}
+        ambiguous = dict(DEFAULT_AMBIGUOUS)
         for key, value in env.items():
             # LIFECYCLE_CHANNEL_EMAIL=sendgrid routes the journey channel "email" to that adapter.
             if key.startswith("LIFECYCLE_CHANNEL_") and value:
                 channels[key[len("LIFECYCLE_CHANNEL_"):].lower()] = value
             elif key.startswith("LIFECYCLE_RATE_") and value:
                 rate_limits[key[len("LIFECYCLE_RATE_"):].lower()] = _float(env, key, 0.0, minimum=0.001)
+            elif key.startswith("LIFECYCLE_AMBIGUOUS_") and value:
+                if value not in AMBIGUOUS_POLICIES:
+                    raise ConfigError(f"{key}={value!r}: use {' or '.join(AMBIGUOUS_POLICIES)}")
+                ambiguous[key[len("LIFECYCLE_AMBIGUOUS_"):].lower()] = value
         origin = env.get("LIFECYCLE_CLOCK_ORIGIN")
         namespace = env.get("LIFECYCLE_NAMESPACE") or "lc"
         if any(c in namespace for c in " |:"):
@@ -96,11 +114,15 @@ class Settings:
             queue=env.get("LIFECYCLE_QUEUE") or "lifecycle",
             timer_shards=_int(env, "LIFECYCLE_TIMER_SHARDS", 16),
             lease_seconds=_float(env, "LIFECYCLE_LEASE_SECONDS", 300.0, minimum=1.0),
+            claim_lease_seconds=_float(env, "LIFECYCLE_CLAIM_LEASE_SECONDS", 5.0, minimum=0.5),
+            liveness_seconds=_float(env, "LIFECYCLE_LIVENESS_SECONDS", 10.0, minimum=1.0),
+            reconcile_seconds=_float(env, "LIFECYCLE_RECONCILE_SECONDS", 600.0, minimum=0.0),
             batch_size=_int(env, "LIFECYCLE_BATCH_SIZE", 100),
             claim_limit=_int(env, "LIFECYCLE_CLAIM_LIMIT", 1000),
             poll_interval=_float(env, "LIFECYCLE_POLL_INTERVAL", 0.1, minimum=0.01),
             max_queued_messages=_int(env, "LIFECYCLE_MAX_QUEUED_MESSAGES", 200),
-            heartbeat_timeout_ms=_int(env, "LIFECYCLE_HEARTBEAT_TIMEOUT_MS", 60_000, minimum=1000),
+            heartbeat_timeout_ms=_int(env, "LIFECYCLE_HEARTBEAT_TIMEOUT_MS", 15_000, minimum=1000),
+            broker_maintenance=_int(env, "LIFECYCLE_BROKER_MAINTENANCE", 50_000, minimum=1),
             reload_seconds=_float(env, "LIFECYCLE_RELOAD_SECONDS", 2.0),
             recent_events=_int(env, "LIFECYCLE_RECENT_EVENTS", 10),
             inbox_length=_int(env, "LIFECYCLE_INBOX_LENGTH", 1000),
@@ -116,6 +138,7 @@ class Settings:
             pause_seconds=_float(env, "LIFECYCLE_PAUSE_SECONDS", 300.0, minimum=1.0),
             channels=channels,
             rate_limits=rate_limits,
+            ambiguous=ambiguous,
         )
 
     def with_changes(self, **changes: object) -> "Settings":
@@ -132,11 +155,15 @@ class Settings:
             "LIFECYCLE_QUEUE": self.queue,
             "LIFECYCLE_TIMER_SHARDS": str(self.timer_shards),
             "LIFECYCLE_LEASE_SECONDS": repr(self.lease_seconds),
+            "LIFECYCLE_CLAIM_LEASE_SECONDS": repr(self.claim_lease_seconds),
+            "LIFECYCLE_LIVENESS_SECONDS": repr(self.liveness_seconds),
+            "LIFECYCLE_RECONCILE_SECONDS": repr(self.reconcile_seconds),
             "LIFECYCLE_BATCH_SIZE": str(self.batch_size),
             "LIFECYCLE_CLAIM_LIMIT": str(self.claim_limit),
             "LIFECYCLE_POLL_INTERVAL": repr(self.poll_interval),
             "LIFECYCLE_MAX_QUEUED_MESSAGES": str(self.max_queued_messages),
             "LIFECYCLE_HEARTBEAT_TIMEOUT_MS": str(self.heartbeat_timeout_ms),
+            "LIFECYCLE_BROKER_MAINTENANCE": str(self.broker_maintenance),
             "LIFECYCLE_RELOAD_SECONDS": repr(self.reload_seconds),
             "LIFECYCLE_RECENT_EVENTS": str(self.recent_events),
             "LIFECYCLE_INBOX_LENGTH": str(self.inbox_length),
@@ -158,4 +185,6 @@ class Settings:
             env[f"LIFECYCLE_CHANNEL_{channel.upper()}"] = adapter
         for adapter, rate in self.rate_limits.items():
             env[f"LIFECYCLE_RATE_{adapter.upper()}"] = repr(rate)
+        for channel, policy in self.ambiguous.items():
+            env[f"LIFECYCLE_AMBIGUOUS_{channel.upper()}"] = policy
         return env

@@ -24,23 +24,24 @@ def lead(lc: Lifecycle, contact_id: str) -> None:
 
 
 def test_refused_credentials_pause_the_channel_and_nothing_is_lost(runtime, make_engine, run_due, settings, clock):
-    # Given a provider that refuses our credentials
-    provider = Provider(settings, answers=[Misconfigured("401 bad API key")] * 3)
+    # Given a provider that refuses our credentials (one request per message)
+    provider = Provider(settings, answers=[Misconfigured("401 bad API key")])
     engine = make_engine(ChannelRegistry(settings, instances={"email": provider}))
     lc = Lifecycle(runtime)
     for name in ("ana", "ben", "cid"):
         lead(lc, name)
     # When their welcome emails fall due
     run_due(engine)
-    # Then the channel is paused, ops can see why, and every welcome waits instead of failing
+    # Then the channel is paused after the first refusal, ops can see why, the provider is not
+    # asked again, and every welcome waits instead of failing
     pauses = ChannelPauses(runtime).active()
     assert list(pauses) == ["email"] and "401 bad API key" in pauses["email"].reason
     status = collect_status(runtime)
     assert "PAUSED         email" in format_status(status) and "lifecycle resume email" in format_status(status)
-    assert len(provider.calls) == 3
+    assert len(provider.calls) == 1
     clock.advance(60)
     run_due(engine)
-    assert len(provider.calls) == 3            # nothing is tried while the channel is paused
+    assert len(provider.calls) == 1            # nothing is tried while the channel is paused
     for name in ("ana", "ben", "cid"):
         assert lc.history(name).get("customer-lifecycle:lead:1:welcome", {}).get("state") in (None, "paused")
         assert lc.contact(name).enrollments["customer-lifecycle"].step == "welcome"
@@ -50,7 +51,7 @@ def test_refused_credentials_pause_the_channel_and_nothing_is_lost(runtime, make
     clock.advance(settings.pause_seconds + 1)
     run_due(engine)
     # Then all three go out
-    assert sorted(d.contact_id for d in provider.calls[3:]) == ["ana", "ben", "cid"]
+    assert sorted(d.contact_id for d in provider.calls[1:]) == ["ana", "ben", "cid"]
     assert all(lc.history(n)["customer-lifecycle:lead:1:welcome"]["state"] == "sent" for n in ("ana", "ben", "cid"))
 
 

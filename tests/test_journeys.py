@@ -168,29 +168,51 @@ def test_a_redelivered_message_never_sends_twice(runtime, make_engine, settings,
 
 
 def interrupted_welcome(settings, clock, idempotent: bool):
-    """A welcome the provider accepted, with the process dying before the outcome was recorded.
-
-    Leases of zero seconds make the "sending" mark count as abandoned at once.
-    """
-    runtime = open_runtime(settings.with_changes(lease_seconds=0.0), clock=clock)
+    """A welcome the provider accepted, with the worker dying before the outcome was recorded;
+    a second worker gets the step again (Dramatiq hands a dead worker's messages to others)."""
+    runtime = open_runtime(settings, clock=clock)
     provider = Provider(settings, answers=[Crash()], idempotent=idempotent)
-    engine = Engine.create(runtime, ChannelRegistry(settings, instances={"email": provider}))
+    registry = ChannelRegistry(settings, instances={"email": provider})
+    dying = Engine.create(runtime, registry)
     lc = Lifecycle(runtime)
     customer(lc, "ana", None, None)
     timers = TimerStore(runtime)
-    run_batch(engine, timers.claim(100)[0])
+    run_batch(dying, timers.claim(100)[0])
     step, _ = timers.claim(100)
     with pytest.raises(Crash):
-        run_batch(engine, step)
+        run_batch(dying, step)
     assert lc.history("ana")["customer-lifecycle:lead:1:welcome"]["state"] == "sending"
-    return provider, engine, lc, step
+    dying.liveness.stop()       # the worker is gone: its heartbeat stops
+    return provider, Engine.create(runtime, registry), lc, step
+
+
+def test_a_live_workers_send_in_progress_is_left_to_it(settings, clock):
+    # Given a worker in the middle of sending a welcome (its mark is there, it is alive)
+    runtime = open_runtime(settings, clock=clock)
+    provider = Provider(settings, answers=[Crash()])
+    registry = ChannelRegistry(settings, instances={"email": provider})
+    sending = Engine.create(runtime, registry)
+    lc = Lifecycle(runtime)
+    customer(lc, "ana", None, None)
+    timers = TimerStore(runtime)
+    run_batch(sending, timers.claim(100)[0])
+    step, _ = timers.claim(100)
+    with pytest.raises(Crash):
+        run_batch(sending, step)
+    sending.liveness.beat()
+    # When another worker gets the same step (a duplicate message)
+    run_batch(Engine.create(runtime, registry), step)
+    # Then it leaves it alone: nothing is sent twice, the mark stays
+    assert len(provider.calls) == 1
+    assert lc.history("ana")["customer-lifecycle:lead:1:welcome"]["state"] == "sending"
+    runtime.close()
 
 
 def test_an_interrupted_send_is_not_repeated_by_a_provider_without_dedupe(settings, clock):
     provider, engine, lc, step = interrupted_welcome(settings, clock, idempotent=False)
     # When the step is delivered again
     run_batch(engine, step)
-    # Then it is not sent a second time: the outcome is unknown, for reconciliation
+    # Then it is not sent a second time: the outcome is unknown, waiting for the provider's word
     assert len(provider.calls) == 1
     outcome = lc.history("ana")["customer-lifecycle:lead:1:welcome"]
     assert outcome["state"] == "unknown" and outcome["code"] == "interrupted"

@@ -9,8 +9,11 @@ import dramatiq
 from automation.config import Settings
 from automation.engine.dispatch import make_broker
 
+from .process import Shutdown
+
 settings = Settings.from_env()
 broker = make_broker(settings)
+broker.add_middleware(Shutdown())
 dramatiq.set_broker(broker)
 
 from .actors import run_timers  # noqa: E402  (actors bind to the broker set above)

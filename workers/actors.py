@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-
 import dramatiq
 
 from automation.engine.dispatch import ACTOR_NAME
 from automation.engine.executor import run_batch
-from automation.engine.services import Engine
-from automation.runtime import open_runtime
 from automation.store.timers import Claim
 
-from . import settings
-
-_engine: Engine | None = None
-_engine_lock = threading.Lock()
-
-
-def engine() -> Engine:
-    """One engine per worker process, created on first use (after Dramatiq forked the process)."""
-    global _engine
-    if _engine is None:
-        with _engine_lock:
-            if _engine is None:
-                _engine = Engine.create(open_runtime(settings))
-    return _engine
+from . import broker, settings
+from .process import engine
 
 
 # Retries only cover crashes of the batch itself (Redis unreachable, a bug); a provider's
@@ -34,4 +18,4 @@ def engine() -> Engine:
                 max_backoff=60_000, time_limit=max(60_000, int(settings.lease_seconds * 1000)))
 def run_timers(claims: list[list]) -> None:
     """Execute a batch of due timers claimed by the scheduler."""
-    run_batch(engine(), [Claim.from_wire(item) for item in claims])
+    run_batch(engine(settings, broker), [Claim.from_wire(item) for item in claims])

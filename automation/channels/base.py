@@ -114,6 +114,8 @@ class Channel(ABC):
     needs_consent: ClassVar[bool] = True
     #: Step options this adapter accepts under `options:` (name -> what it does), for validation.
     options: ClassVar[Mapping[str, str]] = {}
+    #: How many provider requests `send_many` makes at once (adapters with a pool set their own).
+    concurrency: int = 1
 
     def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
@@ -152,13 +154,24 @@ class Channel(ABC):
         """Problems with a step's options, as messages (called by `lifecycle validate`)."""
         return []
 
+    def requests(self, deliveries: Sequence[Delivery]) -> list[list[int]]:
+        """How `send_many` groups these deliveries into provider requests, as lists of indexes.
+
+        The engine marks a step "sending" just before the request that carries it is made, so
+        a crash leaves in doubt only the messages of the requests in flight. It calls `send_many`
+        with the deliveries of at most `concurrency` requests at a time. The default, one request
+        per delivery, is what `send` does; an adapter whose provider takes several messages in
+        one request (SendGrid's personalizations) says how it groups them.
+        """
+        return [[index] for index in range(len(deliveries))]
+
     @abstractmethod
     def send(self, delivery: Delivery) -> Result:
         """Send one message and classify the outcome. Must not raise for provider errors."""
 
     def send_many(self, deliveries: Sequence[Delivery]) -> list[Result]:
-        """Send several messages, one result each, in order; adapters whose provider takes
-        batches, or that can send concurrently, override this."""
+        """Send several messages (the requests of one `requests()` wave), one result each, in
+        order; adapters whose provider takes batches, or that can send concurrently, override this."""
         return [self.send(delivery) for delivery in deliveries]
 
     def check(self) -> list[Check]:

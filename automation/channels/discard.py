@@ -7,6 +7,8 @@ the throughput benchmark (bench/), where it measures the engine, not a provider.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from automation.channels.base import Channel, Check, Delivery, Result, Sent
 
 
@@ -14,6 +16,11 @@ class DiscardChannel(Channel):
     name = "discard"
     channels = ("email", "sms", "push")
     idempotent = True
+
+    def requests(self, deliveries: Sequence[Delivery]) -> list[list[int]]:
+        # Local and idempotent: a batch is one "request", and one that a crash interrupts is simply
+        # written again (an existing message is never written twice).
+        return [list(range(len(deliveries)))] if deliveries else []
 
     def check(self) -> list[Check]:
         return [Check("warning", "discard: messages are rendered and recorded but not sent")]

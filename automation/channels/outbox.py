@@ -17,7 +17,7 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from automation.channels.base import Channel, Check, Delivery, Failed, Result, Sent
 
@@ -34,6 +34,11 @@ class OutboxChannel(Channel):
     name = "outbox"
     channels = ("email", "sms", "push", "webhook")
     idempotent = True
+
+    def requests(self, deliveries: Sequence[Delivery]) -> list[list[int]]:
+        # Local and idempotent: a batch is one "request", and one that a crash interrupts is simply
+        # written again (an existing message is never written twice).
+        return [list(range(len(deliveries)))] if deliveries else []
     options = {"url": "webhook steps: where the webhook would go (the outbox writes the step's JSON instead)"}
 
     def address(self, channel: str, contact: Mapping[str, Any], options: Mapping[str, Any]) -> Any:

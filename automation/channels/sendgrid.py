@@ -101,21 +101,22 @@ class SendGridChannel(Channel):
     def send(self, delivery: Delivery) -> Result:
         return self.send_many([delivery])[0]
 
+    def requests(self, deliveries: Sequence[Delivery]) -> list[list[int]]:
+        """Messages that are the same but for their personalization share a request (up to 1,000)."""
+        groups: dict[tuple, list[int]] = {}
+        for index, delivery in enumerate(deliveries):
+            template = delivery.options.get(TEMPLATE_OPTION)
+            same = ("template", template) if template else (
+                "content", delivery.parts.get("subject"), delivery.parts.get("html"), delivery.parts.get("text"))
+            groups.setdefault((delivery.journey, delivery.stage, delivery.step, *same), []).append(index)
+        return [indexes[start:start + MAX_PERSONALIZATIONS]
+                for indexes in groups.values() for start in range(0, len(indexes), MAX_PERSONALIZATIONS)]
+
     def send_many(self, deliveries: Sequence[Delivery]) -> list[Result]:
         if not self.api_key:
             return [Misconfigured("no SendGrid API key (SENDGRID_API_KEY)")] * len(deliveries)
         results: list[Result | None] = [None] * len(deliveries)
-        groups: dict[tuple, list[int]] = {}
-        for index, delivery in enumerate(deliveries):
-            template = delivery.options.get(TEMPLATE_OPTION)
-            # Messages that are the same but for their personalization can share a request.
-            same = ("template", template) if template else (
-                "content", delivery.parts.get("subject"), delivery.parts.get("html"), delivery.parts.get("text"))
-            groups.setdefault((delivery.journey, delivery.stage, delivery.step, *same), []).append(index)
-        jobs = []
-        for indexes in groups.values():
-            for start in range(0, len(indexes), MAX_PERSONALIZATIONS):
-                jobs.append(indexes[start:start + MAX_PERSONALIZATIONS])
+        jobs = self.requests(deliveries)
         if self._pool is None and self.concurrency > 1:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sendgrid")
         batches = [[deliveries[i] for i in job] for job in jobs]

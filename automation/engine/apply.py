@@ -61,12 +61,12 @@ def apply_plans(engine: Engine, plans: list[Plan]) -> list[bool]:
         return []
     keys = engine.runtime.keys
     issue_coupons(engine, [plan.changes for plan in plans])
-    script_keys: list[str] = [keys.activity, keys.stats]
+    script_keys: list[str] = [keys.activity, keys.stats, keys.ambiguous]
     args: list[Any] = [seconds(engine.runtime.clock.now()), ACTIVITY_LENGTH]
     for plan in plans:
         cid = plan.changes.state.id
         script_keys += [keys.contact(cid), keys.timers_for(cid), keys.leases_for(cid), keys.ledger(cid),
-                        keys.inbox(cid)]
+                        keys.inbox(cid), keys.lease_tokens_for(cid)]
         args.append(plan.encode())
     applied = [bool(reply) for reply in engine.scripts.call("apply", script_keys, args)]
     after_apply(engine, [plan.changes for plan, ok in zip(plans, applied, strict=True) if ok])

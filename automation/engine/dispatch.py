@@ -31,8 +31,12 @@ def make_broker(settings: Settings) -> RedisBroker:
             "REDIS_URL is not set. Start workers with `lifecycle worker` (which starts the embedded "
             "Redis when REDIS_URL is unset) or set REDIS_URL=redis://host:6379/0."
         )
+    # A worker silent for heartbeat_timeout is dead and its messages go back to the queue at
+    # Dramatiq's next maintenance; maintenance runs often enough for that to take seconds, not
+    # minutes (its default chance is 1 in 1,000 commands).
     return RedisBroker(url=settings.redis_url, namespace=broker_namespace(settings),
-                       heartbeat_timeout=settings.heartbeat_timeout_ms)
+                       heartbeat_timeout=settings.heartbeat_timeout_ms,
+                       maintenance_chance=settings.broker_maintenance)
 
 
 class DramatiqDispatcher:

@@ -2,7 +2,11 @@
 
 Each tick claims due timers from every shard in one pipelined round trip and
 sends them to Dramatiq as plain messages (no `delay=`) of up to `batch_size`
-timers each. When the queue already holds `max_queued_messages` messages the
+timers each. A claim's lease is short (`claim_lease_seconds`) until its message
+is in Dramatiq's queue, so timers claimed by a scheduler that dies before
+queueing them come back within seconds; once queued, the lease is extended to
+`lease_seconds`, a safety net: Dramatiq itself hands a dead worker's messages to
+the others. When the queue already holds `max_queued_messages` messages the
 scheduler waits instead of claiming more, so a backlog stays in Redis (cheap,
 durable, reschedulable) rather than in worker memory, and leases do not run out
 while messages sit in the queue.
@@ -43,8 +47,17 @@ class Scheduler:
             self.reclaimed_total += reclaimed
             logger.warning("%d timer lease(s) expired (a worker died or was too slow); handed out again", reclaimed)
         size = self.settings.batch_size
-        for start in range(0, len(claims), size):
-            self.dispatch(claims[start:start + size])
+        queued: list[Claim] = []
+        try:
+            for start in range(0, len(claims), size):
+                batch = claims[start:start + size]
+                self.dispatch(batch)
+                queued += batch
+        finally:
+            # Queued: Dramatiq hands a dead worker's messages to others, so the lease can cover
+            # waiting and running. Not queued (Redis failed us): the short lease runs out in seconds.
+            if queued:
+                self.timers.extend(queued, self.settings.lease_seconds)
         self.claimed_total += len(claims)
         return len(claims)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from automation.channels import ChannelRegistry
 from automation.engine.broadcasts import arm_broadcasts
+from automation.engine.liveness import Liveness
 from automation.engine.scores import definitions
 from automation.language.flow import WaitForNode
 from automation.language.journey import Journey, ScoreDef
@@ -35,7 +37,12 @@ class Engine:
     timers: TimerStore
     pauses: ChannelPauses
     limiter: RateLimiter
+    #: Names this process in its "sending" marks; its heartbeat (`liveness`) says it is alive.
+    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     _scores: tuple[int, dict[str, ScoreDef]] = field(default=(0, {}), repr=False)
+
+    def __post_init__(self) -> None:
+        self.liveness = Liveness(self.runtime, self.worker_id)
 
     @classmethod
     def create(cls, runtime: Runtime, channels: ChannelRegistry | None = None) -> "Engine":
@@ -79,6 +86,7 @@ class Engine:
         return self._scores[1]
 
     def close(self) -> None:
+        self.liveness.stop()
         self.channels.close()
 
 

@@ -115,7 +115,7 @@ def execute_steps(engine: Engine, claims: list[Claim]) -> None:
         if not job.kind:
             render(engine, job, now)
     send(engine, [job for job in jobs if not job.kind], now)
-    record(engine, [job for job in jobs if job.kind not in ("", "busy", "done")], now)
+    record(engine, [job for job in jobs if job.kind not in ("", "busy")], now)
 
 
 # -- 1. prepare -----------------------------------------------------------------------------------
@@ -293,36 +293,11 @@ def _plain(extra: dict[str, Any]) -> dict[str, Any]:
 # -- 4. send --------------------------------------------------------------------------------------
 
 def send(engine: Engine, jobs: list[Job], now: float) -> None:
-    """Mark the steps "sending" (mark.lua), then send them per channel and classify the results."""
-    if not jobs:
-        return
-    runtime = engine.runtime
-    replies = engine.scripts.call(
-        "mark", [runtime.keys.ledger(job.state.id) for job in jobs],
-        [repr(time.time()), runtime.settings.lease_seconds, repr(now), *(job.ledger_field for job in jobs)])
-    to_send: dict[str, list[Job]] = {}
-    untouched: list[Claim] = []
-    for job, reply in zip(jobs, replies, strict=True):
-        state, _, rest = reply.partition(":")
-        if state == "busy":
-            # Another worker is sending this step now; its outcome will release everything.
-            job.kind = "busy"
-        elif state == "done":
-            job.kind = "done"
-            untouched.append(job.claim)
-        else:
-            job.attempt = int(rest)
-            adapter = engine.channels.get(job.step.channel)
-            assert adapter is not None and job.delivery is not None
-            if state == "ambiguous" and not adapter.idempotent:
-                logger.warning("step %s: an earlier attempt may have been sent before its worker died; "
-                               "not sending again (recorded as unknown)", job.delivery.key)
-                job.decide("unknown", "interrupted", "an earlier attempt was interrupted mid-send")
-                continue
-            to_send.setdefault(job.step.channel, []).append(job)
-    if untouched:
-        engine.timers.ack(untouched)
-    for channel, batch in to_send.items():
+    """Send per channel, in waves of provider requests, each marked just before it is made."""
+    by_channel: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_channel.setdefault(job.step.channel, []).append(job)
+    for channel, batch in by_channel.items():
         _send_channel(engine, channel, batch, now)
 
 
@@ -336,21 +311,95 @@ def _send_channel(engine: Engine, channel: str, batch: list[Job], now: float) ->
     batch = batch[:granted]
     if not batch:
         return
-    try:
-        results = adapter.send_many([job.delivery for job in batch if job.delivery is not None])
-        if len(results) != len(batch):
-            raise RuntimeError(f"send_many returned {len(results)} results for {len(batch)} deliveries")
-    except Exception as exc:  # an adapter bug must not lose the batch: retry it like a 5xx
-        logger.exception("adapter for %s raised", channel)
-        results = [Retry(engine.runtime.settings.retry_base_seconds, f"adapter error: {exc}")] * len(batch)
-    pause = None
-    for job, result in zip(batch, results, strict=True):
-        if isinstance(result, Misconfigured):
-            pause = pause or engine.pauses.pause(channel, result.reason)
-            job.wait(engine, now, "paused", "misconfigured", f"channel paused: {result.reason}",
-                     pause.until - time.time())
-        else:
-            classify(engine, job, result, now)
+    requests = _requests(adapter, batch)
+    width = max(1, int(adapter.concurrency))
+    pause: Pause | None = None
+    for start in range(0, len(requests), width):
+        wave = [batch[index] for request in requests[start:start + width] for index in request]
+        if pause is not None:
+            # The provider refused our credentials in an earlier wave: the rest wait, unmarked.
+            for job in wave:
+                job.wait(engine, now, "paused", "channel_paused", f"channel paused: {pause.reason}",
+                         pause.until - time.time())
+            continue
+        ready = mark(engine, wave, now, adapter.idempotent)
+        if not ready:
+            continue
+        try:
+            results = adapter.send_many([job.delivery for job in ready if job.delivery is not None])
+            if len(results) != len(ready):
+                raise RuntimeError(f"send_many returned {len(results)} results for {len(ready)} deliveries")
+        except Exception as exc:  # an adapter bug must not lose the batch: retry it like a 5xx
+            logger.exception("adapter for %s raised", channel)
+            results = [Retry(engine.runtime.settings.retry_base_seconds, f"adapter error: {exc}")] * len(ready)
+        for job, result in zip(ready, results, strict=True):
+            if isinstance(result, Misconfigured):
+                pause = pause or engine.pauses.pause(channel, result.reason)
+                job.wait(engine, now, "paused", "misconfigured", f"channel paused: {result.reason}",
+                         pause.until - time.time())
+            else:
+                classify(engine, job, result, now)
+
+
+def _requests(adapter: Any, batch: list[Job]) -> list[list[int]]:
+    """The adapter's provider requests for these jobs; one per message if its answer is not a partition."""
+    requests = adapter.requests([job.delivery for job in batch])
+    if sorted(index for request in requests for index in request) != list(range(len(batch))):
+        logger.error("adapter %s: requests() must use each delivery once; sending one per request", adapter.name)
+        return [[index] for index in range(len(batch))]
+    return requests
+
+
+def mark(engine: Engine, wave: list[Job], now: float, idempotent: bool) -> list[Job]:
+    """Mark a wave's steps "sending" (mark.lua) and return those to send now.
+
+    Consent and the contact's existence are checked again in the same script, so no message is
+    marked, and none sent, after an opt-out has returned. A step an earlier attempt left in doubt
+    (its worker died during the request) is sent again at once only if the adapter's provider
+    deduplicates by our key; otherwise it waits for the provider's confirmation, and after
+    `reconcile_seconds` the channel's policy sends it again or fails it.
+    """
+    runtime = engine.runtime
+    settings = runtime.settings
+    keys: list[str] = [runtime.keys.liveness, runtime.keys.ambiguous]
+    marked = time.time()
+    args: list[Any] = [repr(marked), settings.liveness_seconds, repr(now), engine.worker_id]
+    for job in wave:
+        adapter = engine.channels.get(job.step.channel)
+        consent = fields.attribute(f"consent.{job.step.channel}") \
+            if adapter is not None and adapter.consent_needed(job.step.channel) else ""
+        flags = ("d" if idempotent else "") + ("r" if settings.ambiguous.get(job.step.channel) == "resend" else "")
+        keys += [runtime.keys.ledger(job.state.id), runtime.keys.contact(job.state.id)]
+        args += [job.ledger_field, consent, flags, job.state.id]
+    ready = []
+    for job, reply in zip(wave, engine.scripts.call("mark", keys, args), strict=True):
+        state, _, rest = reply.partition(":")
+        if state == "new":
+            job.attempt = int(rest)
+            job.outcome["mw"] = marked     # when it was handed to the provider (wall clock)
+            ready.append(job)
+        elif state == "busy":
+            job.kind = "busy"       # another live worker is sending it; its outcome moves the run on
+        elif state == "done":
+            job.kind = "continue"   # recorded already (a redelivery, or confirmed by the provider)
+        elif state == "ambiguous":
+            job.attempt = int(rest) - 1
+            job.retry_at = now + runtime.clock.to_clock_seconds(settings.reconcile_seconds)
+            job.decide("unknown", "interrupted",
+                       "the worker sending this died during its provider request; waiting up to "
+                       f"{settings.reconcile_seconds:.0f}s for the provider to confirm it")
+            logger.warning("step %s: in doubt after a crash; waiting for the provider's confirmation",
+                           job.ledger_field)
+        elif state == "unconfirmed":
+            job.attempt = int(rest) - 1
+            job.decide("failed", "unconfirmed",
+                       f"a send interrupted by a crash was not confirmed by the provider within "
+                       f"{settings.reconcile_seconds:.0f}s; not sent again (at most once for {job.step.channel})")
+        elif state == "gone":
+            job.decide("skipped", "contact_deleted", "the contact was deleted")
+        elif state == "no_consent":
+            job.decide("skipped", "no_consent", f"no consent for {job.step.channel}")
+    return ready
 
 
 def classify(engine: Engine, job: Job, result: Result, now: float) -> None:
@@ -400,24 +449,28 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
     """The step's outcome (written whatever happens) and its run's move (only if still at the step)."""
     step, name, scope = job.step, job.journey.name, job.scope
     always: list[list[Any]] = []
-    if not (job.kind in WAITING and job.code in UNMARKED):
-        outcome = {"state": job.kind, "at": now, "w": wall, "ch": step.channel, "tpl": step.template,
-                   "attempt": job.attempt, **job.outcome}
-        if job.delivery is not None:
-            outcome["loc"] = job.delivery.locale
-        if job.kind != "sent" and job.detail:
-            outcome["reason"] = job.detail
-        if job.code:
-            outcome["code"] = job.code
-        always.append(["l", job.ledger_field, json.dumps(outcome, ensure_ascii=False)])
-    always.append(["x", ["k", job.kind, "j", name, "s", scope, "p", step.id, "ch", step.channel,
-                         "d", job.detail[:500]]])
-    for stat in (job.kind, f"{job.kind}:{step.channel}" if step.channel else "",
-                 f"{job.kind}:{job.code}" if job.code else "", f"step:{name}:{scope}:{step.id}:{job.kind}"):
-        if stat:
-            always.append(["i", stat, "1"])
+    if job.kind != "continue":      # "continue": the outcome is in the ledger already
+        if not (job.kind in WAITING and job.code in UNMARKED):
+            outcome = {"state": job.kind, "at": now, "w": wall, "ch": step.channel, "tpl": step.template,
+                       "attempt": job.attempt, **job.outcome}
+            if job.delivery is not None:
+                outcome["loc"] = job.delivery.locale
+            if job.kind != "sent" and job.detail:
+                outcome["reason"] = job.detail
+            if job.code:
+                outcome["code"] = job.code
+            always.append(["l", job.ledger_field, json.dumps(outcome, ensure_ascii=False)])
+        always.append(["x", ["k", job.kind, "j", name, "s", scope, "p", step.id, "ch", step.channel,
+                             "d", job.detail[:500]]])
+        for stat in (job.kind, f"{job.kind}:{step.channel}" if step.channel else "",
+                     f"{job.kind}:{job.code}" if job.code else "", f"step:{name}:{scope}:{step.id}:{job.kind}"):
+            if stat:
+                always.append(["i", stat, "1"])
+    if job.kind == "unknown":
+        # In doubt until the provider confirms it or its time is up (mark.lua settles it then).
+        always.append(["za", f"{job.state.id}|{job.ledger_field}", repr(now)])
     changes = Changes(job.state, now, scores)
-    if job.kind == "retry" or job.kind in WAITING:
+    if job.kind in ("retry", "unknown") or job.kind in WAITING:
         changes.timers[step_member(name, job.state.id)] = job.retry_at
     elif step.next is None and scope != RUN:
         changes.jset(name, sp=None, du=None)        # the last step of a stage: nothing to walk

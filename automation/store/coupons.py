@@ -96,7 +96,7 @@ def normalize_code(code: str) -> str:
 
 def coupon_key(keys: Keys, code: str) -> str:
     """Key of a code's hash (the code without dash: what customers type is compared in that form)."""
-    return f"{keys.namespace}:coupon:{normalize_code(code)}"
+    return keys.coupon(normalize_code(code))
 
 
 def new_code(rng: random.Random, prefix: str = "") -> str:
@@ -244,7 +244,7 @@ class CouponStore:
         if not _NORMALIZED.match(typed):
             self.redis.hincrby(self.keys.stats, "coupon:unknown_code", 1)
             return Redemption("unknown_code", typed, None, None, at)
-        keys = [f"{self.keys.namespace}:coupon:{typed}", self.keys.stats]
+        keys = [self.keys.coupon(typed), self.keys.stats]
         status, stored_code, name, holder, when = self.scripts.call(
             "coupon_redeem", keys, [contact_id or "", repr(float(at)), source])
         if status == "unknown_code":

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 from automation.events import Event, InputError, check_contact_id
 from automation.runtime import Runtime
 from automation.store.contacts import ContactStore
-from automation.store.keys import ACTIVITY_LENGTH
+from automation.store import fields
+from automation.store.keys import ACTIVITY_LENGTH, step_member
 from automation.store.scripts import Scripts
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ class DeliveryLog:
 
     def first_time(self, provider: str, report_id: str) -> bool:
         """False if this report was already handled (providers deliver webhooks at least once)."""
-        key = f"{self.runtime.keys.namespace}:seen:{provider}:{report_id}"
-        return bool(self.runtime.redis.set(key, "1", nx=True, ex=DEDUPE_SECONDS))
+        return bool(self.runtime.redis.set(self.runtime.keys.seen(provider, report_id), "1", nx=True,
+                                           ex=DEDUPE_SECONDS))
 
     def record(self, report: DeliveryReport) -> int:
         """0: not a step of ours, 1: recorded, 2: recorded and reconciled an unknown step."""
@@ -64,11 +65,19 @@ class DeliveryLog:
         if not report.key.endswith(suffix):
             return 0
         field_name = report.key[: -len(suffix)]
+        parts = field_name.split(":")      # journey:scope:occurrence:step (names never hold ':')
+        if len(parts) != 4:
+            return 0
+        journey, scope, occurrence, step = parts
         keys = self.runtime.keys
+        waiting = [fields.run(journey, "st"), scope, fields.run(journey, "oc"), occurrence,
+                   fields.run(journey, "sp"), step]
         result = self.scripts.call(
-            "delivery", [keys.ledger(contact_id), keys.activity, keys.stats],
+            "delivery", [keys.ledger(contact_id), keys.activity, keys.stats, keys.contact(contact_id),
+                         keys.timers_for(contact_id), keys.ambiguous],
             [field_name, report.status, RANKS.get(report.status, 2), repr(report.at), report.detail[:300],
-             ACTIVITY_LENGTH, contact_id, report.channel])
+             ACTIVITY_LENGTH, contact_id, report.channel, f"{contact_id}|{field_name}",
+             step_member(journey, contact_id), repr(self.runtime.clock.now()), *waiting])
         if result == 2:
             logger.info("step %s reconciled from a %s report: it was sent", report.key, report.channel)
         # The contact changes even if the step has left the ledger: the report is about them.

@@ -53,11 +53,18 @@ class Keys:
     def leases(self, shard: int) -> str:
         return f"{self.namespace}:l:{shard}"
 
+    def lease_tokens(self, shard: int) -> str:
+        """Claimed timer -> the token of the claim holding it (a lease can be extended, its claim stays)."""
+        return f"{self.namespace}:lt:{shard}"
+
     def timers_for(self, contact_id: str) -> str:
         return self.timers(self.shard_of(contact_id))
 
     def leases_for(self, contact_id: str) -> str:
         return self.leases(self.shard_of(contact_id))
+
+    def lease_tokens_for(self, contact_id: str) -> str:
+        return self.lease_tokens(self.shard_of(contact_id))
 
     def event_id(self, event_id: str) -> str:
         return f"{self.namespace}:eid:{event_id}"
@@ -70,6 +77,34 @@ class Keys:
         100 in one big hash.
         """
         return f"{self.namespace}:idx:phone:{zlib.crc32(phone.encode()) % PHONE_BUCKETS}"
+
+    def coupon(self, normalized_code: str) -> str:
+        """One issued coupon code (without its dash): holder, value, expiry, redemption."""
+        return f"{self.namespace}:coupon:{normalized_code}"
+
+    def rate_window(self, adapter: str, window: int) -> str:
+        """Messages an adapter sent in one rate-limit window."""
+        return f"{self.namespace}:rate:{adapter}:{window}"
+
+    @property
+    def paused(self) -> str:
+        """Channels paused because a provider refused our credentials."""
+        return f"{self.namespace}:paused"
+
+    def seen(self, provider: str, report_id: str) -> str:
+        """A provider's webhook event already handled (providers deliver at least once)."""
+        return f"{self.namespace}:seen:{provider}:{report_id}"
+
+    @property
+    def liveness(self) -> str:
+        """Worker id -> the wall-clock time it last showed life (a mark, a heartbeat)."""
+        return f"{self.namespace}:alive"
+
+    @property
+    def ambiguous(self) -> str:
+        """Steps a crash left in doubt (`<contact>|<ledger field>`), scored by when they fell into doubt
+        (journey clock)."""
+        return f"{self.namespace}:ambiguous"
 
     @property
     def activity(self) -> str:

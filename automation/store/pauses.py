@@ -28,7 +28,7 @@ class Pause:
 class ChannelPauses:
     def __init__(self, runtime: Runtime) -> None:
         self.redis = runtime.redis
-        self.key = f"{runtime.keys.namespace}:paused"
+        self.key = runtime.keys.paused
         self.seconds = runtime.settings.pause_seconds
 
     def active(self, wall: float | None = None) -> dict[str, Pause]:

@@ -18,7 +18,7 @@ from automation.store.scripts import Scripts
 
 class RateLimiter:
     def __init__(self, runtime: Runtime, limits: Mapping[str, float], scripts: Scripts | None = None) -> None:
-        self.namespace = runtime.keys.namespace
+        self.keys = runtime.keys
         self.limits = dict(limits)
         self.scripts = scripts or Scripts(runtime.redis)
 
@@ -31,6 +31,6 @@ class RateLimiter:
         per_window = max(1, math.floor(rate * window))
         wall = time.time() if wall is None else wall
         index = math.floor(wall / window)
-        granted = self.scripts.call("rate", [f"{self.namespace}:rate:{name}:{index}"],
+        granted = self.scripts.call("rate", [self.keys.rate_window(name, index)],
                                     [per_window, wanted, math.ceil(window) + 1])
         return int(granted), (index + 1) * window - wall

@@ -23,7 +23,9 @@ from automation.store.scripts import Scripts
 class Claim:
     member: str
     due: float
-    lease: float | None = None   # wall-clock end of the lease; None when not claimed from Redis
+    #: The claim's token: the wall-clock end of its first lease (the lease may be extended since);
+    #: None when not claimed from Redis.
+    lease: float | None = None
 
     def to_wire(self) -> list:
         return [self.member, self.due, self.lease]
@@ -64,13 +66,16 @@ class TimerStore:
         score = self.redis.zscore(self.keys.timers_for(contact_id), member)
         return None if score is None else float(score)
 
-    def claim(self, limit_per_shard: int) -> tuple[list[Claim], int]:
-        """Claim due timers from every shard in one round trip; also returns expired leases reclaimed."""
+    def claim(self, limit_per_shard: int, lease_seconds: float | None = None) -> tuple[list[Claim], int]:
+        """Claim due timers from every shard in one round trip; also returns expired leases reclaimed.
+
+        The lease is short (`claim_lease_seconds`) until `extend` says the claims are safely queued.
+        """
         now = self.runtime.clock.now()
         wall = time.time()
-        lease_end = wall + self.runtime.settings.lease_seconds
+        lease_end = wall + (self.runtime.settings.claim_lease_seconds if lease_seconds is None else lease_seconds)
         args = [repr(now), repr(wall), repr(lease_end), limit_per_shard]
-        calls = [("claim", [self.keys.timers(shard), self.keys.leases(shard)], args)
+        calls = [("claim", [self.keys.timers(shard), self.keys.leases(shard), self.keys.lease_tokens(shard)], args)
                  for shard in range(self.keys.shards)]
         claims: list[Claim] = []
         reclaimed = 0
@@ -83,9 +88,25 @@ class TimerStore:
 
     def ack(self, claims: Iterable[Claim]) -> None:
         """Release claims that needed no work (the lease only, and only if still theirs)."""
-        self.scripts.run([("ack", [self.keys.leases_for(shard_key_of(claim.member))],
-                           [claim.member, repr(claim.lease)])
-                          for claim in claims if claim.lease is not None])
+        calls = []
+        for claim in claims:
+            if claim.lease is not None:
+                owner = shard_key_of(claim.member)
+                calls.append(("ack", [self.keys.leases_for(owner), self.keys.lease_tokens_for(owner)],
+                              [claim.member, repr(claim.lease)]))
+        self.scripts.run(calls)
+
+    def extend(self, claims: Iterable[Claim], lease_seconds: float) -> int:
+        """Extend the leases of claims still held (each by its token) to `lease_seconds` from now."""
+        by_shard: dict[int, list[str]] = {}
+        for claim in claims:
+            if claim.lease is not None:
+                shard = self.keys.shard_of(shard_key_of(claim.member))
+                by_shard.setdefault(shard, []).extend((claim.member, repr(claim.lease)))
+        end = repr(time.time() + lease_seconds)
+        calls = [("extend", [self.keys.leases(shard), self.keys.lease_tokens(shard)], [end, *pairs])
+                 for shard, pairs in by_shard.items()]
+        return sum(int(n) for n in self.scripts.run(calls))
 
     def counts(self) -> dict[str, int]:
         """Pending and leased timers over all shards."""

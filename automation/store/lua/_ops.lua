@@ -7,6 +7,7 @@
 --   {'x', {f1, v1, ...}}  an activity entry             {'q', item}           RPUSH on the inbox
 --   {'t', n}              drop the first n inbox items (the ones this evaluation processed)
 --   {'l', field, value}   HSET on the step ledger (a step's outcome)
+--   {'za', member, score} ZADD on the set of steps in doubt (keys.ambiguous)
 
 -- Stats counted while a script runs, written to the stats hash once at its end (flush_counts).
 local counts = {}
@@ -44,6 +45,8 @@ local function apply_ops(ops, keys, cid, now, maxlen)
       redis.call('LTRIM', keys.inbox, op[2], -1)
     elseif code == 'l' then
       redis.call('HSET', keys.ledger, op[2], op[3])
+    elseif code == 'za' then
+      redis.call('ZADD', keys.ambiguous, op[3], op[2])
     end
   end
 end

@@ -1,26 +1,29 @@
 -- Apply what happened to a batch of contacts: evaluations (automation/engine/evaluation.py), runs
 -- moving past waits that ended, and the outcomes of sent steps. Each contact's changes apply only
 -- if nothing changed that contact since it was read. Plans are built by automation/engine/apply.py.
--- KEYS[1] activity stream  KEYS[2] stats hash
--- then per contact i, five keys from 3 + 5(i-1): contact hash, timers zset, leases zset, ledger hash, inbox
+-- KEYS[1] activity stream  KEYS[2] stats hash  KEYS[3] the steps in doubt (zset)
+-- then per contact i, six keys from 4 + 6(i-1): contact hash, timers zset, leases zset, ledger hash, inbox,
+-- lease tokens hash
 -- ARGV[1] now  ARGV[2] activity length, then per contact one JSON plan:
 --   c      the contact id
 --   pre    ops applied whatever the guards say (a step's outcome: ledger entry, activity, counters)
 --   v      the contact's version as read ('' = do not check)
 --   g      guards: [[field, value or false], ...] that must all still hold (false: field absent)
 --   ops    the changes (see _ops.lua), applied only if the guards hold
---   lease, lm   the lease end held and the timer member it is for ('' = none); released either way
+--   lease, lm   the token of the claim held and the timer member it is for ('' = none); released
+--               either way, if still held by that claim
 --   r      (evaluations) the contact's re-evaluation timer, due again at once if the plan is stale
 -- Returns per contact 1 if applied (the contact's version is then bumped), 0 if the contact changed
 -- meanwhile: an evaluation is then simply due again, and will see the new data (unprocessed
 -- inbox items stay in the inbox); a step's run has its own timer where it moved to.
 --#include ops
+--#include lease
 local now, maxlen = ARGV[1], ARGV[2]
 local replies = {}
-for i = 1, (#KEYS - 2) / 5 do
-  local k = 3 + 5 * (i - 1)
+for i = 1, (#KEYS - 3) / 6 do
+  local k = 4 + 6 * (i - 1)
   local keys = {contact = KEYS[k], timers = KEYS[k + 1], ledger = KEYS[k + 3], inbox = KEYS[k + 4],
-                activity = KEYS[1]}
+                activity = KEYS[1], ambiguous = KEYS[3]}
   local plan = cjson.decode(ARGV[2 + i])
   if plan.pre then
     apply_ops(plan.pre, keys, plan.c, now, maxlen)
@@ -51,12 +54,7 @@ for i = 1, (#KEYS - 2) / 5 do
       redis.call('ZADD', keys.timers, 'LT', now, plan.r)
     end
   end
-  if plan.lease ~= '' then
-    local score = redis.call('ZSCORE', KEYS[k + 2], plan.lm)
-    if score and tonumber(score) == tonumber(plan.lease) then
-      redis.call('ZREM', KEYS[k + 2], plan.lm)
-    end
-  end
+  release(KEYS[k + 2], KEYS[k + 5], plan.lm, plan.lease)
 end
 flush_counts(KEYS[2])
 return replies

@@ -1,9 +1,15 @@
 -- Record what a provider reports about a message we sent (delivered, bounced ...).
 -- KEYS[1] ledger hash of the contact  KEYS[2] activity stream  KEYS[3] stats hash
+-- KEYS[4] contact hash  KEYS[5] timers zset of the contact's shard  KEYS[6] the steps in doubt (zset)
 -- ARGV[1] ledger field  ARGV[2] status  ARGV[3] rank of the status  ARGV[4] when (epoch seconds)
 -- ARGV[5] detail  ARGV[6] activity length  ARGV[7] contact  ARGV[8] channel
+-- ARGV[9] the step's member in the set of steps in doubt  ARGV[10] the run's step timer member
+-- ARGV[11] now (journey clock), then field/value pairs of the contact hash that hold while the run
+-- still waits at this step
 -- A status never replaces one of higher rank (reports arrive out of order). A step recorded as
--- "unknown" (its worker died mid-send) that the provider reports as accepted becomes "sent".
+-- "unknown" (its worker died mid-send) that the provider reports as accepted becomes "sent", leaves
+-- the set of steps in doubt, and its run, still waiting at it, moves on now instead of at the end
+-- of the wait for confirmation.
 -- Returns 0 if the step is not in the ledger, 1 if recorded, 2 if it also reconciled an unknown step.
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then
@@ -22,6 +28,15 @@ if outcome.state == 'unknown' or outcome.state == 'sending' then
   outcome.state = 'sent'
   outcome.reconciled = true
   redis.call('HINCRBY', KEYS[3], 'reconciled', 1)
+  redis.call('ZREM', KEYS[6], ARGV[9])
+  local waiting = true
+  for i = 12, #ARGV, 2 do
+    if redis.call('HGET', KEYS[4], ARGV[i]) ~= ARGV[i + 1] then waiting = false end
+  end
+  if waiting then
+    -- XX: a timer claimed right now is already on its way; LT: never later than it was.
+    redis.call('ZADD', KEYS[5], 'XX', 'LT', ARGV[11], ARGV[10])
+  end
   reply = 2
 end
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(outcome))

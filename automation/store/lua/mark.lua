@@ -1,39 +1,71 @@
--- Record "about to call the provider" for a batch of steps, before the calls.
--- KEYS[i] ledger hash of step i's contact
--- ARGV[1] wall-clock now  ARGV[2] seconds after which a "sending" mark is considered
--- abandoned (the claim's lease)  ARGV[3] journey-clock now  ARGV[3 + i] step i's ledger field
--- Returns per step: 'new:<attempt>', 'ambiguous:<attempt>' (an earlier attempt died
--- mid-send), 'busy' (another worker is sending it right now) or 'done:<outcome JSON>'.
-local wall, abandon, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- Mark steps "sending" just before the provider requests that carry them are made, re-checking
+-- what may have changed since their batch was loaded (automation/engine/steps.py, send phase).
+-- KEYS[1] liveness zset: worker id -> its last sign of life (wall clock)
+-- KEYS[2] the steps in doubt: '<contact>|<ledger field>', scored by when they fell into doubt (journey clock)
+-- then per step i two keys from 3 + 2(i-1): the contact's ledger hash, the contact hash
+-- ARGV[1] wall-clock now  ARGV[2] liveness timeout (seconds)  ARGV[3] journey-clock now
+-- ARGV[4] this worker's id, then per step i four values from 5 + 4(i-1):
+--   the ledger field; the contact field that must be 'true' (consent), '' if none is needed;
+--   flags: 'd' if the adapter's provider deduplicates by our key (an attempt that may have reached
+--   it is simply sent again), 'r' if the channel's policy is to send again an attempt the provider
+--   has not confirmed by the end of its wait ("at least once"); the contact id
+-- Returns per step one of:
+--   'new:<attempt>'          marked: send it now
+--   'busy'                   a live worker is sending it right now
+--   'done:<outcome JSON>'    it has an outcome already
+--   'ambiguous:<attempt>'    an earlier attempt's worker died during its request: left as it is,
+--                            for the caller to record "unknown" and wait for the provider's word
+--   'unconfirmed:<attempt>'  recorded "unknown" earlier, still unconfirmed, not to be sent again
+--   'gone'                   the contact was deleted meanwhile
+--   'no_consent'             the contact withdrew consent meanwhile
+local wall, timeout, now, owner = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+redis.call('ZADD', KEYS[1], wall, owner)
 local replies = {}
-for i = 1, #KEYS do
-  local field = ARGV[3 + i]
-  local current = redis.call('HGET', KEYS[i], field)
-  local attempt, state = 1, 'new'
+for i = 1, (#KEYS - 2) / 2 do
+  local ledger, contact = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local a = 5 + 4 * (i - 1)
+  local field, consent, cid = ARGV[a], ARGV[a + 1], ARGV[a + 3]
+  local dedupes, resend = string.find(ARGV[a + 2], 'd', 1, true), string.find(ARGV[a + 2], 'r', 1, true)
+  local current = redis.call('HGET', ledger, field)
+  local attempt, reply = 1, nil
   if current then
     local outcome = cjson.decode(current)
-    if outcome.state == 'sending' then
-      if wall - tonumber(outcome.w) < abandon then
-        state = 'busy'
+    local state = outcome.state
+    if state == 'sending' then
+      local seen = outcome.o and redis.call('ZSCORE', KEYS[1], outcome.o)
+      if seen and wall - tonumber(seen) < timeout then
+        reply = 'busy'
       else
-        state = 'ambiguous'
         attempt = (outcome.attempt or 1) + 1
+        if not dedupes then reply = 'ambiguous:' .. attempt end
       end
-    elseif outcome.state == 'retry' then
+    elseif state == 'unknown' then
+      -- Its time to be confirmed is up: it is settled now, sent again or failed.
+      redis.call('ZREM', KEYS[2], cid .. '|' .. field)
       attempt = (outcome.attempt or 1) + 1
-    elseif outcome.state == 'paused' or outcome.state == 'throttled' then
+      if not (dedupes or resend) then reply = 'unconfirmed:' .. attempt end
+    elseif state == 'retry' then
+      attempt = (outcome.attempt or 1) + 1
+    elseif state == 'paused' or state == 'throttled' then
       attempt = outcome.attempt or 1  -- waited without trying: not an attempt
     else
-      state = 'done'
-      replies[i] = 'done:' .. current
+      reply = 'done:' .. current
     end
   end
-  if state == 'new' or state == 'ambiguous' then
-    redis.call('HSET', KEYS[i], field,
-      cjson.encode({state = 'sending', w = wall, at = now, attempt = attempt}))
-    replies[i] = state .. ':' .. attempt
-  elseif state == 'busy' then
-    replies[i] = 'busy'
+  if not reply then
+    -- Checked here, in the same script as the mark: once an opt-out has returned, no step is
+    -- marked for that channel any more.
+    local found = redis.call('HMGET', contact, 'ct', consent ~= '' and consent or 'ct')
+    if not found[1] then
+      reply = 'gone'
+    elseif consent ~= '' and found[2] ~= 'true' then
+      reply = 'no_consent'
+    else
+      redis.call('HSET', ledger, field,
+        cjson.encode({state = 'sending', w = wall, at = now, attempt = attempt, o = owner}))
+      reply = 'new:' .. attempt
+    end
   end
+  replies[i] = reply
 end
 return replies
