@@ -59,6 +59,7 @@ class Settings:
     claim_lease_seconds: float = 5.0     # a claim's lease until the scheduler has queued it
     liveness_seconds: float = 10.0       # a worker silent this long is dead: its sends in doubt
     reconcile_seconds: float = 600.0     # how long an interrupted send waits for the provider's word
+    redis_patience_seconds: float = 60.0 # how long a batch waits for a restarting Redis before failing
     batch_size: int = 100
     claim_limit: int = 1000
     poll_interval: float = 0.1
@@ -117,6 +118,7 @@ class Settings:
             claim_lease_seconds=_float(env, "LIFECYCLE_CLAIM_LEASE_SECONDS", 5.0, minimum=0.5),
             liveness_seconds=_float(env, "LIFECYCLE_LIVENESS_SECONDS", 10.0, minimum=1.0),
             reconcile_seconds=_float(env, "LIFECYCLE_RECONCILE_SECONDS", 600.0, minimum=0.0),
+            redis_patience_seconds=_float(env, "LIFECYCLE_REDIS_PATIENCE_SECONDS", 60.0, minimum=0.0),
             batch_size=_int(env, "LIFECYCLE_BATCH_SIZE", 100),
             claim_limit=_int(env, "LIFECYCLE_CLAIM_LIMIT", 1000),
             poll_interval=_float(env, "LIFECYCLE_POLL_INTERVAL", 0.1, minimum=0.01),
@@ -158,6 +160,7 @@ class Settings:
             "LIFECYCLE_CLAIM_LEASE_SECONDS": repr(self.claim_lease_seconds),
             "LIFECYCLE_LIVENESS_SECONDS": repr(self.liveness_seconds),
             "LIFECYCLE_RECONCILE_SECONDS": repr(self.reconcile_seconds),
+            "LIFECYCLE_REDIS_PATIENCE_SECONDS": repr(self.redis_patience_seconds),
             "LIFECYCLE_BATCH_SIZE": str(self.batch_size),
             "LIFECYCLE_CLAIM_LIMIT": str(self.claim_limit),
             "LIFECYCLE_POLL_INTERVAL": repr(self.poll_interval),

@@ -21,6 +21,7 @@ from automation.engine.services import Engine
 from automation.events import Event
 from automation.store.coupons import CouponError
 from automation.store.keys import ACTIVITY_LENGTH, seconds
+from automation.store.patience import until_redis_answers
 from automation.store.timers import Claim
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,11 @@ def apply_plans(engine: Engine, plans: list[Plan]) -> list[bool]:
         script_keys += [keys.contact(cid), keys.timers_for(cid), keys.leases_for(cid), keys.ledger(cid),
                         keys.inbox(cid), keys.lease_tokens_for(cid)]
         args.append(plan.encode())
-    applied = [bool(reply) for reply in engine.scripts.call("apply", script_keys, args)]
+    # Patient: outcomes of sends that went out must be written. A repeated call whose first reply
+    # was lost writes the same outcomes again; its guarded moves no longer apply.
+    replies = until_redis_answers(lambda: engine.scripts.call("apply", script_keys, args),
+                                  engine.runtime.settings.redis_patience_seconds, "writing the outcomes")
+    applied = [bool(reply) for reply in replies]
     after_apply(engine, [plan.changes for plan, ok in zip(plans, applied, strict=True) if ok])
     return applied
 

@@ -20,11 +20,14 @@ import time
 from typing import Callable
 
 from automation.runtime import Runtime
+from automation.store.doubt import settle_abandoned
 from automation.store.timers import Claim, TimerStore
 
 logger = logging.getLogger(__name__)
 
 Dispatch = Callable[[list[Claim]], None]
+#: Seconds between sweeps for steps in doubt whose runs moved on.
+SWEEP_SECONDS = 30.0
 
 
 class Scheduler:
@@ -36,6 +39,13 @@ class Scheduler:
         self.queue_depth = queue_depth or (lambda: 0)
         self.claimed_total = 0
         self.reclaimed_total = 0
+        self._swept_at = 0.0
+
+    def sweep(self) -> None:
+        """Now and then: settle steps in doubt whose runs moved on (automation.store.doubt)."""
+        if time.monotonic() - self._swept_at >= SWEEP_SECONDS:
+            self._swept_at = time.monotonic()
+            settle_abandoned(self.runtime, self.timers.scripts)
 
     def tick(self) -> int:
         """One round: claim what is due and dispatch it; returns the number of timers claimed."""
@@ -67,6 +77,7 @@ class Scheduler:
         while not stop.is_set():
             try:
                 claimed = self.tick()
+                self.sweep()
             except Exception:  # Redis restarting, network blip: log, back off, keep going
                 logger.exception("scheduler tick failed; retrying")
                 stop.wait(1.0)

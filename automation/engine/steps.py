@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from automation.store import fields
 from automation.store.contacts import ContactState
 from automation.store.coupons import issued_in_run
 from automation.store.keys import parse_member, step_member
+from automation.store.patience import until_redis_answers
 from automation.store.pauses import Pause
 from automation.store.timers import Claim
 
@@ -53,6 +55,8 @@ WAITING = frozenset({"paused", "throttled"})
 UNMARKED = frozenset({"channel_paused", "channel_not_configured"})
 #: When a step's journey failed to load, look again after this many wall-clock seconds.
 JOURNEY_RETRY_SECONDS = 60.0
+#: The shortest time limit a batch runs under (workers/actors.py: the longer of this and the lease).
+BATCH_TIME_LIMIT = 60.0
 
 
 @dataclass
@@ -363,7 +367,8 @@ def mark(engine: Engine, wave: list[Job], now: float, idempotent: bool) -> list[
     settings = runtime.settings
     keys: list[str] = [runtime.keys.liveness, runtime.keys.ambiguous]
     marked = time.time()
-    args: list[Any] = [repr(marked), settings.liveness_seconds, repr(now), engine.worker_id]
+    args: list[Any] = [repr(marked), settings.liveness_seconds, repr(now), engine.worker_id, uuid.uuid4().hex,
+                       max(BATCH_TIME_LIMIT, settings.lease_seconds)]
     for job in wave:
         adapter = engine.channels.get(job.step.channel)
         consent = fields.attribute(f"consent.{job.step.channel}") \
@@ -372,7 +377,9 @@ def mark(engine: Engine, wave: list[Job], now: float, idempotent: bool) -> list[
         keys += [runtime.keys.ledger(job.state.id), runtime.keys.contact(job.state.id)]
         args += [job.ledger_field, consent, flags, job.state.id]
     ready = []
-    for job, reply in zip(wave, engine.scripts.call("mark", keys, args), strict=True):
+    replies = until_redis_answers(lambda: engine.scripts.call("mark", keys, args), settings.redis_patience_seconds,
+                                  "marking the steps")
+    for job, reply in zip(wave, replies, strict=True):
         state, _, rest = reply.partition(":")
         if state == "new":
             job.attempt = int(rest)

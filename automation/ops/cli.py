@@ -241,17 +241,26 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Stops the embedded server's watchdog when the command ends.
+_watching = threading.Event()
+
+
 def _export(settings: Settings) -> tuple[Settings, Any]:
     """Resolve Redis (starting the embedded server if needed) and export the settings, so that
-    child processes see the same deployment. Returns the settings and the embedded server or None."""
+    child processes see the same deployment. Returns the settings and the embedded server or None.
+    A long-running command keeps the embedded server alive: if it dies, it is started again at the
+    same address, and every process reconnects by itself."""
     from automation.runtime import resolve_redis
 
     resolved, embedded = resolve_redis(settings)
     os.environ.update(resolved.to_env())
+    if embedded is not None:
+        embedded.watch(_watching)
     return resolved, embedded
 
 
 def _leave(embedded: Any) -> None:
+    _watching.set()
     if embedded is not None:
         embedded.stop()
 

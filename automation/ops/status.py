@@ -10,7 +10,9 @@ from typing import Any
 from automation.engine.dispatch import broker_namespace, queue_key
 from automation.runtime import Runtime
 from automation.store.contacts import ContactStore
+from automation.engine.liveness import alive_workers
 from automation.store.coupons import CouponStore
+from automation.store.doubt import in_doubt
 from automation.store.keys import recheck_member, step_member
 from automation.store.pauses import ChannelPauses
 from automation.store.timers import TimerStore
@@ -29,6 +31,7 @@ def collect_status(runtime: Runtime, failures: int = 10) -> dict[str, Any]:
     heartbeat_key = f"{broker_namespace(settings)}:__heartbeats__"
     alive_since = (time.time() * 1000) - settings.heartbeat_timeout_ms
     stats = {k: int(v) for k, v in client.hgetall(runtime.keys.stats).items()}
+    doubtful, oldest = in_doubt(runtime)
     recent_failures = []
     for entry_id, fields in client.xrevrange(runtime.keys.activity, count=2000):
         if fields.get("k") in ("failed", "unknown"):
@@ -46,6 +49,8 @@ def collect_status(runtime: Runtime, failures: int = 10) -> dict[str, Any]:
         "recent_failures": recent_failures,
         "paused_channels": {name: {"reason": p.reason, "since": p.since, "until": p.until}
                             for name, p in ChannelPauses(runtime).active().items()},
+        "in_doubt": {"count": doubtful, "oldest": oldest},
+        "live_workers": alive_workers(runtime),
     }
 
 
@@ -61,6 +66,12 @@ def format_status(status: dict[str, Any]) -> str:
                                                                             "unknown", "cancelled", "paused",
                                                                             "throttled")),
     ]
+    doubt = status["in_doubt"]
+    if doubt["count"]:
+        age = status["now"] - doubt["oldest"]
+        lines.append(f"IN DOUBT       {doubt['count']} step(s) whose send a crash interrupted, the oldest for "
+                     f"{age:.0f}s: waiting for the provider's confirmation, then sent again or failed "
+                     "(LIFECYCLE_AMBIGUOUS_<CHANNEL>)")
     for channel, pause in sorted(status["paused_channels"].items()):
         lines.append(f"PAUSED         {channel} until {iso(pause['until'])}: {pause['reason']} "
                      f"(after fixing it: lifecycle resume {channel})")

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import redis
 from redis.exceptions import NoScriptError
 
-NAMES = ("claim", "ack", "extend", "record_event", "identify", "apply", "mark", "rate", "delivery",
+NAMES = ("claim", "ack", "extend", "record_event", "identify", "apply", "mark", "settle", "rate", "delivery",
          "coupon_issue", "coupon_redeem")
 #: Scripts share code by a line `--#include <name>`, replaced by lua/_<name>.lua.
 INCLUDE = "--#include "

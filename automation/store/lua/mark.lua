@@ -4,14 +4,18 @@
 -- KEYS[2] the steps in doubt: '<contact>|<ledger field>', scored by when they fell into doubt (journey clock)
 -- then per step i two keys from 3 + 2(i-1): the contact's ledger hash, the contact hash
 -- ARGV[1] wall-clock now  ARGV[2] liveness timeout (seconds)  ARGV[3] journey-clock now
--- ARGV[4] this worker's id, then per step i four values from 5 + 4(i-1):
+-- ARGV[4] this worker's id  ARGV[5] this call's token (a call repeated because its reply was lost
+-- finds its own marks and sends them: nothing was sent, the caller never had the reply)
+-- ARGV[6] the longest a batch runs (seconds): a mark older than that is no send in progress
+-- then per step i four values from 7 + 4(i-1):
 --   the ledger field; the contact field that must be 'true' (consent), '' if none is needed;
 --   flags: 'd' if the adapter's provider deduplicates by our key (an attempt that may have reached
 --   it is simply sent again), 'r' if the channel's policy is to send again an attempt the provider
 --   has not confirmed by the end of its wait ("at least once"); the contact id
 -- Returns per step one of:
 --   'new:<attempt>'          marked: send it now
---   'busy'                   a live worker is sending it right now
+--   'busy'                   a live worker is sending it right now (marked less than a batch's
+--                            longest run ago)
 --   'done:<outcome JSON>'    it has an outcome already
 --   'ambiguous:<attempt>'    an earlier attempt's worker died during its request: left as it is,
 --                            for the caller to record "unknown" and wait for the provider's word
@@ -19,11 +23,12 @@
 --   'gone'                   the contact was deleted meanwhile
 --   'no_consent'             the contact withdrew consent meanwhile
 local wall, timeout, now, owner = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local token, longest = ARGV[5], tonumber(ARGV[6])
 redis.call('ZADD', KEYS[1], wall, owner)
 local replies = {}
 for i = 1, (#KEYS - 2) / 2 do
   local ledger, contact = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local a = 5 + 4 * (i - 1)
+  local a = 7 + 4 * (i - 1)
   local field, consent, cid = ARGV[a], ARGV[a + 1], ARGV[a + 3]
   local dedupes, resend = string.find(ARGV[a + 2], 'd', 1, true), string.find(ARGV[a + 2], 'r', 1, true)
   local current = redis.call('HGET', ledger, field)
@@ -33,7 +38,9 @@ for i = 1, (#KEYS - 2) / 2 do
     local state = outcome.state
     if state == 'sending' then
       local seen = outcome.o and redis.call('ZSCORE', KEYS[1], outcome.o)
-      if seen and wall - tonumber(seen) < timeout then
+      if outcome.o == owner and outcome.b == token then
+        attempt = outcome.attempt or 1   -- this very call, repeated: mark it again and send
+      elseif seen and wall - tonumber(seen) < timeout and wall - tonumber(outcome.w) < longest then
         reply = 'busy'
       else
         attempt = (outcome.attempt or 1) + 1
@@ -62,7 +69,7 @@ for i = 1, (#KEYS - 2) / 2 do
       reply = 'no_consent'
     else
       redis.call('HSET', ledger, field,
-        cjson.encode({state = 'sending', w = wall, at = now, attempt = attempt, o = owner}))
+        cjson.encode({state = 'sending', w = wall, at = now, attempt = attempt, o = owner, b = token}))
       reply = 'new:' .. attempt
     end
   end
