@@ -71,6 +71,7 @@ class HTTPStandIn:
         self._lock = threading.Lock()
         self._events = 0
         self._closing = threading.Event()
+        self._released = threading.Event()
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -128,10 +129,16 @@ class HTTPStandIn:
             scripted = self._script.pop(0) if self._script else None
         return exchange, scripted if scripted is not None else self.handle(request)
 
+    def release(self) -> None:
+        """Answer every request held back by a `delay` now, and later ones without their delay."""
+        self._released.set()
+
     def _hold(self, connection: socket.socket, seconds: float) -> bool:
         """Wait `seconds` before answering; False if the client hung up first or the stand-in closes."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
+            if self._released.is_set():
+                return True
             if self._closing.wait(min(left, 0.02)):
                 return False
             readable, _, _ = select.select([connection], [], [], 0)
