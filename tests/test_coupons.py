@@ -15,16 +15,12 @@ import pytest
 
 from automation.store.contacts import ContactStore
 from automation.language.couponspec import CouponSpec, check_spec
-from automation.store.coupons import (
-    ALPHABET,
-    CouponError,
-    CouponStore,
-    coupon_key,
-    new_code,
-)
+from automation.store.coupons import CouponError, CouponStore
 from tests.conftest import DAY, ROOT, wait_for
 
 WINBACK = CouponSpec(name="winback", percent=20, expires=14 * DAY, prefix="WB")
+#: The documented code alphabet: digits and capitals without 0/O and 1/I/L, which customers misread.
+ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 BODY = rf"[{ALPHABET}]{{10}}"
 
 
@@ -46,6 +42,11 @@ def make_contacts(contacts: ContactStore, ids) -> list[str]:
 
 def stats(runtime) -> dict[str, int]:
     return {k: int(v) for k, v in runtime.redis.hgetall(runtime.keys.stats).items()}
+
+
+def code_hash(runtime, code: str) -> dict[str, str]:
+    """The per-code hash, where the layout documents it: <ns>:coupon:<CODE without its dash>."""
+    return runtime.redis.hgetall(f"{runtime.keys.namespace}:coupon:{code.replace('-', '')}")
 
 
 def coupon_fields(runtime, contact_id: str) -> dict[str, str]:
@@ -99,6 +100,8 @@ def test_codes_have_the_prefix_and_the_alphabet(contacts, coupons, clock):
     assert all(re.fullmatch(BODY, code) for code in bare), bare[:5]
     assert not set("01OIL") & set("".join(prefixed + bare).replace("WB-", ""))
     assert len(set(prefixed + bare)) == 400
+    # and draw on the whole alphabet (4,000 characters: a character missing by chance is about e**-130)
+    assert set("".join(prefixed + bare).replace("WB-", "")) == set(ALPHABET)
 
 
 def test_a_coupon_is_not_issued_to_a_contact_that_does_not_exist(runtime, coupons, clock):
@@ -252,17 +255,19 @@ def test_processes_with_their_own_connections_issue_distinct_codes(contacts, run
     assert stats(runtime)["coupon:winback:issued"] == len(codes)
 
 
+#: The first six codes random.Random(7) draws, one character at a time, from the alphabet.
+SEEDED = ["WB-CZ6EP34VK5", "WB-DM3YJ834FF", "WB-494KF3VM5Z", "WB-9PPMZ3MME3", "WB-93KW6BF6K5", "WB-MBKVQ75MMP"]
+
+
 def test_a_code_already_taken_is_drawn_again(contacts, runtime, clock):
     # Given a generator seeded the same way in every store, so the test knows which codes are drawn
     ids = make_contacts(contacts, [f"c{i}" for i in range(6)])
-    sequence = random.Random(7)
-    expected = [new_code(sequence, "WB") for _ in range(6)]
     # When six contacts get a coupon, each from a new store that starts the sequence from the top
     codes = [CouponStore(runtime, rng=random.Random(7)).issue(c, WINBACK, "r1", clock.now()).code for c in ids]
     # Then each drew again past the codes the earlier ones took: 0 + 1 + ... + 5 collisions
-    assert codes == expected
+    assert codes == SEEDED
     assert stats(runtime)["coupon:winback:collisions"] == 15
-    assert [runtime.redis.hget(coupon_key(runtime.keys, code), "contact") for code in codes] == ids
+    assert [code_hash(runtime, code).get("contact") for code in codes] == ids
 
 
 class OneCode(random.Random):
@@ -342,7 +347,7 @@ def test_redeem_by_the_holder_in_time(coupons, issued, runtime, clock):
     # Then it is redeemed, attributed to her, and counted
     assert (redemption.status, redemption.code, redemption.name, redemption.contact_id, redemption.at) == (
         "redeemed", issued.code, "winback", "ana", clock.now() + DAY)
-    record = runtime.redis.hgetall(coupon_key(runtime.keys, issued.code))
+    record = code_hash(runtime, issued.code)
     assert record["redeemed_by"] == "ana" and record["redeemed_source"] == "purchase"
     assert stats(runtime)["coupon:winback:redeemed"] == 1
 
@@ -374,7 +379,7 @@ def test_an_expired_code_is_recorded_but_flagged(coupons, issued, runtime, clock
     redemption = coupons.redeem(issued.code, "ana", clock.now() + 15 * DAY, "purchase")
     # Then the redemption is recorded, flagged late
     assert redemption.status == "expired" and redemption.contact_id == "ana"
-    assert runtime.redis.hget(coupon_key(runtime.keys, issued.code), "late") == "1"
+    assert code_hash(runtime, issued.code)["late"] == "1"
     counts = stats(runtime)
     assert counts["coupon:winback:redeemed"] == 1 and counts["coupon:winback:late"] == 1
     # And a second use is still refused
@@ -386,7 +391,7 @@ def test_a_code_used_by_another_contact_is_recorded_but_flagged(coupons, issued,
     redemption = coupons.redeem(issued.code, "ben", clock.now(), "purchase")
     # Then the redemption is recorded, attributed to Ana the holder, and flagged
     assert (redemption.status, redemption.contact_id) == ("other_contact", "ana")
-    assert runtime.redis.hget(coupon_key(runtime.keys, issued.code), "redeemed_by") == "ben"
+    assert code_hash(runtime, issued.code)["redeemed_by"] == "ben"
     counts = stats(runtime)
     assert counts["coupon:winback:redeemed"] == 1 and counts["coupon:winback:other_contact"] == 1
 

@@ -90,5 +90,17 @@ def test_bad_rules_explain_themselves(source, message, hint):
         assert hint in error.value.hint
 
 
-def test_journey_vars_are_known_names():
-    compile_rule("days_since('purchase') >= lapse_days", ["lapse_days"])
+def test_journey_vars_are_known_names_and_their_value_decides():
+    # Given a rule that reads the journey variable lapse_days, and a purchase 100 days ago
+    rule = compile_rule("days_since('purchase') >= lapse_days", ["lapse_days"])
+    purchase = {"purchase": EventStats(1, None, NOW - 100 * DAY)}
+    # When the journey sets lapse_days to 90, the contact has lapsed
+    _, ctx = context(purchase)
+    assert rule.evaluate({**ctx, "lapse_days": 90}) is True
+    # When it sets 120, not yet, and the rule flips when 120 days have passed
+    tracker, ctx = context(purchase)
+    assert rule.evaluate({**ctx, "lapse_days": 120}) is False
+    assert tracker.next_change == pytest.approx(NOW + 20 * DAY, abs=0.01)
+    # And without the variable declared, the name is unknown
+    with pytest.raises(ExpressionError, match="unknown name 'lapse_days'"):
+        compile_rule("days_since('purchase') >= lapse_days")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
+
+import pytest
 
 from automation.runtime import open_runtime
-from automation.store.keys import step_member
+from automation.store.keys import Keys, step_member
 from automation.store.timers import Claim, TimerStore
+from tests.conftest import ROOT
 
 
 def test_concurrent_claims_never_hand_out_a_timer_twice(runtime, settings, clock):
@@ -132,4 +140,40 @@ def test_timers_spread_over_shards_by_contact(runtime, clock):
     store.schedule_many((f"c{i}", step_member("j", f"c{i}"), clock.now() + 10) for i in range(400))
     sizes = [runtime.redis.zcard(runtime.keys.timers(s)) for s in range(runtime.keys.shards)]
     assert sum(sizes) == 400 and min(sizes) > 50
-    assert runtime.keys.shard_of("c7") == runtime.keys.shard_of("c7")
+
+
+SHARD_OF_IN_A_CHILD = """
+import json, sys
+from automation.store.keys import Keys
+print(json.dumps([Keys("other", int(sys.argv[1])).shard_of(f"contact-{i}") for i in range(1000)]))
+"""
+
+
+def test_a_contact_has_one_shard_whoever_computes_it():
+    # Given the shard of 1,000 contacts, as this process computes it
+    ids = [f"contact-{i}" for i in range(1000)]
+    here = [Keys("ns", 16).shard_of(contact_id) for contact_id in ids]
+    # When another Keys, in another namespace, and another process (another string hash seed) compute it
+    elsewhere = [Keys("other", 16).shard_of(contact_id) for contact_id in ids]
+    child = subprocess.run([sys.executable, "-c", SHARD_OF_IN_A_CHILD, "16"], cwd=ROOT, capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "random"},
+                           check=True)
+    # Then they all agree: the scheduler, every worker and every script find a contact's timers in one shard
+    assert elsewhere == here
+    assert json.loads(child.stdout) == here
+    # and the ids do not all land in one shard
+    assert len(set(here)) == 16
+
+
+@pytest.mark.parametrize("shards", [1, 4, 16, 64])
+def test_contacts_spread_evenly_over_every_shard(shards):
+    # Given 10,000 contacts
+    keys = Keys("ns", shards)
+    # When each is given its shard
+    found = [keys.shard_of(f"contact-{i}") for i in range(10_000)]
+    # Then every shard number is one of the shards, every shard is used, and none holds much more than another
+    assert all(isinstance(shard, int) and 0 <= shard < shards for shard in found)
+    counts = Counter(found)
+    assert set(counts) == set(range(shards))
+    mean = 10_000 / shards
+    assert all(0.8 * mean <= count <= 1.2 * mean for count in counts.values()), sorted(counts.values())

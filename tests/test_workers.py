@@ -1,4 +1,4 @@
-"""Behaviour that depends on real worker processes: crashes and timer latency under load.
+"""Behaviour that depends on real worker processes: crashes, timers behind many others, coupons.
 
 These start `lifecycle worker` (Dramatiq) processes and a real scheduler with its
 Dramatiq dispatcher, all on the test Redis.
@@ -102,7 +102,8 @@ stages:
 """
 
 
-def test_a_short_timer_behind_100k_long_ones_fires_within_a_second(live_settings, live_runtime, scheduler, workers):
+def test_a_short_timer_behind_100k_long_ones_fires_once_due_and_leaves_them_alone(live_settings, live_runtime,
+                                                                                   scheduler, workers):
     # Given 100,000 timers due in 30 days (other contacts' future stage changes)
     timers = TimerStore(live_runtime)
     later = time.time() + 30 * DAY
@@ -115,24 +116,34 @@ def test_a_short_timer_behind_100k_long_ones_fires_within_a_second(live_settings
     # When a contact enters it
     store = ContactStore(live_runtime)
     store.identify("now", {"email": "now@example.com", "consent": {"email": True}})
+    # (the step's own due time, to the millisecond, is in the contact hash while the step waits;
+    # `entered_at` is kept in whole seconds, and stays)
+    seen: dict[str, float] = {}
 
-    def step_due() -> float | None:
+    def outcome() -> str | None:
         enrollment = store.load("now").enrollments.get("short")
-        return enrollment.due if enrollment else None
+        if enrollment is not None and enrollment.due is not None:
+            seen["due"] = enrollment.due
+        # (the ledger says "sending" first, while the adapter is called: wait for the outcome)
+        state = store.history("now").get("short:everyone:1:welcome", {}).get("state")
+        return state if state != "sending" else None
 
-    # (the step's own due time, to the millisecond; `entered_at` is kept in whole seconds)
-    wait_for(lambda: step_due() is not None, timeout=20, what="the contact to enter the journey")
-    due = step_due()
-    # (the ledger says "sending" first, while the adapter is called: wait for the outcome)
-    wait_for(lambda: store.history("now").get("short:everyone:1:welcome", {}).get("state") not in (None, "sending"),
-             timeout=20, what="the short timer")
-    # Then its message went out within a second of its due time
+    wait_for(lambda: outcome() is not None, timeout=60, what="the short timer")
+    # Then its message went out
     sent = store.history("now")["short:everyone:1:welcome"]
     assert sent["state"] == "sent", sent
-    lateness = sent["w"] - due
-    assert -0.01 <= lateness <= 1.0, f"fired {lateness:.3f}s after its due time"
-    # and the long timers are untouched
-    assert timers.counts()["pending"] == 100_000
+    # no earlier than three seconds after the contact entered, on the journey clock, as the engine recorded it
+    # (to the engine's own millisecond: it runs a step due within the next one)
+    entered = store.load("now").enrollments["short"].entered_at
+    assert entered is not None and sent["at"] >= entered + 3.0 - 0.001, (entered, sent)
+    if "due" in seen:   # (seen unless this process stood still for the whole wait)
+        assert 3.0 <= seen["due"] - entered < 4.0, (entered, seen)
+        # and no earlier than its due time
+        assert sent["at"] >= seen["due"] - 0.001, f"ran {seen['due'] - sent['at']:.3f}s before its due time"
+    # and none of the long timers was claimed: all still pending, none leased
+    assert timers.counts() == {"pending": 100_000, "leased": 0}
+    # (How late after its due time it ran depends on the machine: bench/timers.py measures it,
+    # timer_p99_lateness_s, against its 1 s target; a test asserting it would fail on a busy machine.)
 
 
 WINBACK_JOURNEY = """\

@@ -4,7 +4,8 @@ It starts the embedded Redis, a scheduler and real Dramatiq worker processes,
 loads a sample population (automation/data/demo.yaml) into the shipped journeys,
 and runs a compressed clock (a simulated day per real second by default). The
 timeline is printed from the engine's activity stream as it happens; messages
-land in the outbox folder. It stops by itself and cleans up its processes.
+land in the outbox folder. Once its days are over it lets the steps due within
+them finish (nothing due later starts), then stops and cleans up its processes.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ from automation.store.contacts import ContactStore
 from automation.store.timers import TimerStore
 
 DAY = 86400.0
-#: Real seconds between starting the workers and letting simulated time run.
+#: Real seconds the demo gives itself to get ready (workers up, population evaluated) before simulated
+#: time runs; doubled for each new start if that was not enough.
 WARMUP_SECONDS = 4.0
+#: Real seconds the demo waits at most, once its days are over, for the steps due within them.
+DRAIN_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,21 @@ class ScriptedEvent:
     event: str
     properties: dict[str, Any]
     attributes: dict[str, Any] | None = None
+
+
+class _StopsAt:
+    """The demo's own clock (its scheduler's and the script's): the compressed clock, standing still at
+    the end of the simulated days, so no step due after them is started while the last ones finish."""
+
+    def __init__(self, clock: ScaledClock, end: float) -> None:
+        self.clock = clock
+        self.end = end
+
+    def now(self) -> float:
+        return min(self.clock.now(), self.end)
+
+    def to_clock_seconds(self, wall_seconds: float) -> float:
+        return self.clock.to_clock_seconds(wall_seconds)
 
 
 def resolve_dates(attributes: dict[str, Any], origin: float) -> dict[str, Any]:
@@ -143,19 +162,18 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
             print(f"lifecycle demo: no {folder}/ folder here; run it from the project folder "
                   f"(or set LIFECYCLE_JOURNEYS and LIFECYCLE_TEMPLATES)", file=sys.stderr)
             return 2
-    origin = time.time() + WARMUP_SECONDS
+    scaled = ScaledClock(speed, time.time() + WARMUP_SECONDS)
+    clock = _StopsAt(scaled, scaled.origin + days * DAY)
     settings = base.with_changes(
         redis_url=None, home=Path(base.home) / "demo", namespace="demo", outbox_dir=Path(outbox),
-        clock_speed=speed, clock_origin=origin, poll_interval=0.05, lease_seconds=30.0, reload_seconds=3600.0,
+        clock_speed=speed, clock_origin=scaled.origin, poll_interval=0.05, lease_seconds=30.0,
+        reload_seconds=3600.0,
         # Webhooks (to a CRM, to sales) land in the outbox too: the demo runs offline.
         channels={**base.channels, "webhook": "outbox"},
     )
-    runtime = open_runtime(settings, clock=ScaledClock(speed, origin))
+    runtime = open_runtime(settings, clock=clock)
     settings = runtime.settings  # now with the embedded server's URL
-    runtime.redis.flushdb()      # the demo's own embedded server: start from a clean slate
-    check_meta(runtime)
     Path(outbox).mkdir(parents=True, exist_ok=True)
-    clean_outbox(Path(outbox))
 
 
     engine = Engine.create(runtime)
@@ -169,34 +187,22 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
     data = load_population()
     names = {c["id"]: f"{c['attributes']['first_name']} ({c['id']})" if c["attributes"].get("first_name") else c["id"]
              for c in data["contacts"]}
-    store = ContactStore(runtime)
-    events = []
-    identities = []
-    for contact in data["contacts"]:
-        identities.append((contact["id"], check_attributes(resolve_dates(contact["attributes"], origin))))
-        for item in contact.get("history", []):
-            events.append(Event(contact["id"], item["event"], origin + item["day"] * DAY, item.get("properties", {})))
-    # The population's past is a backfill: it decides stages, but starts no triggered journey.
-    store.identify_many(identities, triggers=False)
-    store.track_many(events, triggers=False)
     script = sorted((ScriptedEvent(s["day"], s["contact"], s.get("event", ""), s.get("properties", {}),
                                    s.get("set")) for s in data["script"]), key=lambda s: s.day)
-
-    log = Path(settings.home) / "worker.log"
-    workers = start_workers(settings, processes=1, threads=threads, log=log)
-    stop = threading.Event()
-    dispatcher = DramatiqDispatcher(settings)
-    scheduler = Scheduler(runtime, dispatcher, dispatcher.queue_depth)
-    scheduler_thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
-    timeline = Timeline(runtime, origin, names, Path(outbox), out, quiet)
+    store = ContactStore(runtime)
     print(f"lifecycle demo: {len(data['contacts'])} contacts, journeys: {', '.join(engine.journeys.journeys)}; "
           f"{days:g} simulated days at {speed / DAY:g} day(s) per second; messages go to {outbox}/", file=out)
+    log = Path(settings.home) / "worker.log"
+    started = _start_in_time(runtime, engine, settings, clock, days, data, Path(outbox), threads, log)
+    if started is None:
+        print(f"lifecycle demo: the workers did not start; see {log}", file=sys.stderr)
+        engine.close()
+        runtime.close(stop_embedded=True)
+        return 1
+    workers, dispatcher, stop, scheduler_thread = started
+    origin, end = clock.clock.origin, clock.end
+    timeline = Timeline(runtime, origin, names, Path(outbox), out, quiet)
     try:
-        if not _wait_for_workers(runtime, settings, workers, timeout=60):
-            print(f"lifecycle demo: the workers did not start; see {log}", file=sys.stderr)
-            return 1
-        scheduler_thread.start()
-        end = origin + days * DAY
         while runtime.clock.now() < end:
             now = runtime.clock.now()
             while script and origin + script[0].day * DAY <= now:
@@ -212,7 +218,9 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
                 print(f"lifecycle demo: the workers stopped unexpectedly; see {log}", file=sys.stderr)
                 return 1
             timeline.poll(block_ms=50)
-        _drain(runtime, dispatcher, timeline)
+        if not _drain(runtime, dispatcher, timeline, end):
+            print(f"lifecycle demo: steps due within the {days:g} days were still waiting after "
+                  f"{DRAIN_SECONDS:g}s; see {log}", file=sys.stderr)
     finally:
         stop.set()
         if scheduler_thread.is_alive():
@@ -222,6 +230,64 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
         engine.close()
         runtime.close(stop_embedded=True)  # the demo's own server
     return _summary(timeline, Path(outbox), out)
+
+
+def _load_population(runtime: Runtime, data: dict[str, Any], origin: float) -> None:
+    store = ContactStore(runtime)
+    events = []
+    identities = []
+    for contact in data["contacts"]:
+        identities.append((contact["id"], check_attributes(resolve_dates(contact["attributes"], origin))))
+        for item in contact.get("history", []):
+            events.append(Event(contact["id"], item["event"], origin + item["day"] * DAY, item.get("properties", {})))
+    # The population's past is a backfill: it decides stages, but starts no triggered journey.
+    store.identify_many(identities, triggers=False)
+    store.track_many(events, triggers=False)
+
+
+def _start_in_time(runtime: Runtime, engine: Any, settings: Settings, clock: _StopsAt, days: float,
+                   data: dict[str, Any], outbox: Path, threads: int,
+                   log: Path) -> tuple[Any, DramatiqDispatcher, threading.Event, threading.Thread] | None:
+    """The population loaded and evaluated, and the workers and the scheduler running, all before
+    simulated time starts to run; None if the workers do not start.
+
+    Worker processes compute the time themselves from the clock's origin, so it is fixed before they
+    start, and the clock stands still until then. If getting ready took longer than the warm-up (a
+    busy machine), everything starts again from a clean slate with a later origin, so the story
+    plays on the days it is written for rather than starting days late."""
+    scaled = clock.clock
+    warmup = WARMUP_SECONDS
+    for _ in range(5):
+        scaled.origin = time.time() + warmup
+        clock.end = scaled.origin + days * DAY
+        runtime.redis.flushdb()      # the demo's own embedded server: start from a clean slate
+        check_meta(runtime)
+        engine.publish(engine.journeys.journeys)     # what journeys react to; broadcasts from the origin on
+        clean_outbox(outbox)
+        _load_population(runtime, data, scaled.origin)
+        timed = settings.with_changes(clock_origin=scaled.origin)
+        workers = start_workers(timed, processes=1, threads=threads, log=log)
+        if not _wait_for_workers(runtime, timed, workers, timeout=60):
+            stop_process(workers)
+            return None
+        stop = threading.Event()
+        dispatcher = DramatiqDispatcher(timed)
+        scheduler = Scheduler(runtime, dispatcher, dispatcher.queue_depth)
+        thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
+        thread.start()
+        timers = TimerStore(runtime)
+        while time.time() < scaled.origin:
+            next_due = timers.next_due()
+            if (dispatcher.queue_depth() == 0 and timers.counts()["leased"] == 0
+                    and (next_due is None or next_due > scaled.origin)):
+                return workers, dispatcher, stop, thread
+            time.sleep(0.05)
+        stop.set()
+        thread.join(timeout=5)
+        stop_process(workers)
+        dispatcher.close()
+        warmup *= 2
+    return None
 
 
 def _wait_for_workers(runtime: Runtime, settings: Settings, workers: Any, timeout: float) -> bool:
@@ -236,15 +302,21 @@ def _wait_for_workers(runtime: Runtime, settings: Settings, workers: Any, timeou
     return False
 
 
-def _drain(runtime: Runtime, dispatcher: DramatiqDispatcher, timeline: Timeline, timeout: float = 10.0) -> None:
-    """Let in-flight batches finish before stopping (timers due later stay in Redis)."""
+def _drain(runtime: Runtime, dispatcher: DramatiqDispatcher, timeline: Timeline, end: float,
+           timeout: float | None = None) -> bool:
+    """Let every step due within the simulated days finish, however far behind a busy machine left
+    the workers; False if some were still waiting after `timeout` seconds. The scheduler's clock
+    stands still at `end`, so nothing due later starts: those timers stay in Redis."""
     timers = TimerStore(runtime)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + (DRAIN_SECONDS if timeout is None else timeout)
+    drained = False
+    while not drained and time.monotonic() < deadline:
         timeline.poll(block_ms=100)
-        if dispatcher.queue_depth() == 0 and timers.counts()["leased"] == 0:
-            break
+        next_due = timers.next_due()
+        drained = (dispatcher.queue_depth() == 0 and timers.counts()["leased"] == 0
+                   and (next_due is None or next_due > end))
     timeline.poll(block_ms=100)
+    return drained
 
 
 def _summary(timeline: Timeline, outbox: Path, out: TextIO) -> int:

@@ -6,6 +6,6 @@ See docs/adapters.md.
 """
 
 from automation.testing.contract import AdapterContract, ProviderScript
-from automation.testing.standin import HTTPStandIn, Request, Response
+from automation.testing.standin import Exchange, HTTPStandIn, Request, Response
 
-__all__ = ["AdapterContract", "ProviderScript", "HTTPStandIn", "Request", "Response"]
+__all__ = ["AdapterContract", "ProviderScript", "Exchange", "HTTPStandIn", "Request", "Response"]
