@@ -109,7 +109,12 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from automation.api import Lifecycle
+    from automation.ops.importer import check_readable
 
+    # Every file must be readable before any is imported: a typo in the last name must not
+    # leave the first files imported and the command failed.
+    for path in args.files:
+        check_readable(Path(path))
     total_errors = 0
     with Lifecycle.connect(_settings()) as lc:
         for path in args.files:
