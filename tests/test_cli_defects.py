@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from automation.config import Settings
+from automation.language.registry import context_folders
 
 
 def lifecycle(settings: Settings, *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess:
@@ -58,3 +59,25 @@ def test_import_of_an_unreadable_file_is_one_line(settings: Settings, tmp_path: 
     secret.chmod(0)
     line = one_error_line(lifecycle(settings, "import", str(secret)), "import")
     assert line == f"lifecycle import: {secret}: permission denied"
+
+
+# -- 2. validate of a path that does not exist ---------------------------------------------------
+
+def test_validate_reports_a_missing_path_without_scanning_its_folder(settings: Settings, tmp_path: Path):
+    # A broken sources file beside the missing path shows whether its folder was read.
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "_contact.yaml").write_text("attributes: [\n")
+    missing = folder / "missing.yaml"
+    result = lifecycle(settings, "validate", str(missing))
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "elsewhere/missing.yaml:1:1: no such file or directory\n"
+    assert result.stderr == "1 error(s)\n"
+
+
+def test_only_existing_paths_give_folders_for_context(tmp_path: Path):
+    folder = tmp_path / "journeys"
+    folder.mkdir()
+    (folder / "a.yaml").write_text("journey: a\n")
+    assert context_folders([tmp_path / "missing.yaml", tmp_path / "gone" / "b.yaml"]) == []
+    assert context_folders([folder / "a.yaml", folder, tmp_path / "missing.yaml"]) == [folder]
