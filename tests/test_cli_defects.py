@@ -81,3 +81,23 @@ def test_only_existing_paths_give_folders_for_context(tmp_path: Path):
     (folder / "a.yaml").write_text("journey: a\n")
     assert context_folders([tmp_path / "missing.yaml", tmp_path / "gone" / "b.yaml"]) == []
     assert context_folders([folder / "a.yaml", folder, tmp_path / "missing.yaml"]) == [folder]
+
+
+# -- 3. output piped into a reader that stops early (`| head -1`) ----------------------------------
+
+def closed_pipe() -> int:
+    """The write end of a pipe whose reader is already gone, as `head -1` is after one line."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return write_end
+
+
+@pytest.mark.parametrize("command", [("validate", "--format", "json"), ("inspect", "c1"), ("inspect", "c1", "--json")])
+def test_a_closed_pipe_ends_the_command_quietly(settings: Settings, command: tuple[str, ...]):
+    pipe = closed_pipe()
+    try:
+        result = lifecycle(settings, *command, stdout=pipe)
+    finally:
+        os.close(pipe)
+    assert result.stderr == ""
+    assert result.returncode == 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped

@@ -451,11 +451,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status when whoever reads our output stops reading (`lifecycle inspect c1 | head -1`):
+#: 128 + SIGPIPE, what a shell reports for any command a closed pipe cut short, so a pipeline
+#: under `set -o pipefail` still knows the output was not read to the end.
+EXIT_PIPE_CLOSED = 141
+
+
+def _stdout_closed() -> int:
+    # Python flushes stdout once more at exit; pointed at devnull, that flush cannot fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE_CLOSED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a pipe's reader that went away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except LifecycleError as exc:
         print(f"lifecycle {args.command}: {exc}", file=sys.stderr)
         return 2
