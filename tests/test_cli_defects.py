@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from automation.api import Lifecycle
 from automation.config import Settings
+from automation.errors import InputError
+from automation.events import parse_event
 from automation.language.registry import context_folders
 
 
@@ -101,3 +105,61 @@ def test_a_closed_pipe_ends_the_command_quietly(settings: Settings, command: tup
         os.close(pipe)
     assert result.stderr == ""
     assert result.returncode == 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
+
+
+# -- 4. values the commands cannot use ---------------------------------------------------------------
+
+@pytest.mark.parametrize("command, what", [
+    (("track", "c1", "purchase", "--json", "[1]"), "properties"),
+    (("track", "c1", "purchase", "--json", "null"), "properties"),
+    (("identify", "c1", "--json", "[1]"), "attributes"),
+    (("identify", "c1", "--json", '"ana@example.com"'), "attributes"),
+])
+def test_json_that_is_not_an_object_is_one_line(settings: Settings, command: tuple[str, ...], what: str):
+    line = one_error_line(lifecycle(settings, *command), command[0])
+    assert line.startswith(f"lifecycle {command[0]}: --json: {what} must be a JSON object")
+
+
+def test_an_event_without_properties_is_recorded(settings: Settings, runtime):
+    result = lifecycle(settings, "track", "c1", "page_view")
+    assert result.returncode == 0 and result.stdout == "tracked page_view for c1\n", result.stderr
+    info = json.loads(lifecycle(settings, "inspect", "c1", "--json").stdout)
+    assert info["events"]["page_view"]["count"] == 1
+    assert info["recent_events"][0]["properties"] == {}
+
+
+@pytest.mark.parametrize("properties", [None, {}])
+def test_the_api_takes_an_event_without_properties(runtime, properties):
+    lc = Lifecycle(runtime)
+    assert lc.track("c1", "page_view", properties) is True
+    assert lc.contact("c1").events["page_view"].count == 1
+
+
+@pytest.mark.parametrize("properties", [[1], [("item", "shirt")], "item=shirt", 0, False, ""])
+def test_properties_that_are_not_an_object_are_refused(runtime, clock, properties):
+    with pytest.raises(InputError, match="properties must be a JSON object"):
+        Lifecycle(runtime).track("c1", "purchase", properties)
+    with pytest.raises(InputError, match="properties must be a JSON object"):
+        parse_event({"contact_id": "c1", "event": "purchase", "properties": properties}, clock.now())
+
+
+@pytest.mark.parametrize("attributes", [[1], [("email", "a@example.com")], "email=a@example.com"])
+def test_attributes_that_are_not_an_object_are_refused(runtime, attributes):
+    with pytest.raises(InputError, match="attributes must be a JSON object"):
+        Lifecycle(runtime).identify("c1", attributes)
+
+
+def test_resume_of_a_channel_that_does_not_exist_names_the_channels(settings: Settings):
+    line = one_error_line(lifecycle(settings, "resume", "pigeon"), "resume")
+    assert line.startswith("lifecycle resume: no channel 'pigeon'; the channels are email, push, sms, webhook")
+    result = lifecycle(settings, "resume", "sms")
+    assert result.returncode == 0 and result.stdout == "channel sms was not paused\n"
+
+
+@pytest.mark.parametrize("option", ["--days", "--speed"])
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "soon"])
+def test_demo_refuses_a_days_or_speed_that_is_not_positive(settings: Settings, option: str, value: str):
+    result = lifecycle(settings, "demo", f"{option}={value}")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(f"lifecycle demo: error: argument {option}: '{value}' is not")
+    assert result.stdout == ""
