@@ -15,6 +15,8 @@ from automation.config import Settings
 from automation.errors import InputError
 from automation.events import parse_event
 from automation.language.registry import context_folders
+from automation.ops.demo import MANIFEST
+from tests.conftest import outbox_files, write
 
 
 def lifecycle(settings: Settings, *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess:
@@ -163,3 +165,35 @@ def test_demo_refuses_a_days_or_speed_that_is_not_positive(settings: Settings, o
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].startswith(f"lifecycle demo: error: argument {option}: '{value}' is not")
     assert result.stdout == ""
+
+
+# -- 5. the demo and the user's own messages in ./outbox -------------------------------------------
+
+def run_demo(settings: Settings) -> subprocess.CompletedProcess:
+    """A short demo (a few hours of simulated time: the first welcomes and thank-yous)."""
+    result = lifecycle(settings, "demo", "--days", "0.2", "--speed", str(2 * 86400), "--quiet",
+                       "--outbox", str(settings.outbox_dir))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.mark.integration
+def test_the_demo_removes_only_the_messages_an_earlier_demo_wrote(settings: Settings):
+    outbox = settings.outbox_dir
+    # A message of the user's own `lifecycle run`, named as the outbox adapter names its files
+    own = write(outbox / "email" / "zoe--customer-lifecycle--welcome--0123456789ab.eml", "the user's own message")
+    run_demo(settings)
+    assert own.read_text() == "the user's own message"
+    written = set(outbox_files(outbox)) - {own}
+    assert written, "the demo wrote no message"
+    listed = (outbox / MANIFEST).read_text().splitlines()[1:]
+    assert {outbox / line for line in listed} == written
+    # The next demo removes the earlier demo's files (and writes them afresh), not the user's
+    stale = sorted(written)[0]
+    stale.write_text("left from the first demo")
+    result = run_demo(settings)
+    assert own.read_text() == "the user's own message"
+    assert stale.read_text() != "left from the first demo"
+    assert set(outbox_files(outbox)) == written | {own}
+    # and the summary counts the demo's messages, not the user's
+    assert f"outbox: {outbox}/email ({sum(p.parent.name == 'email' for p in written)} .eml)" in result.stdout
