@@ -169,12 +169,15 @@ def test_demo_refuses_a_days_or_speed_that_is_not_positive(settings: Settings, o
 
 # -- 5. the demo and the user's own messages in ./outbox -------------------------------------------
 
-def run_demo(settings: Settings) -> subprocess.CompletedProcess:
-    """A short demo (a few hours of simulated time: the first welcomes and thank-yous)."""
+def run_demo(settings: Settings) -> tuple[subprocess.CompletedProcess, set[Path]]:
+    """A short demo (a few hours of simulated time: the first welcomes and thank-yous), and the
+    files its manifest lists."""
     result = lifecycle(settings, "demo", "--days", "0.2", "--speed", str(2 * 86400), "--quiet",
                        "--outbox", str(settings.outbox_dir))
     assert result.returncode == 0, result.stdout + result.stderr
-    return result
+    comment, *listed = (settings.outbox_dir / MANIFEST).read_text().splitlines()
+    assert comment.startswith("# ")
+    return result, {settings.outbox_dir / line for line in listed}
 
 
 @pytest.mark.integration
@@ -182,18 +185,17 @@ def test_the_demo_removes_only_the_messages_an_earlier_demo_wrote(settings: Sett
     outbox = settings.outbox_dir
     # A message of the user's own `lifecycle run`, named as the outbox adapter names its files
     own = write(outbox / "email" / "zoe--customer-lifecycle--welcome--0123456789ab.eml", "the user's own message")
-    run_demo(settings)
+    _, first = run_demo(settings)
     assert own.read_text() == "the user's own message"
-    written = set(outbox_files(outbox)) - {own}
-    assert written, "the demo wrote no message"
-    listed = (outbox / MANIFEST).read_text().splitlines()[1:]
-    assert {outbox / line for line in listed} == written
-    # The next demo removes the earlier demo's files (and writes them afresh), not the user's
-    stale = sorted(written)[0]
-    stale.write_text("left from the first demo")
-    result = run_demo(settings)
+    assert first, "the demo wrote no message"
+    assert set(outbox_files(outbox)) == first | {own}
+    # The next demo removes the earlier demo's files (it may write some of them afresh), not the user's
+    for path in first:
+        path.write_text("left from the first demo")
+    result, second = run_demo(settings)
     assert own.read_text() == "the user's own message"
-    assert stale.read_text() != "left from the first demo"
-    assert set(outbox_files(outbox)) == written | {own}
-    # and the summary counts the demo's messages, not the user's
-    assert f"outbox: {outbox}/email ({sum(p.parent.name == 'email' for p in written)} .eml)" in result.stdout
+    assert set(outbox_files(outbox)) == second | {own}
+    assert all(path.read_text() != "left from the first demo" for path in second)
+    # and its summary counts its own messages, not the user's
+    emails = sum(path.parent.name == "email" for path in second)
+    assert f"outbox: {outbox}/email ({emails} .eml)" in result.stdout
