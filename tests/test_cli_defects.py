@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ from automation.config import Settings
 from automation.errors import InputError
 from automation.events import parse_event
 from automation.language.registry import context_folders
-from automation.ops.demo import MANIFEST
-from tests.conftest import outbox_files, write
+from automation.ops.demo import MANIFEST, load_population
+from tests.conftest import ROOT, outbox_files, write
 
 
 def lifecycle(settings: Settings, *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess:
@@ -199,3 +200,17 @@ def test_the_demo_removes_only_the_messages_an_earlier_demo_wrote(settings: Sett
     # and its summary counts its own messages, not the user's
     emails = sum(path.parent.name == "email" for path in second)
     assert f"outbox: {outbox}/email ({emails} .eml)" in result.stdout
+
+
+# -- 6. what the README promises about the demo ---------------------------------------------------
+
+NUMBERS = {"nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15}
+
+
+def test_the_readme_counts_the_demo_contacts_and_journeys_right():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"python3 dev\.py demo +# the demo: (\d+) contacts, the (\w+) shipped journeys", readme)
+    assert found, "the README's quick start no longer describes the demo"
+    assert int(found[1]) == len(load_population()["contacts"])
+    shipped = [p for p in (ROOT / "journeys").glob("*.yaml") if not p.name.startswith("_")]
+    assert NUMBERS[found[2]] == len(shipped)

@@ -1,7 +1,7 @@
 """`lifecycle demo`: the whole product on a laptop in about a minute.
 
 It starts the embedded Redis, a scheduler and real Dramatiq worker processes,
-loads a sample population (automation/data/demo.yaml) into the shipped journeys,
+loads a sample population (automation/ops/data/demo.yaml) into the shipped journeys,
 and runs a compressed clock (a simulated day per real second by default). The
 timeline is printed from the engine's activity stream as it happens; messages
 land in the outbox folder. It stops by itself and cleans up its processes.
