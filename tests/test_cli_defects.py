@@ -17,6 +17,7 @@ from automation.errors import InputError
 from automation.events import parse_event
 from automation.language.registry import context_folders
 from automation.ops.demo import MANIFEST, load_population
+from automation.ops.status import format_contact, inspect_contact, iso
 from tests.conftest import ROOT, outbox_files, write
 
 
@@ -214,3 +215,39 @@ def test_the_readme_counts_the_demo_contacts_and_journeys_right():
     assert int(found[1]) == len(load_population()["contacts"])
     shipped = [p for p in (ROOT / "journeys").glob("*.yaml") if not p.name.startswith("_")]
     assert NUMBERS[found[2]] == len(shipped)
+
+
+# -- 7. inspect of a contact whose run has ended -------------------------------------------------------
+
+THANKS = """\
+journey: order-thanks
+trigger:
+  event: purchase
+steps:
+  - send: sms
+    template: order-thanks
+"""
+
+
+def test_inspect_says_when_and_why_a_finished_run_ended(settings: Settings, runtime, make_engine, run_due, clock):
+    # Given a triggered journey whose run ends after one text
+    write(settings.journeys_dir / "order-thanks.yaml", THANKS)
+    write(settings.templates_dir / "sms" / "order-thanks.en.txt", "Thanks for your order!")
+    engine = make_engine()
+    assert "order-thanks" in engine.journeys.journeys, [d.format() for d in engine.journeys.diagnostics]
+    lc = Lifecycle(runtime)
+    lc.identify("ana", {"phone": "+14155550100", "consent": {"sms": True}})
+    lc.track("ana", "purchase", {"item": "shirt"})
+    # When the run has sent its text and ended
+    run_due(engine)
+    [outcome] = [o for key, o in lc.history("ana").items() if key.startswith("order-thanks:")]
+    assert outcome["state"] == "sent", outcome
+    # Then inspect says that it finished, when and why, instead of "(none)"
+    info = inspect_contact(runtime, "ana")
+    assert info["journeys"]["order-thanks"]["ended_at"] == iso(clock.now())
+    assert info["journeys"]["order-thanks"]["end_reason"] == "finished"
+    assert f"  order-thanks: finished {iso(clock.now())} (finished)" in format_contact(info).splitlines()
+    # and so does the command, in text and JSON
+    assert f"  order-thanks: finished {iso(clock.now())} (finished)" in lifecycle(settings, "inspect", "ana").stdout
+    journey = json.loads(lifecycle(settings, "inspect", "ana", "--json").stdout)["journeys"]["order-thanks"]
+    assert (journey["stage"], journey["end_reason"]) == (None, "finished")
