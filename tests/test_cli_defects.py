@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+import requests
 
 from automation.api import Lifecycle
 from automation.config import Settings
@@ -17,8 +21,10 @@ from automation.errors import InputError
 from automation.events import parse_event
 from automation.language.registry import context_folders
 from automation.ops.demo import MANIFEST, load_population
+from automation.messages.unsubscribe import make_token
 from automation.ops.status import format_contact, inspect_contact, iso
-from tests.conftest import ROOT, outbox_files, write
+from automation.server.webhooks import WebhookApp, serve
+from tests.conftest import ROOT, outbox_files, wait_for, write
 
 
 def lifecycle(settings: Settings, *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess:
@@ -251,3 +257,46 @@ def test_inspect_says_when_and_why_a_finished_run_ended(settings: Settings, runt
     assert f"  order-thanks: finished {iso(clock.now())} (finished)" in lifecycle(settings, "inspect", "ana").stdout
     journey = json.loads(lifecycle(settings, "inspect", "ana", "--json").stdout)["journeys"]["order-thanks"]
     assert (journey["stage"], journey["end_reason"]) == (None, "finished")
+
+
+# -- 8. the unsubscribe page in the contact's language ---------------------------------------------
+
+@pytest.fixture
+def webhooks(runtime) -> Iterator[str]:
+    """The webhook app served over HTTP on a free port, as `lifecycle webhooks` serves it; its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    threading.Thread(target=serve, args=(WebhookApp(runtime, env={}), "127.0.0.1", port), daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: answers(url), timeout=30, what="the webhook server")
+    yield url
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+@pytest.mark.parametrize("locale, lang, direction, question, button, done", [
+    ("ru", "ru", "ltr", "Больше не получать от нас писем?", "Отписаться", "Вы отписались."),
+    ("fa", "fa", "rtl", "آیا می‌خواهید دیگر ایمیل‌های ما را دریافت نکنید؟", "لغو اشتراک", "اشتراک شما لغو شد."),
+    ("ru-RU", "ru", "ltr", "Больше не получать от нас писем?", "Отписаться", "Вы отписались."),
+    ("de", "en", "ltr", "Stop receiving emails from us?", "Unsubscribe", "You are unsubscribed."),
+])
+def test_the_unsubscribe_page_speaks_the_contacts_language(runtime, settings, webhooks, locale, lang, direction,
+                                                          question, button, done):
+    Lifecycle(runtime).identify("c1", {"email": "c1@example.com", "locale": locale, "consent": {"email": True}})
+    url = f"{webhooks}/unsubscribe?token={make_token(settings.secret, 'c1', 'email')}"
+    page = requests.get(url, timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert page.text.startswith(f'<!doctype html><html lang="{lang}" dir="{direction}">')
+    assert f"<p>{question}</p>" in page.text
+    assert f"<button type='submit'>{button}</button>" in page.text
+    answer = requests.post(url, timeout=10)
+    assert answer.status_code == 200
+    assert answer.text.startswith(f'<!doctype html><html lang="{lang}" dir="{direction}">')
+    assert f"<p>{done}</p>" in answer.text
+    assert Lifecycle(runtime).contact("c1").attributes["consent"]["email"] is False
