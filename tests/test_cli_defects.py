@@ -1,4 +1,6 @@
-"""Mistakes a new user makes at the command line: each gets one clear line, never a traceback."""
+"""What a new user ran into: mistakes at the command line (one clear line, never a traceback), the
+demo and the user's own outbox files, the README's numbers, `inspect` of an ended run, and the
+unsubscribe page in the contact's language."""
 
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from automation.config import Settings
 from automation.errors import InputError
 from automation.events import parse_event
 from automation.language.registry import context_folders
-from automation.ops.demo import MANIFEST, load_population
 from automation.messages.unsubscribe import make_token
+from automation.ops.demo import MANIFEST, load_population
 from automation.ops.status import format_contact, inspect_contact, iso
 from automation.server.webhooks import WebhookApp, serve
 from tests.conftest import ROOT, outbox_files, wait_for, write
