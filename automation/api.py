@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from automation.config import Settings
+from automation.errors import InputError
 from automation.events import parse_event, parse_time
 from automation.ops.importer import ImportReport, import_file
 from automation.runtime import Runtime, open_runtime
@@ -35,12 +36,15 @@ class Lifecycle:
 
     def identify(self, contact_id: str, attributes: Mapping[str, Any] | None = None, **more: Any) -> None:
         """Create or update a contact. `None` removes an attribute."""
+        if attributes is not None and not isinstance(attributes, Mapping):
+            raise InputError("attributes must be a JSON object")
         self.store.identify(contact_id, {**(attributes or {}), **more})
 
     def track(self, contact_id: str, event: str, properties: Mapping[str, Any] | None = None,
               at: Any = None, id: str | None = None) -> bool:
         """Record an event (at: ISO 8601 or epoch seconds, default now); False if `id` was seen before."""
-        data: dict[str, Any] = {"contact_id": contact_id, "event": event, "properties": dict(properties or {})}
+        # parse_event checks the properties (None: the event has none; else a JSON object).
+        data: dict[str, Any] = {"contact_id": contact_id, "event": event, "properties": properties}
         if at is not None:
             data["timestamp"] = at
         if id is not None:

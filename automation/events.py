@@ -90,7 +90,10 @@ def parse_event(data: object, now: float) -> Event:
     contact_id = check_contact_id(data.get("contact_id"))
     name = check_event_name(data.get("event", data.get("name")))
     at = parse_time(data.get("timestamp", data.get("at")), now)
-    properties = data.get("properties") or {}
+    # No properties (left out or null) is an event without any; anything else must be an object.
+    properties = data.get("properties")
+    if properties is None:
+        properties = {}
     if not isinstance(properties, Mapping):
         raise InputError("properties must be a JSON object")
     try:

@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.library]
 
-# What the sample population (automation/data/demo.yaml) must receive in 40 days, journey by journey.
+# What the sample population (automation/ops/data/demo.yaml) must receive in 40 days, journey by journey.
 EXPECTED = Counter({
     # customer-lifecycle
     ("ana", "welcome"): 1, ("ben", "welcome"): 1, ("chloe", "welcome"): 1, ("ewa", "welcome"): 1,

@@ -41,6 +41,19 @@ def journey_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+def context_folders(paths: Iterable[Path]) -> list[Path]:
+    """The folders whose journeys give the named paths their context: each folder named, and the
+    folder of each file named. A path that does not exist has none: it is reported as missing,
+    and its parent (`/` for `/nonexistent`) must not be scanned."""
+    folders: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            folders.append(path)
+        elif path.is_file():
+            folders.append(path.parent)
+    return list(dict.fromkeys(folders))
+
+
 @dataclass
 class _Loaded:
     stamp: tuple[int, int]
@@ -59,7 +72,7 @@ def validate_paths(paths: Iterable[Path], channels: Channels, templates: Templat
     diagnostics: list[Diagnostic] = []
     paths = [Path(p) for p in paths]
     files = journey_files(paths)
-    folders = list(dict.fromkeys(p if p.is_dir() else p.parent for p in paths))
+    folders = context_folders(paths)
     sources: Sources | None = None
     for folder in folders:
         if (folder / SOURCES_FILE).is_file():

@@ -163,6 +163,14 @@ class TemplateCatalog:
                 merged.update(self._defaults.get(option, {}))
         return merged
 
+    def locale_defining(self, key: str, locale: str | None, default_locale: str | None) -> str | None:
+        """The first locale in the lookup order whose defaults define `key`: the language a text
+        from `defaults_for` is in (a page's `lang`), or None when no locale defines it."""
+        for option in locale_chain(locale, default_locale):
+            if option is not None and key in self._defaults.get(option, {}):
+                return option
+        return None
+
     def files(self) -> Iterable[TemplateFile]:
         for by_locale in self._index.values():
             yield from by_locale.values()

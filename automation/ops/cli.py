@@ -50,6 +50,30 @@ def _pairs(items: Sequence[str]) -> dict[str, Any]:
     return data
 
 
+def _json_object(text: str | None, what: str) -> dict[str, Any]:
+    """The value of a --json option: a JSON object, or {} when the option is not given."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--json is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"--json: {what} must be a JSON object, like '{{\"key\": \"value\"}}'")
+    return value
+
+
+def _positive(text: str) -> float:
+    """argparse type of --days and --speed: a number above zero (argparse reports anything else)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
 # -- commands -----------------------------------------------------------------------------------
 
 
@@ -88,7 +112,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_identify(args: argparse.Namespace) -> int:
     from automation.api import Lifecycle
 
-    attributes = json.loads(args.json) if args.json else {}
+    attributes = _json_object(args.json, "attributes")
     attributes.update(_pairs(args.attributes))
     with Lifecycle.connect(_settings()) as lc:
         lc.identify(args.contact_id, attributes)
@@ -99,7 +123,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
 def cmd_track(args: argparse.Namespace) -> int:
     from automation.api import Lifecycle
 
-    properties = json.loads(args.json) if args.json else {}
+    properties = _json_object(args.json, "properties")
     properties.update(_pairs(args.properties))
     with Lifecycle.connect(_settings()) as lc:
         recorded = lc.track(args.contact_id, args.event, properties, at=args.at, id=args.id)
@@ -109,7 +133,12 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from automation.api import Lifecycle
+    from automation.ops.importer import check_readable
 
+    # Every file must be readable before any is imported: a typo in the last name must not
+    # leave the first files imported and the command failed.
+    for path in args.files:
+        check_readable(Path(path))
     total_errors = 0
     with Lifecycle.connect(_settings()) as lc:
         for path in args.files:
@@ -209,9 +238,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from automation.runtime import open_runtime
     from automation.store.pauses import ChannelPauses
 
-    runtime = open_runtime(_settings())
+    settings = _settings()
+    runtime = open_runtime(settings)
     try:
-        resumed = ChannelPauses(runtime).resume(args.channel)
+        pauses = ChannelPauses(runtime)
+        # A channel no longer routed may still have a pause on record: that one can be ended too.
+        if args.channel not in settings.channels and args.channel not in pauses.all():
+            raise InputError(f"no channel {args.channel!r}; the channels are "
+                             f"{', '.join(sorted(settings.channels))} (LIFECYCLE_CHANNEL_<CHANNEL> adds one)")
+        resumed = pauses.resume(args.channel)
     finally:
         runtime.close()
     print(f"channel {args.channel} resumed; waiting steps go out as they come due" if resumed
@@ -370,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run the demo: sample contacts, shipped journeys, compressed clock")
-    p.add_argument("--days", type=float, default=40, help="simulated days to run (default 40)")
-    p.add_argument("--speed", type=float, default=86400,
+    p.add_argument("--days", type=_positive, default=40, help="simulated days to run (default 40)")
+    p.add_argument("--speed", type=_positive, default=86400,
                    help="simulated seconds per real second (default 86400: a day a second)")
     p.add_argument("--outbox", default="outbox", help="folder for the messages (default ./outbox)")
     p.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
@@ -455,16 +490,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status when whoever reads our output stops reading (`lifecycle inspect c1 | head -1`):
+#: 128 + SIGPIPE, what a shell reports for any command a closed pipe cut short, so a pipeline
+#: under `set -o pipefail` still knows the output was not read to the end.
+EXIT_PIPE_CLOSED = 141
+
+
+def _stdout_closed() -> int:
+    # Python flushes stdout once more at exit; pointed at devnull, that flush cannot fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE_CLOSED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a pipe's reader that went away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except LifecycleError as exc:
         print(f"lifecycle {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except json.JSONDecodeError as exc:
-        print(f"lifecycle {args.command}: --json is not valid JSON: {exc.msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,11 +1,15 @@
 """`lifecycle demo`: the whole product on a laptop in about a minute.
 
 It starts the embedded Redis, a scheduler and real Dramatiq worker processes,
-loads a sample population (automation/data/demo.yaml) into the shipped journeys,
+loads a sample population (automation/ops/data/demo.yaml) into the shipped journeys,
 and runs a compressed clock (a simulated day per real second by default). The
 timeline is printed from the engine's activity stream as it happens; messages
 land in the outbox folder. Once its days are over it lets the steps due within
 them finish (nothing due later starts), then stops and cleans up its processes.
+
+The outbox folder may also hold messages of the user's own `lifecycle run`, so a demo
+removes only what an earlier demo wrote: each run lists its files in `.demo-manifest`
+in the outbox folder, and the next run removes those and nothing else.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from automation.store.contacts import ContactStore
 from automation.store.timers import TimerStore
 
 DAY = 86400.0
+#: In the outbox folder: the files the last demo wrote there, one path (relative to it) a line.
+MANIFEST = ".demo-manifest"
 #: Real seconds the demo gives itself to get ready (workers up, population evaluated) before simulated
 #: time runs; doubled for each new start if that was not enough.
 WARMUP_SECONDS = 4.0
@@ -85,12 +91,39 @@ def load_population() -> dict[str, Any]:
 
 
 def clean_outbox(outbox: Path) -> None:
-    """Remove the messages of an earlier demo run (only files the outbox adapter writes)."""
-    for channel, suffix in (("email", ".eml"), ("sms", ".json"), ("push", ".json"), ("webhook", ".json")):
-        folder = outbox / channel
-        if folder.is_dir():
-            for path in folder.glob(f"*--*--*--*{suffix}"):
-                path.unlink()
+    """Remove the messages an earlier demo wrote to this folder (its manifest lists them) and
+    nothing else: the folder may hold messages the user's own `lifecycle run` wrote."""
+    manifest = outbox / MANIFEST
+    if not manifest.is_file():
+        return
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        relative = Path(line.strip())
+        # Only `<channel>/<file>` inside the folder: a hand-edited line must not reach elsewhere.
+        if line.startswith("#") or relative.is_absolute() or len(relative.parts) != 2 or ".." in relative.parts:
+            continue
+        (outbox / relative).unlink(missing_ok=True)
+    manifest.unlink()
+
+
+def written_files(runtime: Runtime, outbox: Path) -> list[Path]:
+    """The files the demo's workers wrote to the outbox, relative to it, from the `sent` entries of
+    the demo's own activity stream (read after the workers stopped, so none is missed). A message
+    whose file was already there says so instead of naming it, so it is not counted as written."""
+    root = outbox.resolve()
+    found: set[Path] = set()
+    for _, entry in runtime.redis.xrange(runtime.keys.activity):
+        if entry.get("k") != "sent" or not entry.get("d"):
+            continue
+        path = Path(entry["d"]).resolve()
+        if path.parent.parent == root and path.is_file():
+            found.add(path.relative_to(root))
+    return sorted(found)
+
+
+def write_manifest(outbox: Path, files: list[Path]) -> None:
+    lines = ["# Written by `lifecycle demo`: the messages it wrote here. The next demo removes them (only them)."]
+    lines += [path.as_posix() for path in files]
+    (outbox / MANIFEST).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 class Timeline:
@@ -193,6 +226,7 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
     print(f"lifecycle demo: {len(data['contacts'])} contacts, journeys: {', '.join(engine.journeys.journeys)}; "
           f"{days:g} simulated days at {speed / DAY:g} day(s) per second; messages go to {outbox}/", file=out)
     log = Path(settings.home) / "worker.log"
+    clean_outbox(Path(outbox))
     started = _start_in_time(runtime, engine, settings, clock, days, data, Path(outbox), threads, log)
     if started is None:
         print(f"lifecycle demo: the workers did not start; see {log}", file=sys.stderr)
@@ -202,6 +236,7 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
     workers, dispatcher, stop, scheduler_thread = started
     origin, end = clock.clock.origin, clock.end
     timeline = Timeline(runtime, origin, names, Path(outbox), out, quiet)
+    written: list[Path] = []
     try:
         while runtime.clock.now() < end:
             now = runtime.clock.now()
@@ -226,10 +261,13 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
         if scheduler_thread.is_alive():
             scheduler_thread.join(timeout=5)
         stop_process(workers)
+        # Also when the demo fails or is interrupted: the next one must find what this one wrote.
+        written = written_files(runtime, Path(outbox))
+        write_manifest(Path(outbox), written)
         dispatcher.close()
         engine.close()
         runtime.close(stop_embedded=True)  # the demo's own server
-    return _summary(timeline, Path(outbox), out)
+    return _summary(timeline, Path(outbox), written, out)
 
 
 def _load_population(runtime: Runtime, data: dict[str, Any], origin: float) -> None:
@@ -263,7 +301,6 @@ def _start_in_time(runtime: Runtime, engine: Any, settings: Settings, clock: _St
         runtime.redis.flushdb()      # the demo's own embedded server: start from a clean slate
         check_meta(runtime)
         engine.publish(engine.journeys.journeys)     # what journeys react to; broadcasts from the origin on
-        clean_outbox(outbox)
         _load_population(runtime, data, scaled.origin)
         timed = settings.with_changes(clock_origin=scaled.origin)
         workers = start_workers(timed, processes=1, threads=threads, log=log)
@@ -286,6 +323,8 @@ def _start_in_time(runtime: Runtime, engine: Any, settings: Settings, clock: _St
         thread.join(timeout=5)
         stop_process(workers)
         dispatcher.close()
+        for path in written_files(runtime, outbox):      # what this attempt wrote: it starts again
+            (outbox / path).unlink(missing_ok=True)
         warmup *= 2
     return None
 
@@ -319,8 +358,8 @@ def _drain(runtime: Runtime, dispatcher: DramatiqDispatcher, timeline: Timeline,
     return drained
 
 
-def _summary(timeline: Timeline, outbox: Path, out: TextIO) -> int:
-    files = {channel: len(list((outbox / channel).glob("*--*"))) for channel in ("email", "sms", "push", "webhook")}
+def _summary(timeline: Timeline, outbox: Path, written: list[Path], out: TextIO) -> int:
+    files = Counter(path.parts[0] for path in written)  # the demo's files, not what else is in the folder
     print("", file=out)
     print(f"sent {sum(timeline.sent.values())} messages: "
           + ", ".join(f"{k} x{v}" for k, v in sorted(timeline.sent.items())), file=out)

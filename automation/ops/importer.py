@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import csv
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 from automation.events import Event, InputError, check_attributes, check_contact_id, parse_event, parse_time
 from automation.store.contacts import ContactStore
@@ -41,10 +42,37 @@ class ImportReport:
         return [f"{self.path}:{line}: {reason}" for line, reason in self.errors]
 
 
+@contextmanager
+def open_text(path: Path, **options: Any) -> Iterator[TextIO]:
+    """The file opened for reading as UTF-8 text; a file that cannot be opened or decoded is an
+    InputError naming it (a missing file, a folder, no permission, binary data), not a traceback."""
+    try:
+        handle = open(path, encoding="utf-8-sig", **options)
+    except OSError as exc:
+        raise InputError(f"{path}: {_reason(exc)}") from None
+    with handle:
+        try:
+            yield handle
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text") from None
+
+
+def _reason(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def check_readable(path: Path) -> None:
+    """Refuse a file that cannot be read before anything is imported (InputError)."""
+    with open_text(Path(path)):
+        pass
+
+
 def import_file(store: ContactStore, path: Path, kind: str | None = None, triggers: bool = True) -> ImportReport:
     """Import a file; `triggers=False` is a backfill of history that starts no triggered journey."""
     path = Path(path)
     kind = kind or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    check_readable(path)
     if kind == "csv":
         return import_csv(store, path, triggers)
     if kind in ("jsonl", "ndjson", "json"):
@@ -95,7 +123,7 @@ def import_csv(store: ContactStore, path: Path, triggers: bool = True) -> Import
     report = ImportReport(str(path))
     now = store.runtime.clock.now()
     batch: list[tuple[str, dict[str, Any]]] = []
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with open_text(path, newline="") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader)
@@ -145,7 +173,7 @@ def import_csv(store: ContactStore, path: Path, triggers: bool = True) -> Import
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, encoding="utf-8-sig") as handle:
+    with open_text(path) as handle:
         for number, text in enumerate(handle, start=1):
             if text.strip():
                 yield number, text

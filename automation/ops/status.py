@@ -127,6 +127,7 @@ def inspect_contact(runtime: Runtime, contact_id: str) -> dict[str, Any]:
     timers = TimerStore(runtime)
     journeys = {}
     for name, enrollment in sorted(state.enrollments.items()):
+        end = enrollment.end
         journeys[name] = {
             "stage": enrollment.stage,
             "entered_at": iso(enrollment.entered_at),
@@ -135,6 +136,9 @@ def inspect_contact(runtime: Runtime, contact_id: str) -> dict[str, Any]:
             "pending_due": iso(timers.due_time(contact_id, step_member(name, contact_id))),
             "variants": enrollment.variants,
             "goal_until": iso(float(enrollment.goal.split("|")[0])) if enrollment.goal else None,
+            # How the latest run ended (finished, exit:<event>, goal, left the stage ...), while none runs.
+            "ended_at": iso(end[0]) if end else None,
+            "end_reason": end[1] if end else None,
         }
     return {
         "id": contact_id,
@@ -172,7 +176,10 @@ def format_contact(info: dict[str, Any]) -> str:
             pending += f", variant {journey['variants']}"
         if journey["goal_until"]:
             pending += f", goal counts until {journey['goal_until']}"
-        lines.append(f"  {name}: {journey['stage'] or '(none)'} since {journey['entered_at']}{pending}")
+        if journey["stage"] is None and journey["ended_at"]:
+            lines.append(f"  {name}: finished {journey['ended_at']} ({journey['end_reason']}){pending}")
+        else:
+            lines.append(f"  {name}: {journey['stage'] or '(none)'} since {journey['entered_at']}{pending}")
     if info["scores"]:
         lines.append("scores: " + ", ".join(f"{name} {raw.split(',')[0]} (at {iso(float(raw.split(',')[1]))})"
                                             for name, raw in sorted(info["scores"].items())))

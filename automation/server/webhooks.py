@@ -31,6 +31,7 @@ from twilio.request_validator import RequestValidator
 
 from automation.channels.twilio import error_effect
 from automation.events import Event
+from automation.messages.templates import TemplateCatalog, text_direction
 from automation.messages.unsubscribe import verify_token
 from automation.runtime import Runtime, open_runtime
 from automation.store.contacts import ContactStore
@@ -44,6 +45,16 @@ START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
 
 StartResponse = Callable[..., Any]
+
+#: The unsubscribe page's texts when templates/defaults.yaml has none (per locale, it has them).
+PAGE_TEXTS: dict[str, Any] = {
+    "unsubscribe_title": "Unsubscribe",
+    "unsubscribe_question": "Stop receiving {channel} from us?",
+    "unsubscribe_channels": {"email": "emails", "sms": "text messages", "push": "push notifications"},
+    "unsubscribe_button": "Unsubscribe",
+    "unsubscribed_title": "Unsubscribed",
+    "unsubscribed_text": "You are unsubscribed.",
+}
 
 
 class HTTPError(Exception):
@@ -116,6 +127,9 @@ class WebhookApp:
         self.public_url = (self.env.get("LIFECYCLE_WEBHOOK_PUBLIC_URL") or "").rstrip("/")
         self.help_text = self.env.get("LIFECYCLE_SMS_HELP_TEXT") or \
             "Reply STOP to unsubscribe, START to subscribe again."
+        # The unsubscribe page speaks the contact's language, from templates/defaults.yaml.
+        self.catalog = TemplateCatalog(runtime.settings.templates_dir)
+        self._catalog_checked = time.monotonic()
         self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], tuple[str, str, bytes]]] = {
             ("GET", "/healthz"): lambda request: ("200 OK", "text/plain", b"ok"),
             ("POST", "/webhooks/sendgrid"): self.sendgrid,
@@ -227,22 +241,43 @@ class WebhookApp:
             raise HTTPError("400 Bad Request", "this unsubscribe link is not valid")
         return token, found[0], found[1]
 
+    def _page_texts(self, contact: str) -> tuple[str, dict[str, Any]]:
+        """The unsubscribe page's language (the contact's locale, its language, else English) and
+        its texts in that language."""
+        now = time.monotonic()
+        if now - self._catalog_checked >= self.runtime.settings.reload_seconds:
+            self._catalog_checked = now
+            self.catalog.refresh()   # edits to defaults.yaml apply as they do for the workers
+        locale = self.store.load(contact).attributes.get("locale")
+        used = self.catalog.locale_defining("unsubscribe_question", locale if isinstance(locale, str) else None,
+                                            "en") or "en"
+        return used, {**PAGE_TEXTS, **self.catalog.defaults_for(used, "en")}
+
     def unsubscribe_page(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
         # Link scanners open every URL in an email: a GET only shows the button, it never unsubscribes.
-        token, _, channel = self._token(request)
-        page = (f"<!doctype html><meta charset='utf-8'><title>Unsubscribe</title>"
-                f"<p>Stop receiving {html.escape(channel)} messages from us?</p>"
+        token, contact, channel = self._token(request)
+        locale, texts = self._page_texts(contact)
+        names = texts["unsubscribe_channels"] if isinstance(texts["unsubscribe_channels"], dict) else {}
+        question = str(texts["unsubscribe_question"]).replace("{channel}", str(names.get(channel, channel)))
+        body = (f"<p>{html.escape(question)}</p>"
                 f"<form method='post' action='?token={html.escape(token)}'>"
-                f"<button type='submit'>Unsubscribe</button></form>")
-        return "200 OK", "text/html; charset=utf-8", page.encode()
+                f"<button type='submit'>{html.escape(str(texts['unsubscribe_button']))}</button></form>")
+        return "200 OK", "text/html; charset=utf-8", html_page(locale, str(texts["unsubscribe_title"]), body)
 
     def unsubscribe(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
         _, contact, channel = self._token(request)
         self.store.identify(contact, {"consent": {channel: False}})
         self.store.track(Event(contact, "unsubscribed", time.time(), {"channel": channel}))
         logger.info("contact %s unsubscribed from %s", contact, channel)
-        page = "<!doctype html><meta charset='utf-8'><title>Unsubscribed</title><p>You are unsubscribed.</p>"
-        return "200 OK", "text/html; charset=utf-8", page.encode()
+        locale, texts = self._page_texts(contact)
+        body = f"<p>{html.escape(str(texts['unsubscribed_text']))}</p>"
+        return "200 OK", "text/html; charset=utf-8", html_page(locale, str(texts["unsubscribed_title"]), body)
+
+
+def html_page(locale: str, title: str, body: str) -> bytes:
+    """A small page in `locale`, right to left for Persian, Arabic, Hebrew ...; `body` is HTML."""
+    return (f'<!doctype html><html lang="{html.escape(locale)}" dir="{text_direction(locale)}">'
+            f'<meta charset="utf-8"><title>{html.escape(title)}</title>{body}</html>').encode()
 
 
 def create_app(runtime: Runtime | None = None) -> WebhookApp:
