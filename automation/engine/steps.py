@@ -78,6 +78,7 @@ class Job:
     attempt: int = 1
     retry_at: float | None = None
     effect: dict[str, Any] = field(default_factory=dict)
+    recorded: bool = False
 
     @property
     def ledger_field(self) -> str:
@@ -119,7 +120,7 @@ def execute_steps(engine: Engine, claims: list[Claim]) -> None:
         if not job.kind:
             render(engine, job, now)
     send(engine, [job for job in jobs if not job.kind], now)
-    record(engine, [job for job in jobs if job.kind not in ("", "busy")], now)
+    record(engine, [job for job in jobs if job.kind not in ("", "busy") and not job.recorded], now)
 
 
 # -- 1. prepare -----------------------------------------------------------------------------------
@@ -327,22 +328,30 @@ def _send_channel(engine: Engine, channel: str, batch: list[Job], now: float) ->
                          pause.until - time.time())
             continue
         ready = mark(engine, wave, now, adapter.idempotent)
-        if not ready:
-            continue
-        try:
-            results = adapter.send_many([job.delivery for job in ready if job.delivery is not None])
-            if len(results) != len(ready):
-                raise RuntimeError(f"send_many returned {len(results)} results for {len(ready)} deliveries")
-        except Exception as exc:  # an adapter bug must not lose the batch: retry it like a 5xx
-            logger.exception("adapter for %s raised", channel)
-            results = [Retry(engine.runtime.settings.retry_base_seconds, f"adapter error: {exc}")] * len(ready)
-        for job, result in zip(ready, results, strict=True):
-            if isinstance(result, Misconfigured):
-                pause = pause or engine.pauses.pause(channel, result.reason)
-                job.wait(engine, now, "paused", "misconfigured", f"channel paused: {result.reason}",
-                         pause.until - time.time())
-            else:
-                classify(engine, job, result, now)
+        if ready:
+            pause = _send_wave(engine, channel, adapter, ready, now, pause)
+        # Recorded at once: a crash now leaves in doubt only the requests of the next wave.
+        record(engine, [job for job in wave if job.kind and job.kind != "busy"], now)
+
+
+def _send_wave(engine: Engine, channel: str, adapter: Any, ready: list[Job], now: float,
+               pause: Pause | None) -> Pause | None:
+    """Call the adapter for a marked wave and classify what it answers; the channel's pause, if any."""
+    try:
+        results = adapter.send_many([job.delivery for job in ready if job.delivery is not None])
+        if len(results) != len(ready):
+            raise RuntimeError(f"send_many returned {len(results)} results for {len(ready)} deliveries")
+    except Exception as exc:  # an adapter bug must not lose the batch: retry it like a 5xx
+        logger.exception("adapter for %s raised", channel)
+        results = [Retry(engine.runtime.settings.retry_base_seconds, f"adapter error: {exc}")] * len(ready)
+    for job, result in zip(ready, results, strict=True):
+        if isinstance(result, Misconfigured):
+            pause = pause or engine.pauses.pause(channel, result.reason)
+            job.wait(engine, now, "paused", "misconfigured", f"channel paused: {result.reason}",
+                     pause.until - time.time())
+        else:
+            classify(engine, job, result, now)
+    return pause
 
 
 def _requests(adapter: Any, batch: list[Job]) -> list[list[int]]:
@@ -435,6 +444,8 @@ def record(engine: Engine, jobs: list[Job], now: float) -> None:
     """Write every outcome, and move each run on from its step if the contact is still there."""
     if not jobs:
         return
+    for job in jobs:
+        job.recorded = True
     wall = time.time()
     scores = engine.scores()
     apply_plans(engine, [record_plan(job, now, wall, scores) for job in jobs])
