@@ -14,8 +14,10 @@ import pytest
 from automation.api import Lifecycle
 from automation.config import Settings
 from automation.errors import InputError
-from automation.ops.importer import import_file
+from automation.ops.importer import MAX_ROW_CHARS, MAX_ROW_LINES, import_file
 from automation.store.contacts import ContactStore
+
+NOT_UTF8 = "not UTF-8 text (byte 0xE9 at column {}); save the file as UTF-8"
 
 
 @pytest.fixture
@@ -32,6 +34,136 @@ def lifecycle(settings: Settings, *args: str, input: str | None = None) -> subpr
 
 def existing(store: ContactStore, *ids: str) -> set[str]:
     return {contact_id for contact_id in ids if store.load(contact_id).exists}
+
+
+# -- 1. import: a line that is not UTF-8 is that line's error -------------------------------------
+
+def test_a_csv_row_that_is_not_utf8_is_reported_and_every_other_row_imports(store, tmp_path: Path):
+    # 1,200 rows, so good rows are written in several batches before and after the bad one
+    rows = [f"c{n},Name {n}\n".encode() for n in range(1, 1201)]
+    rows[699] = b"c700,Chlo\xe9\n"                      # Latin-1, as a spreadsheet may save it
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(b"id,first_name\n" + b"".join(rows))
+    report = import_file(store, path)
+    assert report.format_errors() == [f"{path}:701: {NOT_UTF8.format(10)}"]
+    assert report.imported == 1199
+    assert existing(store, "c1", "c699", "c701", "c1200") == {"c1", "c699", "c701", "c1200"}
+    assert not store.load("c700").exists
+
+
+def test_a_jsonl_line_that_is_not_utf8_is_reported_and_every_other_line_imports(store, tmp_path: Path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"type": "identify", "contact_id": "c1", "attributes": {"first_name": "Ana"}}\n'
+                     b'{"contact_id": "c2", "event": "purchase", "properties": {"item": "Caf\xe9"}}\n'
+                     b'{"contact_id": "c3", "event": "purchase"}\n')
+    report = import_file(store, path)
+    assert report.format_errors() == [f"{path}:2: {NOT_UTF8.format(70)}"]
+    assert report.imported == 2
+    assert existing(store, "c1", "c2", "c3") == {"c1", "c3"}
+
+
+def test_the_command_reports_lines_that_are_not_utf8_and_imports_the_rest(settings: Settings, store,
+                                                                           tmp_path: Path):
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_bytes(b"id,city\nc1,Lisbon\nc2,S\xe3o Paulo\nc3,Porto\n")
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b'{"contact_id": "c1", "event": "visit"}\n'
+                       b'{"contact_id": "c4", "event": "visit", "properties": {"city": "M\xfcnchen"}}\n')
+    result = lifecycle(settings, "import", str(contacts), str(events))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"{contacts}:3: not UTF-8 text (byte 0xE3 at column 5); save the file as UTF-8",
+        f"{events}:2: not UTF-8 text (byte 0xFC at column 65); save the file as UTF-8",
+    ]
+    assert result.stdout.splitlines() == [f"{contacts}: imported 2, rejected 1", f"{events}: imported 1, rejected 1"]
+    assert existing(store, "c1", "c2", "c3", "c4") == {"c1", "c3"}
+    assert store.load("c1").events["visit"].count == 1
+
+
+def test_jsonl_lines_that_cannot_be_stored_are_reported_and_the_rest_imports(store, tmp_path: Path):
+    # Valid UTF-8 and valid JSON, but a lone surrogate cannot be stored, and Python's json gives up on
+    # deep nesting: both stopped the whole import with a traceback.
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"type": "identify", "contact_id": "c1", "attributes": {"name": "\\udc80"}}\n'
+                    '{"contact_id": "c2", "event": "visit", "properties": {"p": "\\ud800"}}\n'
+                    '{"contact_id": "c\\udc80", "event": "visit"}\n'
+                    '{"contact_id": "c4", "event": "vis\\udc80it"}\n'
+                    '{"contact_id": "c5", "event": "visit", "id": "\\udc80"}\n'
+                    + "[" * 100_000 + "\n"
+                    + '{"contact_id": "c7", "event": "visit"}\n', encoding="utf-8")
+    report = import_file(store, path)
+    assert report.format_errors() == [
+        f"{path}:1: attribute 'name' holds text that is not valid Unicode (a lone surrogate)",
+        f"{path}:2: properties holds text that is not valid Unicode (a lone surrogate)",
+        f"{path}:3: contact id 'c\\udc80' is not valid Unicode text",
+        f"{path}:4: event name 'vis\\udc80it' is not valid Unicode text",
+        f"{path}:5: id must be valid text of at most 256 characters",
+        f"{path}:6: not JSON: nested too deeply",
+    ]
+    assert existing(store, "c1", "c2", "c4", "c5", "c7") == {"c7"}
+
+
+def test_a_line_too_long_to_be_a_row_is_reported_unread_and_the_rest_imports(store, tmp_path: Path):
+    path = tmp_path / "contacts.csv"
+    path.write_text("id,notes\nc1,short\nc2," + "x" * 3_000_000 + "\nc3,short\n", encoding="utf-8")
+    report = import_file(store, path)
+    assert report.format_errors() == [f"{path}:3: the line is longer than {MAX_ROW_CHARS:,} characters"]
+    assert existing(store, "c1", "c2", "c3") == {"c1", "c3"}
+
+
+def test_a_binary_file_is_still_refused_as_a_whole(store, tmp_path: Path):
+    path = tmp_path / "contacts.csv"
+    path.write_bytes("id,first_name\nc1,Ana\n".encode("utf-16"))
+    with pytest.raises(InputError, match=f"^{path}: not UTF-8 text$"):
+        import_file(store, path)
+
+
+def test_import_reads_a_pipe_from_its_first_line(settings: Settings, store):
+    # The check that the file is text must not eat the start of a pipe before the import reads it.
+    result = lifecycle(settings, "import", "--type", "csv", "/dev/stdin", input="id,first_name\nc1,Ana\nc2,Ben\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "/dev/stdin: imported 2, rejected 0\n"
+    assert existing(store, "c1", "c2") == {"c1", "c2"}
+
+
+# -- 1. import: a CSV quote that never closes -----------------------------------------------------
+
+def unclosed(where: str) -> str:
+    return f"a quote that opens on this line does not close {where}; the lines after this one are read as rows"
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens_and_the_rows_after_it_import(store, tmp_path: Path):
+    path = tmp_path / "contacts.csv"
+    path.write_text(
+        "id,first_name,city\n"
+        "c1,Ana,Lisbon\n"
+        'c2,"Ben,Porto\n'                   # 3: a stray quote, closed by chance on line 5
+        "c3,Chloé,Paris\n"
+        'c4,"Dan\n'                         # 5: a value over two lines, as it should be
+        'Jr.",Rome\n'
+        "c5,Eve,Berlin\n"
+        'c6,"Fay,Oslo\n'                    # 8: never closed before the end of the file
+        "c7,Gil,Faro\n", encoding="utf-8")
+    report = import_file(store, path)
+    assert report.format_errors() == [
+        f"{path}:3: " + unclosed("where it should (the row would run over 3 lines and have 2 values, not 3)"),
+        f"{path}:8: " + unclosed("before the end of the file"),
+    ]
+    assert report.imported == 5
+    assert existing(store, *(f"c{n}" for n in range(1, 8))) == {"c1", "c3", "c4", "c5", "c7"}
+    assert store.load("c4").attributes["first_name"] == "Dan\nJr."
+
+
+def test_a_quoted_value_runs_over_at_most_max_row_lines(store, tmp_path: Path):
+    rows = "".join(f"c{n},Name {n}\n" for n in range(3, 3 + 2 * MAX_ROW_LINES))
+    path = tmp_path / "contacts.csv"
+    path.write_text('id,first_name\nc1,Ana\nc2,"Ben\n' + rows + 'c9999,"Zoë\n', encoding="utf-8")
+    report = import_file(store, path)
+    assert report.format_errors() == [
+        f"{path}:3: " + unclosed(f"within {MAX_ROW_LINES} lines"),
+        f"{path}:{4 + 2 * MAX_ROW_LINES}: " + unclosed("before the end of the file"),
+    ]
+    assert report.imported == 1 + 2 * MAX_ROW_LINES
 
 
 # -- 2. size limits ------------------------------------------------------------------------------
