@@ -4,18 +4,26 @@ the outbox writes a message never leaves part of it under the message's name."""
 
 from __future__ import annotations
 
+import dataclasses
+import email
+import json
 import os
+import signal
 import subprocess
 import sys
+from email import policy
 from pathlib import Path
 
 import pytest
 
 from automation.api import Lifecycle
+from automation.channels.base import Delivery, Sent
+from automation.channels.outbox import OutboxChannel
 from automation.config import Settings
 from automation.errors import InputError
 from automation.ops.importer import MAX_ROW_CHARS, MAX_ROW_LINES, import_file
 from automation.store.contacts import ContactStore
+from tests.conftest import ROOT, outbox_files
 
 NOT_UTF8 = "not UTF-8 text (byte 0xE9 at column {}); save the file as UTF-8"
 
@@ -209,3 +217,55 @@ def test_import_refuses_oversized_values_line_by_line(store, tmp_path: Path):
     report = import_file(store, path)
     assert report.format_errors() == [f"{path}:3: attribute 'notes' is 9,002 bytes as JSON; {ATTRIBUTE_LIMIT}"]
     assert existing(store, "c1", "c2", "c3") == {"c1", "c3"}
+
+
+# -- 3. the outbox: a message is whole under its name, or not there ------------------------------
+
+def message(html: str) -> Delivery:
+    return Delivery(key="welcome:lead:1:welcome:c1", contact_id="c1", journey="welcome", stage="lead", step="welcome",
+                    channel="email", template="welcome", locale="en", to="ana@example.com",
+                    parts={"subject": "Welcome", "html": html, "text": "Welcome"}, at=1_780_000_000.0)
+
+
+#: A worker killed while it writes a message: the kernel stops it once the file reaches 4 KB.
+CRASHING_WRITER = """
+import json, resource, signal, sys
+from pathlib import Path
+from automation.channels.base import Delivery
+from automation.channels.outbox import OutboxChannel
+from automation.config import Settings
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+OutboxChannel(Settings(), directory=Path(sys.argv[1])).send(Delivery(**json.loads(sys.argv[2])))
+"""
+
+
+def test_a_crash_while_writing_leaves_no_partial_message_and_the_retry_writes_it_whole(tmp_path: Path):
+    outbox = tmp_path / "outbox"
+    delivery = message("<p>" + "Welcome aboard! " * 2000 + "</p>")
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(outbox),
+                              json.dumps(dataclasses.asdict(delivery))],
+                             cwd=ROOT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True)
+    assert crashed.returncode == -signal.SIGXFSZ, crashed.stderr
+    # What the crash left is a temporary file, 4 KB of the message, that is not a message
+    (left,) = (outbox / "email").iterdir()
+    assert left.name.startswith(".tmp-") and left.stat().st_size == 4096
+    assert outbox_files(outbox) == []
+    # A retry of the same step writes the whole message under its name
+    result = OutboxChannel(Settings(), directory=outbox).send(delivery)
+    (path,) = outbox_files(outbox)
+    assert result == Sent(provider_id=path.name, detail=str(path))
+    written = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert written.get_body(("html",)).get_content().strip() == delivery.parts["html"]
+
+
+def test_a_message_is_written_at_most_once_and_leaves_no_temporary_file(tmp_path: Path):
+    adapter = OutboxChannel(Settings(), directory=tmp_path)
+    first = adapter.send(message("<p>first</p>"))
+    (path,) = outbox_files(tmp_path)
+    assert first == Sent(provider_id=path.name, detail=str(path))
+    # The same step again (a redelivery), rendered differently meanwhile: the first message stays
+    again = adapter.send(message("<p>second</p>"))
+    assert again == Sent(provider_id=path.name, detail="already in the outbox")
+    assert b"<p>first</p>" in path.read_bytes() and b"second" not in path.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "email").iterdir()) == [path.name]
