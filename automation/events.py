@@ -22,7 +22,19 @@ _ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-MAX_PROPERTIES_BYTES = 8192
+# Size limits, in bytes of JSON as stored (UTF-8). Values over 64 bytes already leave Redis's
+# compact hash encoding, so these do not keep a contact compact; they bound what one contact
+# costs, since its whole hash is read at every evaluation and its events are copied into its
+# recent events and inbox. Real profiles and events stay far below them.
+#: One attribute value: an address, a note or a list of device tokens fits many times over.
+MAX_ATTRIBUTE_BYTES = 8 * 1024
+#: One identify, all names and values together: Segment's limit per call, so what passes there passes here.
+MAX_IDENTIFY_BYTES = 32 * 1024
+#: One event's properties: kept with the last LIFECYCLE_RECENT_EVENTS events of the contact and, for
+#: events a journey watches, in its inbox (up to LIFECYCLE_INBOX_LENGTH items while workers lag).
+MAX_PROPERTIES_BYTES = 8 * 1024
+MAX_EVENT_ID_LENGTH = 256
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 #: Events may be a little in the future (clock skew between machines), not more.
 MAX_FUTURE_SKEW = 300.0
 
@@ -53,6 +65,8 @@ def check_contact_id(value: object) -> str:
         raise InputError("contact id is longer than 256 characters")
     if "|" in text or _CONTROL.search(text) or any(ch.isspace() for ch in text):
         raise InputError(f"contact id {text!r} contains whitespace, '|' or control characters")
+    if _SURROGATE.search(text):
+        raise InputError(f"contact id {text!r} is not valid Unicode text")
     return text
 
 
@@ -64,7 +78,28 @@ def check_event_name(value: object) -> str:
         raise InputError("event name is longer than 128 characters")
     if "|" in name or _CONTROL.search(name):
         raise InputError(f"event name {name!r} contains '|' or control characters")
+    if _SURROGATE.search(name):
+        raise InputError(f"event name {name!r} is not valid Unicode text")
     return name
+
+
+def _size(limit: int) -> str:
+    return f"{limit:,} bytes ({limit // 1024} KB)"
+
+
+def json_size(value: object, what: str) -> int:
+    """Bytes of `value` as stored (JSON in UTF-8); InputError naming `what` if it cannot be stored."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except RecursionError:
+        raise InputError(f"{what} is nested too deeply") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} is not plain JSON: {exc}") from None
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        # A lone surrogate ("\udc80" in JSON) is valid in a Python str, not in UTF-8 or Redis.
+        raise InputError(f"{what} holds text that is not valid Unicode (a lone surrogate)") from None
 
 
 def parse_time(value: object, now: float, what: str = "timestamp") -> float:
@@ -96,15 +131,14 @@ def parse_event(data: object, now: float) -> Event:
         properties = {}
     if not isinstance(properties, Mapping):
         raise InputError("properties must be a JSON object")
-    try:
-        encoded = json.dumps(properties, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"properties are not plain JSON: {exc}") from None
-    if len(encoded.encode()) > MAX_PROPERTIES_BYTES:
-        raise InputError(f"properties are larger than {MAX_PROPERTIES_BYTES} bytes")
+    size = json_size(properties, "properties")
+    if size > MAX_PROPERTIES_BYTES:
+        raise InputError(f"properties are {size:,} bytes as JSON; the limit is {_size(MAX_PROPERTIES_BYTES)} per event")
     event_id = data.get("id")
     if event_id is not None and (not isinstance(event_id, (str, int)) or not str(event_id).strip()):
         raise InputError("id must be a non-empty string")
+    if event_id is not None and (len(str(event_id)) > MAX_EVENT_ID_LENGTH or _SURROGATE.search(str(event_id))):
+        raise InputError(f"id must be valid text of at most {MAX_EVENT_ID_LENGTH} characters")
     return Event(contact_id, name, at, dict(properties), str(event_id) if event_id is not None else None)
 
 
@@ -136,8 +170,13 @@ def check_attributes(attributes: object) -> dict[str, Any]:
     """Flattened, checked attributes; None values mean "remove this attribute"."""
     if not isinstance(attributes, Mapping):
         raise InputError("attributes must be a JSON object")
+    try:
+        flat = flatten(attributes)
+    except RecursionError:
+        raise InputError("attributes are nested too deeply") from None
     checked: dict[str, Any] = {}
-    for name, value in flatten(attributes).items():
+    total = 0
+    for name, value in flat.items():
         if not _ATTRIBUTE.match(name) or len(name) > 128:
             raise InputError(f"attribute name {name!r} must be letters, digits and '_' (dots for nesting)")
         if value is None or value == "":
@@ -168,9 +207,13 @@ def check_attributes(attributes: object) -> dict[str, Any]:
                 value = [t for t in value.split() if t]
             if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
                 raise InputError("push_tokens must be a list of device tokens")
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError):
-            raise InputError(f"attribute {name!r} has a value that is not plain JSON") from None
+        size = json_size(value, f"attribute {name!r}")
+        if size > MAX_ATTRIBUTE_BYTES:
+            raise InputError(f"attribute {name!r} is {size:,} bytes as JSON; "
+                             f"the limit is {_size(MAX_ATTRIBUTE_BYTES)} per value")
+        total += len(name) + size
         checked[name] = value
+    if total > MAX_IDENTIFY_BYTES:
+        raise InputError(f"the attributes are {total:,} bytes as JSON in all; "
+                         f"the limit is {_size(MAX_IDENTIFY_BYTES)} per identify")
     return checked

@@ -3,8 +3,12 @@
 Email is written as a standard `.eml` file with all its headers (open it in any
 mail client), SMS and push as JSON. It needs no credentials, so the demo and a
 fresh checkout work offline, and it is a faithful stand-in for a provider in
-staging: the file name is derived from the idempotency key and created with
-O_EXCL, so a message is written at most once, like a provider that deduplicates.
+staging: the file name is derived from the idempotency key, and a message is
+written at most once, like a provider that deduplicates. Each message is written
+whole to a hidden temporary file (`.tmp-...`) first and then linked under its
+name, which fails if that name exists: a crash never leaves part of a message
+under a message's name, only a temporary file that nothing lists (message names
+have `--` in them, temporary ones do not).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -69,23 +74,45 @@ class OutboxChannel(Channel):
         return self.directory / delivery.channel / name
 
     def send(self, delivery: Delivery) -> Result:
+        return self.send_many([delivery])[0]
+
+    def send_many(self, deliveries: Sequence[Delivery]) -> list[Result]:
+        results: list[Result] = []
+        folders: set[Path] = set()
+        for delivery in deliveries:
+            result, folder = self._write(delivery)
+            results.append(result)
+            if folder is not None:
+                folders.add(folder)
+        # The new names are durable before anyone records the messages as sent: once per folder.
+        for folder in folders:
+            _fsync_folder(folder)
+        return results
+
+    def _write(self, delivery: Delivery) -> tuple[Result, Path | None]:
+        """Write one message; the result, and the folder that got a new name (None if none did)."""
         if delivery.channel == "email":
             body, suffix = self._email(delivery), ".eml"
         else:
             body, suffix = self._json(delivery), ".json"
         path = self._path(delivery, suffix)
+        temp = path.with_name(f".tmp-{path.stem[-12:]}-{os.getpid()}-{secrets.token_hex(4)}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return Sent(provider_id=path.name, detail="already in the outbox")
+            with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as handle:
+                handle.write(body)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                # Unlike a rename, a link never replaces a message another worker wrote meanwhile.
+                os.link(temp, path)
+            except FileExistsError:
+                return Sent(provider_id=path.name, detail="already in the outbox"), None
         except OSError as exc:
-            return Failed(f"cannot write to the outbox {self.directory}: {exc}", code="outbox_error")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return Sent(provider_id=path.name, detail=str(path))
+            return Failed(f"cannot write to the outbox {self.directory}: {exc}", code="outbox_error"), None
+        finally:
+            temp.unlink(missing_ok=True)
+        return Sent(provider_id=path.name, detail=str(path)), path.parent
 
     def _email(self, delivery: Delivery) -> bytes:
         message = EmailMessage(policy=EML_POLICY)
@@ -111,3 +138,16 @@ class OutboxChannel(Channel):
         if delivery.data:
             payload["data"] = dict(delivery.data)
         return (json.dumps(payload, ensure_ascii=False, indent=2) + "\n").encode()
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass   # some file systems cannot sync a folder; the message's own data is synced
+    finally:
+        os.close(fd)
