@@ -36,7 +36,7 @@ except ImportError:
         os.execv(str(venv_python), [str(venv_python), *sys.argv])
     sys.exit("The project is not installed: run `python3 dev.py test` (or `python3 dev.py demo`) once first.")
 
-from bench import memory, population, throughput, timers, transitions  # noqa: E402
+from bench import chaos, memory, population, throughput, timers, transitions  # noqa: E402
 from bench.harness import Bench, bench_redis  # noqa: E402
 
 BENCHMARKS = {
@@ -45,6 +45,7 @@ BENCHMARKS = {
     "transitions": transitions.run,
     "population": population.run,
     "memory": memory.run,
+    "chaos": chaos.run,
 }
 
 TARGETS = {
@@ -55,6 +56,12 @@ TARGETS = {
     "transition_cost_spread": ("<=", 0.2),
     "population_step_seconds": ("<=", 600),
     "redis_bytes_per_contact": ("<=", 1024),
+    "chaos_lost": ("<=", 0),
+    "chaos_unknown_left": ("<=", 0),
+    "chaos_recovery_max_s": ("<=", 30),
+    "chaos_scheduler_delay_max_s": ("<=", 10),
+    "chaos_redis_resume_s": ("<=", 10),
+    "optout_late_sends": ("<=", 0),
 }
 
 
