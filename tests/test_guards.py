@@ -235,3 +235,23 @@ def test_a_send_in_doubt_whose_run_moved_on_is_settled_by_the_sweep(runtime, set
     outcome = lc.history("ana")[WELCOME]
     assert outcome["state"] == "failed" and outcome["code"] == "unconfirmed" and in_doubt(runtime)[0] == 0
     assert provider.calls == []
+
+
+def test_a_live_workers_mark_whose_wave_is_over_is_in_doubt_not_busy(runtime, settings, clock):
+    # Given a live worker whose wave was marked but never recorded (its outcome lost: Redis lost
+    # an acknowledged write in a restart, or the wave raised on its way)
+    provider = Provider(settings)
+    first, second = engine_with(runtime, settings, provider), engine_with(runtime, settings, provider)
+    lc = Lifecycle(runtime)
+    lead(lc, "ana")
+    claims = due_welcome(runtime, first)
+    now = clock.now()
+    jobs = prepared(first, claims, now)
+    assert steps.mark(first, jobs, now, idempotent=False, token="wave-1") == jobs
+    steps._end_wave(first, "wave-1")
+    first.liveness.beat()
+    # When another worker gets the step
+    run_batch(second, claims)
+    # Then it does not wait on it as if it were being sent: it is in doubt, waiting for the provider
+    assert provider.calls == []
+    assert lc.history("ana")[WELCOME]["state"] == "unknown"

@@ -186,28 +186,6 @@ def interrupted_welcome(settings, clock, idempotent: bool):
     return provider, Engine.create(runtime, registry), lc, step
 
 
-def test_a_live_workers_send_in_progress_is_left_to_it(settings, clock):
-    # Given a worker in the middle of sending a welcome (its mark is there, it is alive)
-    runtime = open_runtime(settings, clock=clock)
-    provider = Provider(settings, answers=[Crash()])
-    registry = ChannelRegistry(settings, instances={"email": provider})
-    sending = Engine.create(runtime, registry)
-    lc = Lifecycle(runtime)
-    customer(lc, "ana", None, None)
-    timers = TimerStore(runtime)
-    run_batch(sending, timers.claim(100)[0])
-    step, _ = timers.claim(100)
-    with pytest.raises(Crash):
-        run_batch(sending, step)
-    sending.liveness.beat()
-    # When another worker gets the same step (a duplicate message)
-    run_batch(Engine.create(runtime, registry), step)
-    # Then it leaves it alone: nothing is sent twice, the mark stays
-    assert len(provider.calls) == 1
-    assert lc.history("ana")["customer-lifecycle:lead:1:welcome"]["state"] == "sending"
-    runtime.close()
-
-
 def test_an_interrupted_send_is_not_repeated_by_a_provider_without_dedupe(settings, clock):
     provider, engine, lc, step = interrupted_welcome(settings, clock, idempotent=False)
     # When the step is delivered again

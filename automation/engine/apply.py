@@ -62,7 +62,7 @@ def apply_plans(engine: Engine, plans: list[Plan]) -> list[bool]:
         return []
     keys = engine.runtime.keys
     issue_coupons(engine, [plan.changes for plan in plans])
-    script_keys: list[str] = [keys.activity, keys.stats, keys.ambiguous]
+    script_keys: list[str] = [keys.activity, keys.stats, keys.ambiguous, keys.waves]
     args: list[Any] = [seconds(engine.runtime.clock.now()), ACTIVITY_LENGTH]
     for plan in plans:
         cid = plan.changes.state.id

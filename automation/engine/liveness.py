@@ -72,3 +72,17 @@ class Liveness:
 def alive_workers(runtime: Runtime) -> int:
     """Workers that showed life within the liveness timeout."""
     return int(runtime.redis.zcount(runtime.keys.liveness, time.time() - runtime.settings.liveness_seconds, "+inf"))
+
+
+def forget_dead_waves(runtime: Runtime) -> int:
+    """Drop the waves in progress of workers that are dead (a worker that dies mid-wave leaves its
+    wave's token behind; its marks are in doubt anyway, since their worker is dead)."""
+    waves = runtime.redis.hgetall(runtime.keys.waves)
+    if not waves:
+        return 0
+    since = time.time() - runtime.settings.liveness_seconds
+    alive = set(runtime.redis.zrangebyscore(runtime.keys.liveness, since, "+inf"))
+    dead = [token for token, owner in waves.items() if owner not in alive]
+    if dead:
+        runtime.redis.hdel(runtime.keys.waves, *dead)
+    return len(dead)

@@ -20,6 +20,7 @@ import time
 from typing import Callable
 
 from automation.runtime import Runtime
+from automation.engine.liveness import forget_dead_waves
 from automation.store.doubt import settle_abandoned
 from automation.store.timers import Claim, TimerStore
 
@@ -42,10 +43,12 @@ class Scheduler:
         self._swept_at = 0.0
 
     def sweep(self) -> None:
-        """Now and then: settle steps in doubt whose runs moved on (automation.store.doubt)."""
+        """Now and then: settle steps in doubt whose runs moved on (automation.store.doubt), and
+        forget the waves in progress of dead workers."""
         if time.monotonic() - self._swept_at >= SWEEP_SECONDS:
             self._swept_at = time.monotonic()
             settle_abandoned(self.runtime, self.timers.scripts)
+            forget_dead_waves(self.runtime)
 
     def tick(self) -> int:
         """One round: claim what is due and dispatch it; returns the number of timers claimed."""

@@ -43,7 +43,7 @@ from automation.store import fields
 from automation.store.contacts import ContactState
 from automation.store.coupons import issued_in_run
 from automation.store.keys import parse_member, step_member
-from automation.store.patience import until_redis_answers
+from automation.store.patience import REDIS_DOWN, until_redis_answers
 from automation.store.pauses import Pause
 from automation.store.timers import Claim
 
@@ -327,11 +327,17 @@ def _send_channel(engine: Engine, channel: str, batch: list[Job], now: float) ->
                 job.wait(engine, now, "paused", "channel_paused", f"channel paused: {pause.reason}",
                          pause.until - time.time())
             continue
-        ready = mark(engine, wave, now, adapter.idempotent)
-        if ready:
-            pause = _send_wave(engine, channel, adapter, ready, now, pause)
-        # Recorded at once: a crash now leaves in doubt only the requests of the next wave.
-        record(engine, [job for job in wave if job.kind and job.kind != "busy"], now)
+        token = uuid.uuid4().hex
+        ended = False
+        try:
+            ready = mark(engine, wave, now, adapter.idempotent, token)
+            if ready:
+                pause = _send_wave(engine, channel, adapter, ready, now, pause)
+            # Recorded at once: a crash now leaves in doubt only the requests of the next wave.
+            ended = record(engine, [job for job in wave if job.kind and job.kind != "busy"], now, wave=token)
+        finally:
+            if not ended:
+                _end_wave(engine, token)
 
 
 def _send_wave(engine: Engine, channel: str, adapter: Any, ready: list[Job], now: float,
@@ -363,7 +369,18 @@ def _requests(adapter: Any, batch: list[Job]) -> list[list[int]]:
     return requests
 
 
-def mark(engine: Engine, wave: list[Job], now: float, idempotent: bool) -> list[Job]:
+def _end_wave(engine: Engine, token: str) -> None:
+    """The wave is over (recorded, or failed on the way): its marks are no longer a send in progress.
+    Recording removes it already; this covers a wave that raised (best effort: if Redis is gone,
+    its marks count as busy only until the mark is a batch's longest run old)."""
+    try:
+        engine.runtime.redis.hdel(engine.runtime.keys.waves, token)
+    except REDIS_DOWN:
+        logger.warning("could not end wave %s; its marks stay busy for at most %.0fs", token,
+                       max(BATCH_TIME_LIMIT, engine.runtime.settings.lease_seconds))
+
+
+def mark(engine: Engine, wave: list[Job], now: float, idempotent: bool, token: str | None = None) -> list[Job]:
     """Mark a wave's steps "sending" (mark.lua) and return those to send now.
 
     Consent and the contact's existence are checked again in the same script, so no message is
@@ -374,9 +391,9 @@ def mark(engine: Engine, wave: list[Job], now: float, idempotent: bool) -> list[
     """
     runtime = engine.runtime
     settings = runtime.settings
-    keys: list[str] = [runtime.keys.liveness, runtime.keys.ambiguous]
+    keys: list[str] = [runtime.keys.liveness, runtime.keys.ambiguous, runtime.keys.waves]
     marked = time.time()
-    args: list[Any] = [repr(marked), settings.liveness_seconds, repr(now), engine.worker_id, uuid.uuid4().hex,
+    args: list[Any] = [repr(marked), settings.liveness_seconds, repr(now), engine.worker_id, token or uuid.uuid4().hex,
                        max(BATCH_TIME_LIMIT, settings.lease_seconds)]
     for job in wave:
         adapter = engine.channels.get(job.step.channel)
@@ -440,15 +457,19 @@ def classify(engine: Engine, job: Job, result: Result, now: float) -> None:
 
 # -- 5. record ------------------------------------------------------------------------------------
 
-def record(engine: Engine, jobs: list[Job], now: float) -> None:
-    """Write every outcome, and move each run on from its step if the contact is still there."""
+def record(engine: Engine, jobs: list[Job], now: float, wave: str | None = None) -> bool:
+    """Write every outcome, and move each run on from its step if the contact is still there;
+    `wave` (a token) is the wave of requests these outcomes end. True if anything was written."""
     if not jobs:
-        return
+        return False
     for job in jobs:
         job.recorded = True
     wall = time.time()
     scores = engine.scores()
-    apply_plans(engine, [record_plan(job, now, wall, scores) for job in jobs])
+    plans = [record_plan(job, now, wall, scores) for job in jobs]
+    if wave is not None:
+        plans[0].always.append(["wd", wave])
+    apply_plans(engine, plans)
     for job in jobs:
         if job.kind in ("sent", "skipped") or job.kind in WAITING:
             # Every outcome is in the ledger and the activity log; per-message lines only when asked.
@@ -461,6 +482,7 @@ def record(engine: Engine, jobs: list[Job], now: float) -> None:
             sets = {name: value for name, value in job.effect.items() if not isinstance(value, Remove)}
             removals = {name: value.values for name, value in job.effect.items() if isinstance(value, Remove)}
             engine.store.apply_effects(job.state.id, sets, removals)
+    return True
 
 
 def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Plan:

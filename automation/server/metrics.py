@@ -17,6 +17,7 @@ from prometheus_client.registry import CollectorRegistry
 from automation.engine.dispatch import broker_namespace, queue_key
 from automation.runtime import Runtime
 from automation.store.pauses import ChannelPauses
+from automation.store.doubt import in_doubt
 from automation.store.timers import TimerStore
 
 OUTCOMES = ("sent", "skipped", "failed", "retry", "unknown", "paused", "throttled")
@@ -85,6 +86,11 @@ class RedisCollector:
         heartbeat = f"{broker_namespace(settings)}:__heartbeats__"
         alive = client.zcount(heartbeat, time.time() * 1000 - settings.heartbeat_timeout_ms, "+inf")
         yield GaugeMetricFamily("lifecycle_worker_processes", "Worker processes with a live heartbeat", value=alive)
+        doubtful, oldest = in_doubt(self.runtime)
+        yield GaugeMetricFamily("lifecycle_steps_in_doubt", "Steps whose send a crash interrupted, waiting for the "
+                                "provider's confirmation", value=doubtful)
+        yield GaugeMetricFamily("lifecycle_steps_in_doubt_oldest_seconds", "How long the oldest step has been in "
+                                "doubt", value=max(0.0, self.runtime.clock.now() - oldest) if oldest else 0.0)
         paused = GaugeMetricFamily("lifecycle_channel_paused", "1 while a channel is paused (credentials refused)",
                                    labels=["channel"])
         for channel in ChannelPauses(self.runtime).active():

@@ -107,6 +107,11 @@ class Keys:
         return f"{self.namespace}:ambiguous"
 
     @property
+    def waves(self) -> str:
+        """Waves of provider requests in progress: token -> the worker making them."""
+        return f"{self.namespace}:waves"
+
+    @property
     def activity(self) -> str:
         return f"{self.namespace}:activity"
 

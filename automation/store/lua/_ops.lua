@@ -8,6 +8,7 @@
 --   {'t', n}              drop the first n inbox items (the ones this evaluation processed)
 --   {'l', field, value}   HSET on the step ledger (a step's outcome)
 --   {'za', member, score} ZADD on the set of steps in doubt (keys.ambiguous)
+--   {'wd', token}         HDEL on the waves in progress (keys.waves): a wave's outcomes are written
 
 -- Stats counted while a script runs, written to the stats hash once at its end (flush_counts).
 local counts = {}
@@ -47,6 +48,8 @@ local function apply_ops(ops, keys, cid, now, maxlen)
       redis.call('HSET', keys.ledger, op[2], op[3])
     elseif code == 'za' then
       redis.call('ZADD', keys.ambiguous, op[3], op[2])
+    elseif code == 'wd' then
+      redis.call('HDEL', keys.waves, op[2])
     end
   end
 end

@@ -2,7 +2,8 @@
 -- moving past waits that ended, and the outcomes of sent steps. Each contact's changes apply only
 -- if nothing changed that contact since it was read. Plans are built by automation/engine/apply.py.
 -- KEYS[1] activity stream  KEYS[2] stats hash  KEYS[3] the steps in doubt (zset)
--- then per contact i, six keys from 4 + 6(i-1): contact hash, timers zset, leases zset, ledger hash, inbox,
+-- KEYS[4] the waves in progress (hash)
+-- then per contact i, six keys from 5 + 6(i-1): contact hash, timers zset, leases zset, ledger hash, inbox,
 -- lease tokens hash
 -- ARGV[1] now  ARGV[2] activity length, then per contact one JSON plan:
 --   c      the contact id
@@ -20,10 +21,10 @@
 --#include lease
 local now, maxlen = ARGV[1], ARGV[2]
 local replies = {}
-for i = 1, (#KEYS - 3) / 6 do
-  local k = 4 + 6 * (i - 1)
+for i = 1, (#KEYS - 4) / 6 do
+  local k = 5 + 6 * (i - 1)
   local keys = {contact = KEYS[k], timers = KEYS[k + 1], ledger = KEYS[k + 3], inbox = KEYS[k + 4],
-                activity = KEYS[1], ambiguous = KEYS[3]}
+                activity = KEYS[1], ambiguous = KEYS[3], waves = KEYS[4]}
   local plan = cjson.decode(ARGV[2 + i])
   if plan.pre then
     apply_ops(plan.pre, keys, plan.c, now, maxlen)

@@ -2,9 +2,10 @@
 -- what may have changed since their batch was loaded (automation/engine/steps.py, send phase).
 -- KEYS[1] liveness zset: worker id -> its last sign of life (wall clock)
 -- KEYS[2] the steps in doubt: '<contact>|<ledger field>', scored by when they fell into doubt (journey clock)
--- then per step i two keys from 3 + 2(i-1): the contact's ledger hash, the contact hash
+-- KEYS[3] waves in progress: token -> worker id (a wave's outcomes, once written, remove it)
+-- then per step i two keys from 4 + 2(i-1): the contact's ledger hash, the contact hash
 -- ARGV[1] wall-clock now  ARGV[2] liveness timeout (seconds)  ARGV[3] journey-clock now
--- ARGV[4] this worker's id  ARGV[5] this call's token (a call repeated because its reply was lost
+-- ARGV[4] this worker's id  ARGV[5] this wave's token (a call repeated because its reply was lost
 -- finds its own marks and sends them: nothing was sent, the caller never had the reply)
 -- ARGV[6] the longest a batch runs (seconds): a mark older than that is no send in progress
 -- then per step i four values from 7 + 4(i-1):
@@ -14,8 +15,8 @@
 --   has not confirmed by the end of its wait ("at least once"); the contact id
 -- Returns per step one of:
 --   'new:<attempt>'          marked: send it now
---   'busy'                   a live worker is sending it right now (marked less than a batch's
---                            longest run ago)
+--   'busy'                   a live worker is sending it right now: its wave is in progress (an
+--                            outcome Redis lost, a wave that failed, leave its marks in doubt)
 --   'done:<outcome JSON>'    it has an outcome already
 --   'ambiguous:<attempt>'    an earlier attempt's worker died during its request: left as it is,
 --                            for the caller to record "unknown" and wait for the provider's word
@@ -25,9 +26,10 @@
 local wall, timeout, now, owner = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local token, longest = ARGV[5], tonumber(ARGV[6])
 redis.call('ZADD', KEYS[1], wall, owner)
+redis.call('HSET', KEYS[3], token, owner)
 local replies = {}
-for i = 1, (#KEYS - 2) / 2 do
-  local ledger, contact = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+for i = 1, (#KEYS - 3) / 2 do
+  local ledger, contact = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   local a = 7 + 4 * (i - 1)
   local field, consent, cid = ARGV[a], ARGV[a + 1], ARGV[a + 3]
   local dedupes, resend = string.find(ARGV[a + 2], 'd', 1, true), string.find(ARGV[a + 2], 'r', 1, true)
@@ -40,7 +42,8 @@ for i = 1, (#KEYS - 2) / 2 do
       local seen = outcome.o and redis.call('ZSCORE', KEYS[1], outcome.o)
       if outcome.o == owner and outcome.b == token then
         attempt = outcome.attempt or 1   -- this very call, repeated: mark it again and send
-      elseif seen and wall - tonumber(seen) < timeout and wall - tonumber(outcome.w) < longest then
+      elseif seen and wall - tonumber(seen) < timeout and wall - tonumber(outcome.w) < longest
+          and redis.call('HEXISTS', KEYS[3], outcome.b or '') == 1 then
         reply = 'busy'
       else
         attempt = (outcome.attempt or 1) + 1
