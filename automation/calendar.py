@@ -186,6 +186,20 @@ def next_time_of_day(after: float, tz: str | ZoneInfo, at: time, weekdays: froze
     raise AssertionError("unreachable: every week has an allowed day")  # pragma: no cover
 
 
+def quiet_until(now: float, tz: str | ZoneInfo, start: time, end: time) -> float | None:
+    """If `now` falls in the daily quiet hours [start, end) of the wall clock in `tz`, the instant they end;
+    else None. A window whose end is earlier than its start spans midnight (21:00 to 08:00).
+
+    The end is the next time the wall clock reads `end` (next_time_of_day), so the DST rules above apply: on the
+    night clocks spring forward the quiet hours are an hour shorter, on the night they fall back an hour longer.
+    """
+    if start == end:
+        return None
+    local = _local(now, _tz(tz)).time()
+    inside = start <= local < end if start < end else (local >= start or local < end)
+    return next_time_of_day(now, tz, end) if inside else None
+
+
 # -- contact dates ----------------------------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +35,11 @@ from automation.engine.context import rule_context, step_data, template_context
 from automation.engine.evaluation import date_may_start
 from automation.engine.runs import START, Changes
 from automation.engine.services import Engine
+from automation.calendar import quiet_until, zone
 from automation.expressions import RuleError, TimeTracker
 from automation.language.flow import SendNode, resume_after
 from automation.language.journey import RUN, Journey
+from automation.language.workspace import ALL_MARKETING, Workspace
 from automation.messages.templates import TemplateRenderError
 from automation.messages.unsubscribe import list_unsubscribe_headers, unsubscribe_url
 from automation.store import fields
@@ -45,11 +48,12 @@ from automation.store.coupons import issued_in_run
 from automation.store.keys import parse_member, step_member
 from automation.store.patience import REDIS_DOWN, until_redis_answers
 from automation.store.pauses import Pause
+from automation.store.suppression import ADDRESS_ATTRIBUTES, normalize
 from automation.store.timers import Claim
 
 logger = logging.getLogger(__name__)
 #: Outcomes of steps that could not go yet and wait in the timer store, attempts unchanged.
-WAITING = frozenset({"paused", "throttled"})
+WAITING = frozenset({"paused", "throttled", "held", "deferred"})
 #: Waits that were never marked for sending: the ledger is left as it is (an earlier retry keeps its
 #: attempt count).
 UNMARKED = frozenset({"channel_paused", "channel_not_configured"})
@@ -79,6 +83,9 @@ class Job:
     retry_at: float | None = None
     effect: dict[str, Any] = field(default_factory=dict)
     recorded: bool = False
+    marketing: bool = True    # marketing or transactional (automation.language.workspace)
+    address: str = ""         # what the channel's suppression list is checked for ("": none)
+    caps: list[list[Any]] = field(default_factory=list)   # frequency caps for mark.lua
 
     @property
     def ledger_field(self) -> str:
@@ -226,13 +233,70 @@ def check(engine: Engine, job: Job, now: float, paused: dict[str, Pause]) -> Non
         pause = paused[step.channel]
         return job.wait(engine, now, "paused", "channel_paused", f"channel paused: {pause.reason}",
                         pause.until - time.time())
-    if adapter.consent_needed(step.channel):
+    job.marketing = journey.type_of(step) == "marketing"
+    # Transactional messages (receipts, password resets) need no marketing consent.
+    if job.marketing and adapter.consent_needed(step.channel):
         consent = state.attributes.get("consent", {})
         if not (isinstance(consent, dict) and consent.get(step.channel) is True):
             return job.decide("skipped", "no_consent", f"no consent for {step.channel}")
-    if not adapter.address(step.channel, {**state.attributes, "id": state.id}, step.options):
+    address = adapter.address(step.channel, {**state.attributes, "id": state.id}, step.options)
+    if not address:
         return job.decide("skipped", "no_address", adapter.missing_address(step.channel))
+    if step.channel in ADDRESS_ATTRIBUTES and isinstance(address, str):
+        job.address = normalize(step.channel, address)
+    if job.marketing:
+        workspace = engine.journeys.workspace
+        if state.attributes.get("do_not_contact") is True:
+            return job.decide("skipped", "do_not_contact", "the contact asked for no marketing")
+        quiet = _quiet_hours(job, workspace, now)
+        if quiet is not None:
+            return quiet
+        job.caps = _caps(engine, job, workspace, now)
     return None
+
+
+def _quiet_hours(job: Job, workspace: Workspace, now: float) -> None:
+    """Hold (or skip) a marketing message that falls due in the contact's quiet hours."""
+    windows = job.journey.quiet_hours if job.journey.quiet_hours is not None else workspace.quiet_hours
+    window = windows.get(job.step.channel)
+    if window is None:
+        return None
+    tz = zone(job.state.attributes.get("timezone"), job.journey.timezone)
+    until = quiet_until(now, tz, window.start, window.end)
+    if until is None:
+        return None
+    hours = f"{window.start:%H:%M}-{window.end:%H:%M} {tz.key}"
+    if window.action == "skip":
+        return job.decide("skipped", "quiet_hours", f"quiet hours ({hours})")
+    job.retry_at = until
+    return job.decide("held", "quiet_hours", f"quiet hours ({hours}); held until {window.end:%H:%M} local")
+
+
+def _caps(engine: Engine, job: Job, workspace: Workspace, now: float) -> list[list[Any]]:
+    """The frequency caps this message counts against, each keeping the slots that more important
+    journeys' marketing messages due within the priority window will need."""
+    caps = workspace.caps_for(job.step.channel)
+    if not caps:
+        return []
+    needed: Counter[str] = Counter()
+    soon = now + workspace.priority_window
+    for name, enrollment in job.state.enrollments.items():
+        if name == job.journey.name or enrollment.step in (None, START) or enrollment.due is None \
+                or enrollment.due > soon or enrollment.stage is None:
+            continue
+        other = engine.journeys.get(name)
+        if other is None or other.priority <= job.journey.priority:
+            continue
+        flow = other.flow_of(enrollment.stage)
+        node = flow.get(enrollment.step) if flow else None
+        if isinstance(node, SendNode) and other.type_of(node) == "marketing":
+            needed[fields.frequency(node.channel)] += 1
+            needed[fields.frequency(None)] += 1
+    plan = []
+    for cap in caps:
+        counted = fields.frequency(None if cap.channel == ALL_MARKETING else cap.channel)
+        plan.append([counted, cap.window, cap.limit, needed[counted]])
+    return plan
 
 
 # -- 3. render ------------------------------------------------------------------------------------
@@ -394,14 +458,18 @@ def mark(engine: Engine, wave: list[Job], now: float, idempotent: bool, token: s
     keys: list[str] = [runtime.keys.liveness, runtime.keys.ambiguous, runtime.keys.waves]
     marked = time.time()
     args: list[Any] = [repr(marked), settings.liveness_seconds, repr(now), engine.worker_id, token or uuid.uuid4().hex,
-                       max(BATCH_TIME_LIMIT, settings.lease_seconds)]
+                       max(BATCH_TIME_LIMIT, settings.lease_seconds), fields.attribute("do_not_contact")]
     for job in wave:
-        adapter = engine.channels.get(job.step.channel)
-        consent = fields.attribute(f"consent.{job.step.channel}") \
-            if adapter is not None and adapter.consent_needed(job.step.channel) else ""
-        flags = ("d" if idempotent else "") + ("r" if settings.ambiguous.get(job.step.channel) == "resend" else "")
-        keys += [runtime.keys.ledger(job.state.id), runtime.keys.contact(job.state.id)]
-        args += [job.ledger_field, consent, flags, job.state.id]
+        channel = job.step.channel
+        adapter = engine.channels.get(channel)
+        consent = fields.attribute(f"consent.{channel}") \
+            if job.marketing and adapter is not None and adapter.consent_needed(channel) else ""
+        flags = ("d" if idempotent else "") + ("r" if settings.ambiguous.get(channel) == "resend" else "") + \
+            ("m" if job.marketing else "")
+        keys += [runtime.keys.ledger(job.state.id), runtime.keys.contact(job.state.id),
+                 runtime.keys.suppressed(channel)]
+        args += [job.ledger_field, consent, flags, job.state.id, job.address,
+                 json.dumps(job.caps, separators=(",", ":")) if job.caps else "[]"]
     ready = []
     replies = until_redis_answers(lambda: engine.scripts.call("mark", keys, args), settings.redis_patience_seconds,
                                   "marking the steps")
@@ -432,6 +500,18 @@ def mark(engine: Engine, wave: list[Job], now: float, idempotent: bool, token: s
             job.decide("skipped", "contact_deleted", "the contact was deleted")
         elif state == "no_consent":
             job.decide("skipped", "no_consent", f"no consent for {job.step.channel}")
+        elif state == "do_not_contact":
+            job.decide("skipped", "do_not_contact", "the contact asked for no marketing")
+        elif state == "suppressed":
+            why = json.loads(rest).get("reason", "") if rest.startswith("{") else rest
+            job.decide("skipped", "suppressed", f"{job.address} is on the {job.step.channel} suppression list: {why}")
+        elif state == "capped":
+            until = float(rest)
+            if engine.journeys.workspace.cap_action == "skip":
+                job.decide("skipped", "frequency_capped", "a frequency cap is reached")
+            else:
+                job.retry_at = until
+                job.decide("deferred", "frequency_capped", "a frequency cap is reached; deferred until a slot frees")
     return ready
 
 

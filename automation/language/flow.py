@@ -40,6 +40,7 @@ class SendNode(Node):
     delay: float = 0.0          # a `wait` written on the send step itself, or waits right before it
     options: Mapping[str, Any] = field(default_factory=dict)
     max_segments: int | None = None
+    message_type: str | None = None     # marketing or transactional; None: the journey's
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from automation.language.flow import (
 from automation.language.samples import sample_context
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos
 from automation.language.sources import Sources
+from automation.language.workspace import MESSAGE_TYPES
 from automation.messages.sms import segments
 from automation.messages.templates import TemplateCheck, TemplateRenderError
 
@@ -271,8 +272,9 @@ def _send(step: CommentedMap, common: dict[str, Any], delay: float, ctx: FlowCon
             _check_template(step, channel, template, ctx)
             if channel == "sms":
                 _check_segments(step, template, ctx, max_segments or ctx.max_segments)
+    message_type = step.get("type") if step.get("type") in MESSAGE_TYPES else None
     return SendNode(**common, channel=channel, template=template, delay=delay, options=options,
-                    max_segments=max_segments)
+                    max_segments=max_segments, message_type=message_type)
 
 
 def _wait_until(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> WaitUntilNode | None:

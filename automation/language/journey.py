@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from automation.expressions import Expression
 from automation.language.flow import EMPTY_FLOW, Flow, SendNode
+from automation.language.workspace import QuietHours
 
 #: The scope name of a triggered journey's run (a stage journey's runs are named by stage).
 RUN = "run"
@@ -130,6 +131,9 @@ class Journey:
     description: str = ""
     vars: Mapping[str, Any] = field(default_factory=dict)
     max_sms_segments: int = 2
+    message_type: str = "marketing"         # its sends' type unless a step says otherwise
+    priority: int = 0                       # wins the last slot of a frequency cap over lower ones
+    quiet_hours: Mapping[str, QuietHours] | None = None   # None: the workspace's
     scores: tuple[ScoreDef, ...] = ()
     references: tuple[Reference, ...] = ()
     emits: frozenset[str] = frozenset()     # events its `track` steps record
@@ -152,6 +156,10 @@ class Journey:
             return self.flow
         stage = self.stage(scope) if scope else None
         return stage.flow if stage else None
+
+    def type_of(self, node: SendNode) -> str:
+        """A send's message type: the step's, else the journey's (marketing by default)."""
+        return node.message_type or self.message_type
 
     def goal_of(self, scope: str | None) -> Goal | None:
         stage = self.stage(scope) if scope and scope != RUN else None

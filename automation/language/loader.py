@@ -45,6 +45,7 @@ from automation.language.journey import (
 )
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos, read_yaml
 from automation.language.sources import Sources
+from automation.language.workspace import MESSAGE_TYPES, quiet_hours_of
 from automation.messages.templates import TemplateCheck, locale_chain
 
 #: Journey channel -> the adapter serving it (None where only the name is known).
@@ -186,8 +187,11 @@ def _container_name(path: list[Any]) -> str:
 # -- pass 3: meaning ------------------------------------------------------------------------------
 
 def load_journey(path: Path, channels: Channels, templates: TemplateCheck | None,
-                 sources: "Sources | None" = None) -> tuple[Journey | None, list[Diagnostic]]:
-    """Read and check one journey file. The journey is None when there is any error."""
+                 sources: "Sources | None" = None,
+                 default_timezone: str = "UTC") -> tuple[Journey | None, list[Diagnostic]]:
+    """Read and check one journey file. The journey is None when there is any error.
+
+    `default_timezone` (the workspace's) is the journey's zone when its file names none."""
     report = Report(display_path(path))
     doc = read_yaml(path, report)
     if report.items:
@@ -197,14 +201,15 @@ def load_journey(path: Path, channels: Channels, templates: TemplateCheck | None
                    "start the file with  journey: my-journey")
         return None, report.items
     _schema_diagnostics(doc, report)
-    journey = _Builder(doc, Path(path), report, channels, templates, sources).build()
+    journey = _Builder(doc, Path(path), report, channels, templates, sources, default_timezone).build()
     return (None if has_errors(report.items) else journey), sorted(set(report.items))
 
 
 class _Builder:
     def __init__(self, doc: CommentedMap, path: Path, report: Report, channels: Channels,
-                 templates: TemplateCheck | None, sources: "Sources | None") -> None:
+                 templates: TemplateCheck | None, sources: "Sources | None", default_timezone: str = "UTC") -> None:
         self.doc, self.path, self.report = doc, path, report
+        self.default_timezone = default_timezone
         self.channels, self.templates, self.sources = channels, templates, sources
         self.name = doc.get("journey") if isinstance(doc.get("journey"), str) else path.stem
         variables = doc.get("vars") if isinstance(doc.get("vars"), dict) else {}
@@ -299,6 +304,10 @@ class _Builder:
             and not has_stages else None,
             exits=self._exits(), audience=audience, locale=self.locale, timezone=timezone,
             description=str(doc.get("description", "")), vars=self.variables, max_sms_segments=self.max_segments,
+            message_type=doc["type"] if doc.get("type") in MESSAGE_TYPES else "marketing",
+            priority=doc["priority"] if isinstance(doc.get("priority"), int) and not isinstance(doc.get("priority"),
+                                                                                                 bool) else 0,
+            quiet_hours=quiet_hours_of(doc, "quiet_hours", report) if "quiet_hours" in doc else None,
             scores=self._scores(), references=tuple(self.references), emits=frozenset(self.emits),
             sets=frozenset(self.sets), name_at=pos(doc, "journey", of_key=True) if "journey" in doc else (1, 1),
             **journey_args)
@@ -307,7 +316,7 @@ class _Builder:
 
         value = self.doc.get("timezone")
         if not isinstance(value, str):
-            return "UTC"
+            return self.default_timezone
         if zone(value, default="").key != value and value != "UTC":
             self.report.add(pos(self.doc, "timezone"), f"unknown time zone {value!r}",
                             did_you_mean(value, sorted(available_timezones()))

@@ -22,6 +22,9 @@ from automation.language.journey import Journey
 from automation.language.loader import Channels, check_template_files, display_path, load_journey
 from automation.language.sources import FILE_NAME as SOURCES_FILE
 from automation.language.sources import Sources, load_sources
+from automation.language.workspace import DEFAULT as DEFAULT_WORKSPACE
+from automation.language.workspace import FILE_NAME as WORKSPACE_FILE
+from automation.language.workspace import Workspace, load_workspace
 from automation.messages.templates import TemplateCheck
 
 logger = logging.getLogger(__name__)
@@ -79,11 +82,17 @@ def validate_paths(paths: Iterable[Path], channels: Channels, templates: Templat
             sources, found = load_sources(folder)
             diagnostics.extend(found)
             break
+    workspace = DEFAULT_WORKSPACE
+    for folder in folders:
+        if (folder / WORKSPACE_FILE).is_file():
+            workspace, found = load_workspace(folder)
+            diagnostics.extend(found)
+            break
     for path in files:
         if not path.exists():
             diagnostics.append(Diagnostic(display_path(path), 1, 1, "no such file or directory"))
             continue
-        journey, found = load_journey(path, channels, templates, sources)
+        journey, found = load_journey(path, channels, templates, sources, workspace.timezone)
         diagnostics.extend(found)
         if journey is not None:
             journeys.append(journey)
@@ -91,7 +100,7 @@ def validate_paths(paths: Iterable[Path], channels: Channels, templates: Templat
     checked = {p.resolve() for p in files}
     for path in journey_files(folders):
         if path.resolve() not in checked:
-            journey, _ = load_journey(path, channels, templates, sources)
+            journey, _ = load_journey(path, channels, templates, sources, workspace.timezone)
             if journey is not None:
                 context.append(journey)
     reported = {j.path for j in journeys}
@@ -118,6 +127,8 @@ class JourneyRegistry:
         self._files: dict[Path, _Loaded] = {}
         self._journeys: dict[str, Journey] = {}
         self._sources: tuple[tuple[int, int] | None, Sources | None] = (None, None)
+        self._workspace: tuple[object, Workspace] = ("never loaded", DEFAULT_WORKSPACE)
+        self.workspace_diagnostics: list[Diagnostic] = []
         self.cross_diagnostics: list[Diagnostic] = []
         #: Called with the new journeys whenever they change (the engine arms broadcast timers).
         self.on_change: list[Callable[[dict[str, Journey]], None]] = []
@@ -135,11 +146,18 @@ class JourneyRegistry:
 
     @property
     def diagnostics(self) -> list[Diagnostic]:
-        return [d for loaded in self._files.values() for d in loaded.diagnostics] + self.cross_diagnostics
+        return [d for loaded in self._files.values() for d in loaded.diagnostics] + self.cross_diagnostics \
+            + self.workspace_diagnostics
 
     @property
     def sources(self) -> Sources | None:
         return self._sources[1]
+
+    @property
+    def workspace(self) -> Workspace:
+        """The guardrails every journey shares (journeys/_workspace.yaml, or the defaults)."""
+        self.refresh()
+        return self._workspace[1]
 
     def refresh(self, force: bool = False) -> bool:
         """Reload changed files (at most every `reload_seconds`); True if anything changed."""
@@ -154,6 +172,7 @@ class JourneyRegistry:
 
     def _reload(self, force: bool) -> bool:
         self.templates.catalog.refresh()
+        self._reload_workspace()
         sources_path = self.directory / SOURCES_FILE
         sources_stamp = self._stamp(sources_path) if sources_path.is_file() else None
         sources_changed = sources_stamp != self._sources[0]
@@ -173,7 +192,8 @@ class JourneyRegistry:
             if loaded is not None and loaded.stamp == stamp:
                 continue
             changed.add(path)
-            journey, diagnostics = load_journey(path, self.channels, self.templates, self.sources)
+            journey, diagnostics = load_journey(path, self.channels, self.templates, self.sources,
+                                                self._workspace[1].timezone)
             for diagnostic in diagnostics:
                 log = logger.error if diagnostic.severity is Severity.ERROR else logger.warning
                 log("%s", diagnostic.format())
@@ -206,6 +226,23 @@ class JourneyRegistry:
                 callback(journeys)
             except Exception:  # Redis down at reload time: the next reload tries again
                 logger.exception("journey change hook failed")
+
+    def _reload_workspace(self) -> None:
+        path = self.directory / WORKSPACE_FILE
+        stamp = self._stamp(path) if path.is_file() else None
+        if stamp == self._workspace[0]:
+            return
+        workspace, problems = load_workspace(self.directory)
+        for diagnostic in problems:
+            log = logger.error if diagnostic.severity is Severity.ERROR else logger.warning
+            log("%s", diagnostic.format())
+        if has_errors(problems) and self._workspace[0] != "never loaded":
+            logger.error("%s has errors; still serving its last good version", display_path(path))
+        else:
+            if workspace.timezone != self._workspace[1].timezone:
+                self._files.clear()     # journeys without a zone of their own take the workspace's
+            self._workspace = (stamp, workspace)
+        self.workspace_diagnostics = problems
 
     @staticmethod
     def _stamp(path: Path) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from automation.store.coupons import CouponStore
 from automation.store.fields import Enrollment
 from automation.store.keys import recheck_member, seconds
 from automation.store.scripts import Scripts
+from automation.store.suppression import ADDRESS_ATTRIBUTES, Suppressions
 
 EVENT_ID_TTL = 7 * 86400
 #: Events whose `coupon` (or `code`) property redeems a coupon.
@@ -104,6 +105,7 @@ class ContactStore:
         self.keys = runtime.keys
         self.scripts = Scripts(runtime.redis)
         self.coupons = CouponStore(runtime)
+        self.suppressions = Suppressions(runtime)
 
     def identify(self, contact_id: str, attributes: Mapping[str, Any]) -> None:
         """Create or update a contact; attributes set to None are removed."""
@@ -155,10 +157,23 @@ class ContactStore:
                       removals: Mapping[str, Iterable[Any]] | None = None) -> None:
         """Apply what an adapter learnt while sending: attributes to set (`{"consent.sms": False}`),
         and values to remove from list attributes, e.g. a push token the provider says is dead."""
+        # An address the provider calls invalid (a hard bounce, an unknown number) goes on its
+        # channel's suppression list too: giving it again later must not make it mailable.
+        invalid = [channel for channel, attribute in ADDRESS_ATTRIBUTES.items() if sets.get(f"{attribute}_invalid")]
+        if invalid:
+            self.suppress(contact_id, invalid, "the provider reported the address invalid")
         if sets:
             self.identify(contact_id, sets)
         for name, values in (removals or {}).items():
             self._remove_from_list(contact_id, name, values)
+
+    def suppress(self, contact_id: str, channels: Iterable[str], reason: str) -> None:
+        """Put the contact's current address on each channel's suppression list."""
+        channels = list(channels)
+        addresses = self.redis.hmget(self.keys.contact(contact_id),
+                                     [fields.attribute(ADDRESS_ATTRIBUTES[channel]) for channel in channels])
+        self.suppressions.add_many((channel, json.loads(raw), reason)
+                                   for channel, raw in zip(channels, addresses, strict=True) if raw)
 
     def _remove_from_list(self, contact_id: str, name: str, values: Iterable[Any]) -> None:
         key, field = self.keys.contact(contact_id), fields.attribute(name)

@@ -81,6 +81,9 @@ class DeliveryLog:
         if result == 2:
             logger.info("step %s reconciled from a %s report: it was sent", report.key, report.channel)
         # The contact changes even if the step has left the ledger: the report is about them.
+        if report.status == "complained":
+            # A spam complaint: nothing more to that address, whatever the journey or message type.
+            self.store.suppress(contact_id, [report.channel], "the recipient marked a message as spam")
         if report.effect:
             self.store.apply_effects(contact_id, report.effect)
         if report.event:

@@ -20,6 +20,9 @@ from Python).
                          en  "time|why" of the latest run's end
     s:<score>          "value,at": a lead score's value at a moment (whole epoch seconds)
     k:<coupon>         "CODE|issued|expires|run-tag|value": the contact's coupon of that name
+    f:<channel>        "t1,t2,...": when the latest marketing messages on a channel were marked for
+                       sending, oldest first (journey clock, whole seconds), as many as its largest
+                       frequency cap counts; f:* the same for every marketing message (mark.lua)
     v                  version, bumped by every change an evaluation must not miss
     ct                 created at
 
@@ -37,6 +40,7 @@ EVENT = "e:"
 RUN = "j:"
 SCORE = "s:"
 COUPON = "k:"
+FREQUENCY = "f:"
 VERSION = "v"
 CREATED = "ct"
 
@@ -64,6 +68,15 @@ def score(name: str) -> str:
 
 def coupon(name: str) -> str:
     return COUPON + name
+
+
+def frequency(channel: str | None) -> str:
+    """The send times a frequency cap counts: one channel's, or (None) every marketing message's."""
+    return FREQUENCY + (channel or "*")
+
+
+def decode_frequency(raw: str | None) -> list[float]:
+    return [float(value) for value in (raw or "").split(",") if value]
 
 
 def split(field: str) -> tuple[str, str]:

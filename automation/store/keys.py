@@ -91,6 +91,10 @@ class Keys:
         """Channels paused because a provider refused our credentials."""
         return f"{self.namespace}:paused"
 
+    def suppressed(self, channel: str) -> str:
+        """A channel's suppression list: address -> why and since when."""
+        return f"{self.namespace}:sup:{channel}"
+
     def seen(self, provider: str, report_id: str) -> str:
         """A provider's webhook event already handled (providers deliver at least once)."""
         return f"{self.namespace}:seen:{provider}:{report_id}"
