@@ -57,7 +57,8 @@ steps:
 
 
 def texter(lc: Lifecycle, contact_id: str, tz: str | None, **attributes) -> None:
-    lc.identify(contact_id, {"phone": "+14155550100", "first_name": contact_id.title(), **({"timezone": tz} if tz else {}),
+    zone = {"timezone": tz} if tz else {}
+    lc.identify(contact_id, {"phone": "+14155550100", "first_name": contact_id.title(), **zone,
                              "consent": {"sms": True, "email": True}, "email": f"{contact_id}@example.com",
                              **attributes})
 
@@ -114,8 +115,9 @@ def test_a_journey_may_skip_instead_of_holding_and_a_purchase_cancels_a_hold(run
                                                                             settings):
     write(settings.journeys_dir / "ping-sms.yaml", PING_SMS.replace(
         "re_entry: every_time", 're_entry: every_time\nquiet_hours: {sms: {from: "21:00", to: "09:00", action: skip}}'))
-    write(settings.journeys_dir / "held-sms.yaml", PING_SMS.replace("ping-sms", "held-sms").replace(
-        "event: ping", "event: pong").replace("re_entry: every_time", "re_entry: every_time\nexit_on: [{event: purchase}]"))
+    held = PING_SMS.replace("ping-sms", "held-sms").replace("event: ping", "event: pong")
+    write(settings.journeys_dir / "held-sms.yaml",
+          held.replace("re_entry: every_time", "re_entry: every_time\nexit_on: [{event: purchase}]"))
     engine = make_engine()
     lc = Lifecycle(runtime)
     clock.set(at_local("2026-01-05 22:00", "Europe/Warsaw"))
