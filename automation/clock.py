@@ -30,20 +30,24 @@ class SystemClock:
 
 
 class ScaledClock:
-    """Runs `speed` times faster than real time from `origin` (epoch seconds) on.
+    """Runs `speed` times faster than real time from `origin` (epoch seconds, real time) on, reading
+    `start` at `origin` (by default `origin` itself).
 
-    Before `origin` the clock stands still at `origin`, so a demo can load its
+    Before `origin` the clock stands still at `start`, so a demo can load its
     population and start its workers first and let time run only once all are up.
-    Every process built from the same settings computes the same time, so a
-    scheduler and separate worker processes agree without talking to each other.
+    `start` lets a rehearsal begin at a chosen moment (the demo starts at 06:00 UTC,
+    so its story happens at the same times of day whenever it runs). Every process
+    built from the same settings computes the same time, so a scheduler and separate
+    worker processes agree without talking to each other.
     """
 
-    def __init__(self, speed: float, origin: float) -> None:
+    def __init__(self, speed: float, origin: float, start: float | None = None) -> None:
         self.speed = speed
         self.origin = origin
+        self.start = origin if start is None else start
 
     def now(self) -> float:
-        return self.origin + max(0.0, time.time() - self.origin) * self.speed
+        return self.start + max(0.0, time.time() - self.origin) * self.speed
 
     def to_clock_seconds(self, wall_seconds: float) -> float:
         return wall_seconds * self.speed
@@ -68,7 +72,7 @@ class ManualClock:
         return wall_seconds
 
 
-def clock_from_settings(speed: float, origin: float | None) -> Clock:
-    if speed == 1.0:
+def clock_from_settings(speed: float, origin: float | None, start: float | None = None) -> Clock:
+    if speed == 1.0 and start is None:
         return SystemClock()
-    return ScaledClock(speed, origin if origin is not None else time.time())
+    return ScaledClock(speed, origin if origin is not None else time.time(), start)

@@ -37,6 +37,16 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float, k
     return value
 
 
+def _optional_float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number (epoch seconds)") from None
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     return int(_number(env, name, default, minimum, int))
 
@@ -74,6 +84,7 @@ class Settings:
     retry_max_seconds: float = 3600.0
     clock_speed: float = 1.0
     clock_origin: float | None = None
+    clock_start: float | None = None    # what the clock reads at its origin (rehearsals)
     email_from: str = "Lifecycle <hello@example.com>"
     unsubscribe_url: str = "https://example.com/unsubscribe"
     unsubscribe_mailto: str = "unsubscribe@example.com"
@@ -133,6 +144,7 @@ class Settings:
             retry_max_seconds=_float(env, "LIFECYCLE_RETRY_MAX_SECONDS", 3600.0, minimum=0.01),
             clock_speed=_float(env, "LIFECYCLE_CLOCK_SPEED", 1.0, minimum=0.001),
             clock_origin=float(origin) if origin else None,
+            clock_start=_optional_float(env, "LIFECYCLE_CLOCK_START"),
             email_from=env.get("LIFECYCLE_EMAIL_FROM") or cls.email_from,
             unsubscribe_url=env.get("LIFECYCLE_UNSUBSCRIBE_URL") or cls.unsubscribe_url,
             unsubscribe_mailto=env.get("LIFECYCLE_UNSUBSCRIBE_MAILTO") or cls.unsubscribe_mailto,
@@ -184,6 +196,8 @@ class Settings:
             env["REDIS_URL"] = self.redis_url
         if self.clock_origin is not None:
             env["LIFECYCLE_CLOCK_ORIGIN"] = repr(self.clock_origin)
+        if self.clock_start is not None:
+            env["LIFECYCLE_CLOCK_START"] = repr(self.clock_start)
         for channel, adapter in self.channels.items():
             env[f"LIFECYCLE_CHANNEL_{channel.upper()}"] = adapter
         for adapter, rate in self.rate_limits.items():

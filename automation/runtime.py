@@ -60,7 +60,7 @@ def open_runtime(settings: Settings | None = None, clock: Clock | None = None) -
         settings=settings,
         redis=client,
         keys=keys,
-        clock=clock or clock_from_settings(settings.clock_speed, settings.clock_origin),
+        clock=clock or clock_from_settings(settings.clock_speed, settings.clock_origin, settings.clock_start),
         embedded=embedded,
     )
     check_meta(runtime)

@@ -36,7 +36,7 @@ except ImportError:
         os.execv(str(venv_python), [str(venv_python), *sys.argv])
     sys.exit("The project is not installed: run `python3 dev.py test` (or `python3 dev.py demo`) once first.")
 
-from bench import chaos, memory, population, throughput, timers, transitions  # noqa: E402
+from bench import chaos, guardrails, memory, population, throughput, timers, transitions  # noqa: E402
 from bench.harness import Bench, bench_redis  # noqa: E402
 
 BENCHMARKS = {
@@ -46,6 +46,7 @@ BENCHMARKS = {
     "population": population.run,
     "memory": memory.run,
     "chaos": chaos.run,
+    "guardrails": guardrails.run,
 }
 
 TARGETS = {
@@ -62,6 +63,7 @@ TARGETS = {
     "chaos_scheduler_delay_max_s": ("<=", 10),
     "chaos_redis_resume_s": ("<=", 10),
     "optout_late_sends": ("<=", 0),
+    "guardrails_cost_ratio": (">=", 0.90),
 }
 
 

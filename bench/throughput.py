@@ -14,11 +14,13 @@ email template with its layout, mark, adapter (discard), outcome, stats.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from automation.clock import ManualClock, SystemClock
+from automation.config import Settings
 from automation.engine.dispatch import DramatiqDispatcher
 from automation.events import check_attributes
 from automation.runtime import open_runtime
@@ -74,8 +76,10 @@ def prepare_due_steps(bench: Bench, settings, n: int) -> None:
     runtime.close()
 
 
-def steps(bench: Bench, n: int, name: str = "steps") -> float:
-    settings = bench.settings(name)
+def steps(bench: Bench, n: int, name: str = "steps", settings: Settings | None = None,
+          measure: Callable[[Settings], None] | None = None) -> float:
+    """Steps per second; `measure` looks at Redis once every step finished, before it is cleaned up."""
+    settings = settings or bench.settings(name)
     prepare_due_steps(bench, settings, n)
     runtime = open_runtime(settings, clock=SystemClock())
     client = bench.client()
@@ -88,6 +92,8 @@ def steps(bench: Bench, n: int, name: str = "steps") -> float:
             if not wait_until(done, timeout=1800, interval=0.005):
                 raise RuntimeError(f"only {client.hget(runtime.keys.stats, 'sent')} of {n} steps finished")
             elapsed = time.perf_counter() - start
+        if measure is not None:
+            measure(settings)
     finally:
         workers.stop()
         dispatcher.close()

@@ -47,6 +47,7 @@ EXPECTED = Counter({
     ("zahra", "studio-welcome"): 1, ("zahra", "trial-offer"): 1, ("zahra", "studio-demo-offer"): 1,
     # cart-abandonment, hot-leads, birthday, renewal-reminder, sms-opt-in, vip-handoff
     ("ana", "cart-reminder"): 1, ("ana", "cart-coupon"): 1, ("ana", "cart-coupon-push"): 1,
+    ("ewa", "cart-reminder"): 1, ("ewa", "cart-coupon"): 1,
     ("theo", "notify-sales"): 1, ("theo", "demo-offer"): 1,
     ("dmitri", "birthday"): 1,
     ("sora", "renewal-reminder"): 1, ("sora", "renewal-tomorrow"): 1,
@@ -191,6 +192,14 @@ def test_demo_delivers_the_lifecycle_messages_and_cleans_up(project: Path):
         line = sent(lines, "quinn", step)
         assert line is None or line.day >= earliest, line
     assert one(lines, "theo", "-> starts journey 'hot-leads'").n > one(lines, "theo", "*  email_opened").n
+    # Guardrails: Kasia's win-back SMS falls due at midnight in Chicago and waits for 08:00 there;
+    # Ewa's cart reminder would be her second marketing email of the day, so the cap defers it
+    held = one(lines, "kasia", "held sms winback-reminder")
+    assert "quiet hours (21:00-08:00 America/Chicago)" in held.text
+    assert sent(lines, "kasia", "winback-reminder").day >= held.day + 7 / 24 - TENTH
+    thank_you = sent(lines, "ewa", "thank-you")
+    deferred = one(lines, "ewa", "deferred email cart-reminder")
+    assert sent(lines, "ewa", "cart-reminder").day >= thank_you.day + 1 - TENTH > deferred.day
     assert one(lines, "lena", "+  converts in 'b2b-funnel'  (goal contract_signed)").n > \
         one(lines, "lena", "*  contract_signed").n
     # The messages are real, personalised email, in the contact's language

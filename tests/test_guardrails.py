@@ -298,14 +298,18 @@ def test_caps_shared_by_two_journeys_hold_under_several_worker_processes(setting
             def delivered() -> Counter:
                 return Counter(path.name.split("--")[0] for path in outbox_files(fast.outbox_dir, "email"))
 
-            # When both rounds have gone out (the deferred ones once their hour passed)
-            wait_for(lambda: sum(delivered().values()) >= 120, timeout=180, what="both emails to every contact")
+            def sent_at(cid: str) -> list[float]:
+                return sorted(o["at"] for o in lc.history(cid).values() if o.get("state") == "sent")
+
+            # When both rounds have gone out and been recorded (the deferred ones once their hour passed)
+            wait_for(lambda: sum(delivered().values()) >= 120 and all(len(sent_at(cid)) == 2 for cid in ids),
+                     timeout=180, what="both emails to every contact")
             # Then every contact got both, never two within the hour (by the engine's own send times),
             # and the second of each was deferred by the cap, not lost
             assert set(delivered()) == set(ids) and set(delivered().values()) == {2}
             for cid in ids:
-                sent = sorted(o["at"] for o in lc.history(cid).values() if o.get("state") == "sent")
-                assert len(sent) == 2 and sent[1] - sent[0] >= HOUR - 1, (cid, sent)
+                sent = sent_at(cid)
+                assert sent[1] - sent[0] >= HOUR - 1, (cid, sent)
             stats = runtime.redis.hgetall(runtime.keys.stats)
             assert int(stats.get("deferred:frequency_capped", 0)) >= 60
         finally:
@@ -344,3 +348,29 @@ def test_validate_checks_the_workspace_file(project: Path, capsys):
     assert "_workspace.yaml:2:" in text and "25:00" in text
     assert "_workspace.yaml:4:" in text and "max" in text
     assert "_workspace.yaml:5:" in text and "defer" in text
+
+
+def test_suppression_lists_are_imported_from_csv_and_shown_by_inspect(runtime, settings, project: Path, capsys):
+    from automation.ops.cli import main
+    from automation.ops.status import format_contact, inspect_contact
+
+    # Given a CSV of addresses not to be contacted (one bad line among them)
+    write(project / "dnc.csv", "address,reason\nAna@Example.com,asked by phone\n+48601000000,\nnot-an-address,\n")
+    lc = Lifecycle(runtime)
+    lc.identify("ana", {"email": "ana@example.com", "consent": {"email": True}})
+    env_before = dict(__import__("os").environ)
+    __import__("os").environ.update(settings.to_env())
+    try:
+        code = main(["suppress", str(project / "dnc.csv")])
+        listed = main(["suppress", "--list"])
+    finally:
+        __import__("os").environ.clear()
+        __import__("os").environ.update(env_before)
+    out = capsys.readouterr()
+    # Then the good lines are listed (emails without case), the bad one reported with its line
+    assert code == 1 and listed == 0
+    assert "dnc.csv:4:" in out.err and "suppressed 2 new" in out.out
+    assert "email\tana@example.com\tasked by phone" in out.out and "sms\t+48601000000" in out.out
+    # And inspect says why the contact gets nothing by email
+    text = format_contact(inspect_contact(runtime, "ana"))
+    assert "email: nothing (ana@example.com is suppressed since" in text and "asked by phone" in text

@@ -234,6 +234,48 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _channel_address(text: str) -> tuple[str, str]:
+    channel, _, address = text.partition(":")
+    if not address or channel not in ("email", "sms"):
+        raise InputError(f"{text!r}: write channel:address, e.g. email:ana@example.com or sms:+48601000000")
+    return channel, address
+
+
+def cmd_suppress(args: argparse.Namespace) -> int:
+    """Suppression lists: nothing is sent to these addresses, whatever the journey or message type."""
+    from automation.runtime import open_runtime
+    from automation.store.suppression import ADDRESS_ATTRIBUTES, Suppressions, read_csv
+
+    if not (args.files or args.add or args.remove or args.list):
+        raise InputError("name CSV files to import, or use --add, --remove or --list")
+    rows, problems = [], []
+    for path in args.files:
+        found, errors = read_csv(Path(path), args.channel)
+        rows += found
+        problems += errors
+    runtime = open_runtime(_settings())
+    try:
+        suppressions = Suppressions(runtime)
+        for item in args.add:
+            channel, address = _channel_address(item)
+            rows.append((channel, address, args.reason))
+        if rows:
+            added = suppressions.add_many(rows)
+            print(f"suppressed {added} new address(es), {len(rows) - added} already listed")
+        for item in args.remove:
+            channel, address = _channel_address(item)
+            print(f"{item}: removed" if suppressions.remove(channel, address) else f"{item}: was not listed")
+        if args.list:
+            for channel in [args.channel] if args.channel else list(ADDRESS_ATTRIBUTES):
+                for entry in suppressions.listed(channel):
+                    print(f"{channel}\t{entry.address}\t{entry.reason}")
+    finally:
+        runtime.close()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from automation.runtime import open_runtime
     from automation.store.pauses import ChannelPauses
@@ -474,6 +516,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="what is configured and what is missing, per channel (sends nothing)")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("suppress", help="suppression lists: import CSV files, add, remove or list addresses")
+    p.add_argument("files", nargs="*", help="CSV files with an address (or email / phone) column, optional "
+                                            "channel and reason columns")
+    p.add_argument("--add", action="append", default=[], metavar="CHANNEL:ADDRESS",
+                   help="suppress one address, e.g. email:ana@example.com (repeatable)")
+    p.add_argument("--remove", action="append", default=[], metavar="CHANNEL:ADDRESS",
+                   help="take one address off its list (repeatable)")
+    p.add_argument("--list", action="store_true", help="print the listed addresses")
+    p.add_argument("--channel", choices=["email", "sms"], help="the channel of the files' rows, or to list")
+    p.add_argument("--reason", default="added by hand", help="why, for --add (shown by inspect)")
+    p.set_defaults(func=cmd_suppress)
 
     p = sub.add_parser("resume", help="end the pause of a channel after fixing its configuration")
     p.add_argument("channel")

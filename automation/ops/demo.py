@@ -182,6 +182,9 @@ class Timeline:
         elif kind == "skipped":
             self.skipped[f.get("d", "")] += 1
             self.line(when, contact, f"   skipped {step:<27} {f.get('d', '')}")
+        elif kind in ("held", "deferred"):
+            self.counts[f"{kind}:{f.get('ch', '')}"] += 1
+            self.line(when, contact, f"   {kind} {step:<29} {f.get('d', '')}")
         elif kind in ("failed", "unknown", "retry"):
             self.failures.append(f"{contact} {step}: {f.get('d', '')}")
             self.line(when, contact, f"!  {kind} {step}: {f.get('d', '')}")
@@ -195,11 +198,14 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
             print(f"lifecycle demo: no {folder}/ folder here; run it from the project folder "
                   f"(or set LIFECYCLE_JOURNEYS and LIFECYCLE_TEMPLATES)", file=sys.stderr)
             return 2
-    scaled = ScaledClock(speed, time.time() + WARMUP_SECONDS)
-    clock = _StopsAt(scaled, scaled.origin + days * DAY)
+    # The story starts at 06:00 UTC today, whenever the demo runs, so it plays at the same times of
+    # day (quiet hours hold the same SMS) every time.
+    start = time.time() // DAY * DAY + 6 * 3600
+    scaled = ScaledClock(speed, time.time() + WARMUP_SECONDS, start)
+    clock = _StopsAt(scaled, start + days * DAY)
     settings = base.with_changes(
         redis_url=None, home=Path(base.home) / "demo", namespace="demo", outbox_dir=Path(outbox),
-        clock_speed=speed, clock_origin=scaled.origin, poll_interval=0.05, lease_seconds=30.0,
+        clock_speed=speed, clock_origin=scaled.origin, clock_start=start, poll_interval=0.05, lease_seconds=30.0,
         reload_seconds=3600.0,
         # Webhooks (to a CRM, to sales) land in the outbox too: the demo runs offline.
         channels={**base.channels, "webhook": "outbox"},
@@ -234,7 +240,7 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
         runtime.close(stop_embedded=True)
         return 1
     workers, dispatcher, stop, scheduler_thread = started
-    origin, end = clock.clock.origin, clock.end
+    origin, end = clock.clock.start, clock.end
     timeline = Timeline(runtime, origin, names, Path(outbox), out, quiet)
     written: list[Path] = []
     try:
@@ -297,11 +303,10 @@ def _start_in_time(runtime: Runtime, engine: Any, settings: Settings, clock: _St
     warmup = WARMUP_SECONDS
     for _ in range(5):
         scaled.origin = time.time() + warmup
-        clock.end = scaled.origin + days * DAY
         runtime.redis.flushdb()      # the demo's own embedded server: start from a clean slate
         check_meta(runtime)
-        engine.publish(engine.journeys.journeys)     # what journeys react to; broadcasts from the origin on
-        _load_population(runtime, data, scaled.origin)
+        engine.publish(engine.journeys.journeys)     # what journeys react to; broadcasts from the start on
+        _load_population(runtime, data, scaled.start)
         timed = settings.with_changes(clock_origin=scaled.origin)
         workers = start_workers(timed, processes=1, threads=threads, log=log)
         if not _wait_for_workers(runtime, timed, workers, timeout=60):
@@ -316,7 +321,7 @@ def _start_in_time(runtime: Runtime, engine: Any, settings: Settings, clock: _St
         while time.time() < scaled.origin:
             next_due = timers.next_due()
             if (dispatcher.queue_depth() == 0 and timers.counts()["leased"] == 0
-                    and (next_due is None or next_due > scaled.origin)):
+                    and (next_due is None or next_due > scaled.start)):
                 return workers, dispatcher, stop, thread
             time.sleep(0.05)
         stop.set()

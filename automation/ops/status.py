@@ -9,12 +9,16 @@ from typing import Any
 
 from automation.engine.dispatch import broker_namespace, queue_key
 from automation.runtime import Runtime
-from automation.store.contacts import ContactStore
+from automation.store import fields
+from automation.store.contacts import ContactState, ContactStore
+from automation.calendar import quiet_until, zone
 from automation.engine.liveness import alive_workers
+from automation.language.workspace import ALL_MARKETING, Workspace, load_workspace
 from automation.store.coupons import CouponStore
 from automation.store.doubt import in_doubt
 from automation.store.keys import recheck_member, step_member
 from automation.store.pauses import ChannelPauses
+from automation.store.suppression import ADDRESS_ATTRIBUTES, Suppressions
 from automation.store.timers import TimerStore
 
 
@@ -33,9 +37,9 @@ def collect_status(runtime: Runtime, failures: int = 10) -> dict[str, Any]:
     stats = {k: int(v) for k, v in client.hgetall(runtime.keys.stats).items()}
     doubtful, oldest = in_doubt(runtime)
     recent_failures = []
-    for entry_id, fields in client.xrevrange(runtime.keys.activity, count=2000):
-        if fields.get("k") in ("failed", "unknown"):
-            recent_failures.append({"id": entry_id, **fields})
+    for entry_id, entry in client.xrevrange(runtime.keys.activity, count=2000):
+        if entry.get("k") in ("failed", "unknown"):
+            recent_failures.append({"id": entry_id, **entry})
             if len(recent_failures) >= failures:
                 break
     return {
@@ -64,7 +68,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"queue          {status['queue_waiting']} message(s) waiting, {status['queue_unacked']} not yet acknowledged",
         "steps          " + ", ".join(f"{k} {stats.get(k, 0)}" for k in ("sent", "skipped", "failed", "retry",
                                                                             "unknown", "cancelled", "paused",
-                                                                            "throttled")),
+                                                                            "throttled", "held", "deferred")),
     ]
     doubt = status["in_doubt"]
     if doubt["count"]:
@@ -76,7 +80,7 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"PAUSED         {channel} until {iso(pause['until'])}: {pause['reason']} "
                      f"(after fixing it: lifecycle resume {channel})")
     reasons = sorted((k, v) for k, v in stats.items() if k.count(":") == 1 and k.split(":")[0] in
-                     ("skipped", "failed", "sent", "retry"))
+                     ("skipped", "failed", "sent", "retry", "held", "deferred"))
     if reasons:
         lines.append("by reason      " + ", ".join(f"{k} {v}" for k, v in reasons))
     if stats.get("rule_errors"):
@@ -135,7 +139,7 @@ def inspect_contact(runtime: Runtime, contact_id: str) -> dict[str, Any]:
             "pending_step": enrollment.step,
             "pending_due": iso(timers.due_time(contact_id, step_member(name, contact_id))),
             "variants": enrollment.variants,
-            "goal_until": iso(float(enrollment.goal.split("|")[0])) if enrollment.goal else None,
+            "goal_until": iso(enrollment.goal_deadline[0]) if enrollment.goal_deadline else None,
             # How the latest run ended (finished, exit:<event>, goal, left the stage ...), while none runs.
             "ended_at": iso(end[0]) if end else None,
             "end_reason": end[1] if end else None,
@@ -147,13 +151,55 @@ def inspect_contact(runtime: Runtime, contact_id: str) -> dict[str, Any]:
         "events": {name: {"count": s.count, "first": s.first.isoformat() if s.first else None,
                           "last": s.last.isoformat() if s.last else None} for name, s in sorted(state.events.items())},
         "recent_events": [{**e, "at": iso(e["at"])} for e in state.recent],
-        "scores": {field[2:]: raw for field, raw in state.raw.items() if field.startswith("s:")},
+        "scores": {fields.split(field)[1]: raw for field, raw in state.raw.items()
+                   if fields.split(field)[0] == fields.SCORE},
         "coupons": {name: {"code": c.code, "expires": iso(c.expires_at)}
                     for name, c in CouponStore(runtime).coupons_of(contact_id, state.raw).items()},
         "journeys": journeys,
         "next_stage_check": iso(timers.due_time(contact_id, recheck_member(contact_id))),
+        "reach": reach(runtime, state, load_workspace(runtime.settings.journeys_dir)[0]),
         "messages": store.history(contact_id),
     }
+
+
+def reach(runtime: Runtime, state: ContactState, workspace: Workspace) -> dict[str, dict[str, Any]]:
+    """Per channel: whether marketing and transactional messages can reach the contact now, and why not."""
+    now = runtime.clock.now()
+    suppressions = Suppressions(runtime)
+    attributes = state.attributes
+    consent = attributes.get("consent") if isinstance(attributes.get("consent"), dict) else {}
+    found: dict[str, dict[str, Any]] = {}
+    for channel, attribute in (*ADDRESS_ATTRIBUTES.items(), ("push", "push_tokens")):
+        blocked: list[str] = []          # both kinds of message
+        marketing: list[str] = []        # marketing only
+        address = attributes.get(attribute)
+        if not address:
+            blocked.append(f"no {attribute}")
+        elif attributes.get(f"{attribute}_invalid"):
+            blocked.append(f"{attribute} marked invalid by the provider")
+        if channel in ADDRESS_ATTRIBUTES and address:
+            listed = suppressions.get(channel, address)
+            if listed is not None:
+                blocked.append(f"{listed.address} is suppressed since {iso(listed.at)}: {listed.reason}")
+        if consent.get(channel) is not True:
+            marketing.append(f"no consent for {channel}")
+        if attributes.get("do_not_contact") is True:
+            marketing.append("do_not_contact is set")
+        window = workspace.quiet_hours.get(channel)
+        if window is not None:
+            tz = zone(attributes.get("timezone"), workspace.timezone)
+            until = quiet_until(now, tz, window.start, window.end)
+            if until is not None:
+                marketing.append(f"quiet hours in {tz.key} until {iso(until)}")
+        for cap in workspace.caps_for(channel):
+            counted = fields.frequency(None if cap.channel == ALL_MARKETING else cap.channel)
+            times = [at for at in fields.decode_frequency(state.raw.get(counted)) if at > now - cap.window]
+            if len(times) >= cap.limit:
+                marketing.append(f"frequency cap {cap.limit} {cap.channel} per {cap.window / 3600:g}h reached "
+                                 f"until {iso(min(times) + cap.window)}")
+        found[channel] = {"marketing": not (blocked or marketing), "transactional": not blocked,
+                          "why": blocked + marketing}
+    return found
 
 
 def format_contact(info: dict[str, Any]) -> str:
@@ -187,6 +233,11 @@ def format_contact(info: dict[str, Any]) -> str:
         lines.append("coupons: " + ", ".join(f"{name} {c['code']} (expires {c['expires']})"
                                              for name, c in info["coupons"].items()))
     lines.append(f"next time-based stage check: {info['next_stage_check']}")
+    lines.append("reach:")
+    for channel, can in info["reach"].items():
+        kinds = [kind for kind in ("marketing", "transactional") if can[kind]]
+        verdict = " and ".join(kinds) if kinds else "nothing"
+        lines.append(f"  {channel}: {verdict}" + (f" ({'; '.join(can['why'])})" if can["why"] else ""))
     lines.append("messages:")
     for key, outcome in info["messages"].items():
         reason = f" ({outcome['reason']})" if outcome.get("reason") else ""

@@ -20,7 +20,7 @@ from automation.store.pauses import ChannelPauses
 from automation.store.doubt import in_doubt
 from automation.store.timers import TimerStore
 
-OUTCOMES = ("sent", "skipped", "failed", "retry", "unknown", "paused", "throttled")
+OUTCOMES = ("sent", "skipped", "failed", "retry", "unknown", "paused", "throttled", "held", "deferred")
 
 
 class RedisCollector:

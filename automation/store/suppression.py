@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,14 @@ from automation.runtime import Runtime
 
 #: Attributes that hold each channel's address; a contact's address is suppressed through them.
 ADDRESS_ATTRIBUTES = {"email": "email", "sms": "phone"}
+
+
+_PHONE = re.compile(r"\+?[0-9][0-9 ()-]{5,}")
+
+
+def _channel_of(address: str) -> str:
+    """A list's channel from an address alone: an email has an @, a phone number digits."""
+    return "email" if "@" in address else "sms" if _PHONE.fullmatch(address) else ""
 
 
 def normalize(channel: str, address: Any) -> str:
@@ -107,16 +116,21 @@ def read_csv(path: Path, default_channel: str | None = None) -> tuple[list[tuple
         for row in reader:
             line = reader.line_num
             cells = {key.strip().lower(): (value or "").strip() for key, value in row.items() if key}
-            channel = cells.get("channel") or default_channel or ("email" if cells.get("email") else
-                                                                  "sms" if cells.get("phone") else "")
             address = cells.get("address") or cells.get("email") or cells.get("phone") or ""
             if not address:
                 continue
+            channel = cells.get("channel") or default_channel or ("email" if cells.get("email") else
+                                                                  "sms" if cells.get("phone") else _channel_of(address))
             if channel not in ADDRESS_ATTRIBUTES:
-                errors.append(f"{path}:{line}: unknown channel {channel!r} (email or sms)")
+                errors.append(f"{path}:{line}: {address!r} is neither an email address nor a phone number; "
+                              "give a channel column (email or sms)" if not channel else
+                              f"{path}:{line}: unknown channel {channel!r} (email or sms)")
                 continue
             if channel == "email" and "@" not in address:
                 errors.append(f"{path}:{line}: {address!r} is not an email address")
+                continue
+            if channel == "sms" and not _PHONE.fullmatch(address):
+                errors.append(f"{path}:{line}: {address!r} is not a phone number (write it as +<country><number>)")
                 continue
             rows.append((channel, address, cells.get("reason") or f"imported from {Path(path).name}"))
     return rows, errors
