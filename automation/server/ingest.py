@@ -103,7 +103,7 @@ def check_message(message: object, received: float, defaults: Mapping[str, Any] 
         raise InputError("a message must be a JSON object")
     declared = message.get("type")
     kind = kind or declared
-    if kind not in FIELDS:
+    if not isinstance(kind, str) or kind not in FIELDS:
         raise InputError(f"type {declared!r} is not supported (types: {', '.join(TYPES)})")
     if declared is not None and declared != kind:
         raise InputError(f"type {declared!r} sent to the {kind} endpoint")
