@@ -36,7 +36,7 @@ except ImportError:
         os.execv(str(venv_python), [str(venv_python), *sys.argv])
     sys.exit("The project is not installed: run `python3 dev.py test` (or `python3 dev.py demo`) once first.")
 
-from bench import memory, population, throughput, timers, transitions  # noqa: E402
+from bench import ingest, memory, population, throughput, timers, transitions  # noqa: E402
 from bench.harness import Bench, bench_redis  # noqa: E402
 
 BENCHMARKS = {
@@ -45,6 +45,7 @@ BENCHMARKS = {
     "transitions": transitions.run,
     "population": population.run,
     "memory": memory.run,
+    "ingest": ingest.run,
 }
 
 TARGETS = {
@@ -55,6 +56,10 @@ TARGETS = {
     "transition_cost_spread": ("<=", 0.2),
     "population_step_seconds": ("<=", 600),
     "redis_bytes_per_contact": ("<=", 1024),
+    "http_track_req_per_s": (">=", 3000),
+    "http_batch_events_per_s": (">=", 20000),
+    "http_p99_ms_at_1000_rps": ("<=", 25),
+    "import_events_per_s": (">=", 30000),
 }
 
 
@@ -93,7 +98,7 @@ def table(results: dict) -> str:
     for key, value in results.items():
         if key == "machine":
             continue
-        shown = json.dumps(value) if isinstance(value, dict) else ("null" if value is None else f"{value:,}")
+        shown = json.dumps(value) if isinstance(value, (dict, list)) else ("null" if value is None else f"{value:,}")
         lines.append(f"{key:<48} {shown:>14}  {verdict(key, value)}")
     return "\n".join(lines)
 
