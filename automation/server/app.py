@@ -113,16 +113,18 @@ class Server:
         if record is None or not record.allows(scope):
             await run_in_threadpool(self.keys.require, header, scope)
 
-    async def _json(self, request: HttpRequest, limit: int) -> Any:
+    async def _json(self, request: HttpRequest, limit: int) -> tuple[Any, int]:
+        """The body as JSON, and its size."""
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if content_type not in ("application/json", "text/plain", ""):
             raise HTTPError("415 Unsupported Media Type", f"Content-Type {content_type!r}: send application/json")
-        return parse_json(await read_body(request, limit, self.timeout))
+        body = await read_body(request, limit, self.timeout)
+        return parse_json(body), len(body)
 
     def _ingest(self, kind: str) -> Callable[[HttpRequest], Awaitable[Response]]:
         async def endpoint(request: HttpRequest) -> Response:
             await self.authorize(request, "ingest")
-            message = await self._json(request, MAX_EVENT_BYTES)
+            message, _ = await self._json(request, MAX_EVENT_BYTES)     # the limit makes it one event's size
             await run_in_threadpool(self.ingest.one, kind, message)
             return JSONResponse({"success": True})
 
@@ -130,8 +132,8 @@ class Server:
 
     async def batch(self, request: HttpRequest) -> Response:
         await self.authorize(request, "ingest")
-        body = await self._json(request, MAX_REQUEST_BYTES)
-        outcome = await run_in_threadpool(self.ingest.batch, body)
+        body, size = await self._json(request, MAX_REQUEST_BYTES)
+        outcome = await run_in_threadpool(self.ingest.batch, body, size)
         if outcome.rejected and not outcome.accepted:
             return refusal(400, "no message in the batch was accepted", rejected=outcome.rejected)
         return JSONResponse({"success": True, "accepted": outcome.accepted, "rejected": outcome.rejected})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import zlib
 from typing import Any
 
@@ -19,6 +20,8 @@ from automation.server.webhooks import HTTPError
 MAX_REQUEST_BYTES = 500 * 1024
 #: Objects and arrays nested deeper than this are refused (Segment's payloads need a handful).
 MAX_DEPTH = 32
+#: A \uD800-\uDFFF escape: JSON can carry a lone UTF-16 surrogate, which is no character at all.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
@@ -73,6 +76,12 @@ def parse_json(body: bytes) -> Any:
     except ValueError as error:
         raise HTTPError("400 Bad Request", f"the body is not JSON: {error}") from None
     _check_depth(value)
+    if SURROGATE_ESCAPE.search(text):   # rare (emoji escaped as pairs): then check the strings whole
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise HTTPError("400 Bad Request", "a string holds an unpaired UTF-16 surrogate (an escape such as "
+                                               "\\ud800)") from None
     return value
 
 

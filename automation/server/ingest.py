@@ -58,6 +58,21 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Defaults:
+    """What a batch's top level gives its messages: a context and the time it was sent."""
+
+    context: Mapping[str, Any] = field(default_factory=dict)
+    sent_at: float | None = None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> "Defaults":
+        return cls(_object(body, "context"), _time(body.get("sentAt"), "sentAt"))
+
+
+NO_DEFAULTS = Defaults()
+
+
+@dataclass(frozen=True)
 class Call:
     """One checked message, ready to store."""
 
@@ -82,9 +97,9 @@ def _object(message: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = message.get(name)
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):  # parsed JSON: objects are dicts (and this check is cheap)
         raise InputError(f"{name} must be a JSON object")
-    return dict(value)
+    return value
 
 
 def _time(value: Any, name: str) -> float | None:
@@ -96,10 +111,11 @@ def _time(value: Any, name: str) -> float | None:
     return timestamp
 
 
-def check_message(message: object, received: float, defaults: Mapping[str, Any] | None = None,
-                  kind: str | None = None) -> Call:
-    """One Segment message as a Call; `kind` is the endpoint's type (a batch message names its own)."""
-    if not isinstance(message, Mapping):
+def check_message(message: object, received: float, defaults: Defaults = NO_DEFAULTS,
+                  kind: str | None = None, measure: bool = True) -> Call:
+    """One Segment message as a Call; `kind` is the endpoint's type (a batch message names its own).
+    `measure=False`: the message is known to be small (its whole request is), its size is not checked."""
+    if not isinstance(message, dict):
         raise InputError("a message must be a JSON object")
     declared = message.get("type")
     kind = kind or declared
@@ -110,14 +126,9 @@ def check_message(message: object, received: float, defaults: Mapping[str, Any] 
     unknown = sorted(set(message) - FIELDS[kind])
     if unknown:
         raise InputError(f"unknown field {unknown[0]!r} in a {kind} call")
-    try:
-        size = len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode())
-    except UnicodeEncodeError:
-        raise InputError("a string holds an unpaired UTF-16 surrogate (an escape such as \\ud800)") from None
-    if size > MAX_EVENT_BYTES:
+    if measure and len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()) > MAX_EVENT_BYTES:
         raise InputError(f"a message is larger than {MAX_EVENT_BYTES // 1024} KB")
-    defaults = defaults or {}
-    context = {**_object(defaults, "context"), **_object(message, "context")}
+    context = _object(message, "context")
     _object(message, "integrations")
     user, anonymous = _id(message, "userId"), _id(message, "anonymousId")
     if kind == "alias":
@@ -128,10 +139,11 @@ def check_message(message: object, received: float, defaults: Mapping[str, Any] 
     if user is None and anonymous is None:
         raise InputError("userId or anonymousId is required")
     if kind == "identify":
-        traits = _object(message, "traits")
+        traits = dict(_object(message, "traits"))
         for name in ("locale", "timezone"):
-            if context.get(name) not in (None, "") and name not in traits:
-                traits[name] = context[name]
+            value = context.get(name, defaults.context.get(name))
+            if value not in (None, "") and name not in traits:
+                traits[name] = value
         try:
             attributes = check_attributes(traits)
         except InputError as error:
@@ -139,13 +151,13 @@ def check_message(message: object, received: float, defaults: Mapping[str, Any] 
         return Call("identify", user, anonymous, attributes=attributes)
     # track, page, screen: an event, at the sender's time corrected for its clock's skew.
     at = _time(message.get("timestamp"), "timestamp")
-    sent = _time(message.get("sentAt", defaults.get("sentAt")), "sentAt")
+    sent = _time(message["sentAt"], "sentAt") if "sentAt" in message else defaults.sent_at
     if at is not None and sent is not None:
         at += received - sent
     properties = message.get("properties")
     name = message.get("event")
     if kind in EVENT_NAMES:
-        properties = _object(message, "properties")
+        properties = dict(_object(message, "properties"))
         for extra in ("name", "category"):
             if message.get(extra) is not None:
                 properties[extra] = message[extra]
@@ -165,11 +177,11 @@ class Ingest:
 
     def one(self, kind: str, message: object) -> None:
         """A single call (/v1/track ...); InputError if it is refused."""
-        self.store([check_message(message, self.runtime.clock.now(), kind=kind)])
+        self.store([check_message(message, self.runtime.clock.now(), kind=kind, measure=False)])
 
-    def batch(self, body: object) -> Outcome:
-        """A /v1/batch body: the good messages are stored, the others listed with why."""
-        if not isinstance(body, Mapping) or not isinstance(body.get("batch"), list):
+    def batch(self, body: object, size: int = MAX_EVENT_BYTES + 1) -> Outcome:
+        """A /v1/batch body (of `size` bytes): the good messages are stored, the others listed with why."""
+        if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
             raise InputError("a batch is a JSON object with a list `batch`")
         unknown = sorted(set(body) - BATCH_FIELDS)
         if unknown:
@@ -178,10 +190,11 @@ class Ingest:
         if len(messages) > MAX_BATCH:
             raise InputError(f"a batch holds at most {MAX_BATCH} messages")
         now = self.runtime.clock.now()
+        defaults = Defaults.of(body)
         outcome, calls = Outcome(), []
         for index, message in enumerate(messages):
             try:
-                calls.append(check_message(message, now, body))
+                calls.append(check_message(message, now, defaults, measure=size > MAX_EVENT_BYTES))
             except InputError as error:
                 outcome.rejected.append({"index": index, "message": str(error)})
         self.store(calls)
