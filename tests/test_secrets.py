@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -42,6 +43,17 @@ def test_a_token_made_with_the_old_default_secret_is_refused(runtime, serve_app,
     assert ana.contact("ana").attributes["consent"]["email"] is True
 
 
+def raw_post(url: str, target: str) -> tuple[int, bytes]:
+    """A POST with no body and no Content-Length, as some mail clients send the one-click request."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(f"POST {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return int(answer.split()[1]), answer
+
+
 def test_tokens_expire(runtime, settings, serve_app, ana):
     url = serve_app(create_app(runtime, env={})).url
     days = settings.unsubscribe_token_days
@@ -49,9 +61,10 @@ def test_tokens_expire(runtime, settings, serve_app, ana):
     answer = unsubscribe(url, expired)
     assert answer.status_code == 400 and "expired" in answer.json()["message"]
     assert ana.contact("ana").attributes["consent"]["email"] is True
-    # one from within the time still works
-    assert unsubscribe(url, make_token(settings.secret, "ana", "email", issued=time.time() - (days - 1) * DAY)
-                       ).status_code == 200
+    # one from within the time still works, even posted without a body or a Content-Length
+    token = make_token(settings.secret, "ana", "email", issued=time.time() - (days - 1) * DAY)
+    status, _ = raw_post(url, f"/unsubscribe?token={token}")
+    assert status == 200
     assert ana.contact("ana").attributes["consent"]["email"] is False
 
 

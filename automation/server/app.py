@@ -140,7 +140,8 @@ class Server:
 
     def _webhook(self, handler: Callable[[Request], tuple[str, str, bytes]]) -> Callable[..., Awaitable[Response]]:
         async def endpoint(request: HttpRequest) -> Response:
-            body = await read_body(request, MAX_WEBHOOK_BYTES, self.timeout) if request.method == "POST" else b""
+            body = await read_body(request, MAX_WEBHOOK_BYTES, self.timeout, require_length=False) \
+                if request.method == "POST" else b""
             call = Request(body, dict(request.query_params),
                            {name.title(): value for name, value in request.headers.items()}, str(request.url))
             status, content_type, content = await run_in_threadpool(handler, call)

@@ -24,12 +24,14 @@ MAX_DEPTH = 32
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float, require_length: bool = True) -> bytes:
     """The whole body, within `limit` bytes and `timeout` seconds (a client sending slowly, or
-    fewer bytes than its Content-Length, gets 408 rather than holding the request open)."""
+    fewer bytes than its Content-Length, gets 408 rather than holding the request open).
+    `require_length=False`: a request without Content-Length has an empty body (a mail client's
+    one-click unsubscribe may send none)."""
     length = request.headers.get("content-length")
     chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
-    if length is None and not chunked:
+    if length is None and not chunked and require_length:
         raise HTTPError("411 Length Required", "send the body with a Content-Length header")
     if length is not None and int(length) > limit:    # the HTTP parser has checked it is a number
         raise HTTPError("413 Content Too Large", f"the body is larger than {limit // 1024} KB")
