@@ -18,6 +18,7 @@ import asyncio
 import base64
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import tempfile
 import time
 from typing import Any
 
+import psutil
 import requests
 
 from automation.runtime import open_runtime
@@ -87,16 +89,38 @@ class Served:
         self.process.wait(timeout=30)
 
 
-def wrk(url: str, path: str, key: str, body_lua: str, seconds: int, connections: int) -> float:
-    """Requests per second `wrk` measured (non-2xx answers make the run fail)."""
+def cpu_seconds(process: subprocess.Popen) -> float:
+    """CPU time (user + system) of a process and its children so far."""
+    root = psutil.Process(process.pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+
+
+def redis_cpu_seconds(bench: Bench) -> float:
+    info = bench.client().info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def wrk(url: str, path: str, key: str, body_lua: str, seconds: int, connections: int,
+        cpu: dict[str, Any] | None = None) -> float:
+    """Requests per second `wrk` measured (non-2xx answers make the run fail). With `cpu` (the served
+    process and the bench), CPU microseconds per request of the server, Redis and wrk go in it too:
+    on a machine shared with other work they say more than the rate does."""
     token = base64.b64encode(f"{key}:".encode()).decode()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % (body_lua, path, token))
+    before = (cpu_seconds(cpu["served"].process), redis_cpu_seconds(cpu["bench"]),
+              sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])) if cpu else None
     result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script.name, url + path],
                             capture_output=True, text=True, timeout=seconds + 60)
     os.unlink(script.name)
     if "Non-2xx" in result.stdout:
         raise RuntimeError(f"wrk saw errors:\n{result.stdout}")
+    done = int(next(line.split()[0] for line in result.stdout.splitlines() if "requests in" in line))
+    if cpu and before:
+        after = (cpu_seconds(cpu["served"].process), redis_cpu_seconds(cpu["bench"]),
+                 sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]))
+        cpu["us_per_request"] = {name: round((b - a) / done * 1e6) for name, a, b in
+                                 zip(("server", "redis", "wrk"), before, after)}
     return float(next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("Requests/sec")))
 
 
@@ -166,9 +190,14 @@ def http(bench: Bench) -> dict[str, Any]:
     try:
         if shutil.which("wrk"):
             wrk(served.url, "/v1/track", key, SINGLE_LUA, 2, 64)                       # warm-up
-            results["http_track_req_per_s"] = round(wrk(served.url, "/v1/track", key, SINGLE_LUA, seconds, 64))
+            cpu: dict[str, Any] = {"served": served, "bench": bench}
+            results["http_track_req_per_s"] = round(wrk(served.url, "/v1/track", key, SINGLE_LUA, seconds, 64, cpu))
+            results["http_track_cpu_us_per_request"] = cpu["us_per_request"]
             batch = "[[" + batch_body() + "]]"                                         # a Lua long string
-            results["http_batch_events_per_s"] = round(100 * wrk(served.url, "/v1/batch", key, batch, seconds, 16))
+            results["http_batch_events_per_s"] = round(100 * wrk(served.url, "/v1/batch", key, batch, seconds, 16,
+                                                                 cpu))
+            results["http_batch_cpu_us_per_event"] = {name: round(value / 100, 1)
+                                                      for name, value in cpu["us_per_request"].items()}
             bench.notes.append("ingest: throughput load from wrk -t1; the paced figures from bench/ingest.py's client")
         else:
             bench.notes.append("ingest: wrk is not installed (apt-get install wrk): no throughput figures")
@@ -194,14 +223,18 @@ def import_events(bench: Bench) -> dict[str, Any]:
         for i in range(n):
             handle.write(json.dumps({"contact_id": f"c{i % 20000}", "event": "page_view", "timestamp": now - 3600,
                                      "properties": {"path": "/pricing", "n": i}}) + "\n")
-    started = time.perf_counter()
+    started, redis_before = time.perf_counter(), redis_cpu_seconds(bench)
+    children_before = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
     result = subprocess.run([sys.executable, "-m", "automation", "import", str(path)],
                             env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=1800)
     elapsed = time.perf_counter() - started
+    importer = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]) - children_before
+    redis_cpu = redis_cpu_seconds(bench) - redis_before
     delete_namespace(bench.client(), settings.namespace)
     if result.returncode != 0:
         raise RuntimeError(result.stdout + result.stderr)
-    return {"import_events": n, "import_events_per_s": round(n / elapsed)}
+    return {"import_events": n, "import_events_per_s": round(n / elapsed),
+            "import_cpu_us_per_event": {"importer": round(importer / n * 1e6, 1), "redis": round(redis_cpu / n * 1e6, 1)}}
 
 
 def run(bench: Bench) -> dict[str, Any]:

@@ -16,7 +16,7 @@ libraries show our reason); a bug is a 500 with the same shape, logged.
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from importlib import resources
 from typing import Any, Awaitable, Callable
 
@@ -32,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from automation.errors import InputError
-from automation.logs import bound, ensure_format
+from automation.logs import bind, ensure_format, unbind
 from automation.runtime import Runtime, open_runtime
 from automation.secret import require_secret
 from automation.server.auth import CHALLENGE, KeyCheck, Unauthorized
@@ -45,6 +45,8 @@ from automation.server.webhooks import HTTPError, Request, WebhookApp
 logger = logging.getLogger(__name__)
 #: Provider webhooks carry up to a few thousand events (SendGrid batches them).
 MAX_WEBHOOK_BYTES = 5 * 1024 * 1024
+#: The answer to a stored call, encoded once.
+SUCCESS = b'{"success":true}'
 CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          408: "request_timeout", 411: "length_required", 413: "too_large", 415: "unsupported_media_type",
          500: "internal_error", 503: "unavailable"}
@@ -65,16 +67,19 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64]
-        request_id = given or uuid.uuid4().hex
+        given = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"")
+        request_id = given.decode("latin-1")[:64] or os.urandom(12).hex()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode("latin-1")))
             await send(message)
 
-        with bound(request_id=request_id):
+        token = bind(request_id=request_id)
+        try:
             await self.app(scope, receive, send_with_id)
+        finally:
+            unbind(token)
 
 
 class Server:
@@ -126,7 +131,7 @@ class Server:
             await self.authorize(request, "ingest")
             message, _ = await self._json(request, MAX_EVENT_BYTES)     # the limit makes it one event's size
             await run_in_threadpool(self.ingest.one, kind, message)
-            return JSONResponse({"success": True})
+            return Response(SUCCESS, media_type="application/json")
 
         return endpoint
 
