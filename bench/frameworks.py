@@ -134,7 +134,7 @@ def main() -> None:
                 try:
                     requests.get(f"http://127.0.0.1:{PORT}/healthz", timeout=1)
                     break
-                except requests.ConnectionError:
+                except requests.RequestException:   # not up yet
                     time.sleep(0.1)
             requests_per_s(f"http://127.0.0.1:{PORT}/healthz", 2)
             trivial = requests_per_s(f"http://127.0.0.1:{PORT}/healthz", 8)
