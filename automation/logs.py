@@ -15,12 +15,14 @@ import json
 import logging
 import os
 import time
-from typing import Any, Iterator
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: The ids a JSON line carries when they apply.
 FIELDS = ("contact", "journey", "step", "request_id")
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("lifecycle_log_context", default={})
+_context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("lifecycle_log_context",
+                                                                            default=MappingProxyType({}))
 
 
 class JsonFormatter(logging.Formatter):

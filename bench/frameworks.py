@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -47,31 +48,31 @@ def track(body: bytes) -> None:
 
 
 # The candidates are imported where they are built: Falcon and gunicorn are not the project's dependencies.
-def starlette_app():  # type: ignore[no-untyped-def]
+def starlette_app() -> Any:
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse, PlainTextResponse
     from starlette.routing import Route
 
-    async def ok(request):  # type: ignore[no-untyped-def]
+    async def ok(request: Any) -> Any:
         return PlainTextResponse("ok")
 
-    async def post(request):  # type: ignore[no-untyped-def]
+    async def post(request: Any) -> Any:
         await run_in_threadpool(track, await request.body())
         return JSONResponse({"success": True})
 
     return Starlette(routes=[Route("/healthz", ok), Route("/v1/track", post, methods=["POST"])])
 
 
-def falcon_wsgi():  # type: ignore[no-untyped-def]
+def falcon_wsgi() -> Any:
     import falcon
 
     class Ok:
-        def on_get(self, req, resp):  # type: ignore[no-untyped-def]
+        def on_get(self, req: Any, resp: Any) -> None:
             resp.text = "ok"
 
     class Track:
-        def on_post(self, req, resp):  # type: ignore[no-untyped-def]
+        def on_post(self, req: Any, resp: Any) -> None:
             track(req.bounded_stream.read())
             resp.media = {"success": True}
 
@@ -81,15 +82,15 @@ def falcon_wsgi():  # type: ignore[no-untyped-def]
     return app
 
 
-def falcon_asgi():  # type: ignore[no-untyped-def]
+def falcon_asgi() -> Any:
     import falcon.asgi
 
     class Ok:
-        async def on_get(self, req, resp):  # type: ignore[no-untyped-def]
+        async def on_get(self, req: Any, resp: Any) -> None:
             resp.text = "ok"
 
     class Track:
-        async def on_post(self, req, resp):  # type: ignore[no-untyped-def]
+        async def on_post(self, req: Any, resp: Any) -> None:
             await asyncio.to_thread(track, await req.stream.read())
             resp.media = {"success": True}
 

@@ -120,7 +120,7 @@ def wrk(url: str, path: str, key: str, body_lua: str, seconds: int, connections:
         after = (cpu_seconds(cpu["served"].process), redis_cpu_seconds(cpu["bench"]),
                  sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]))
         cpu["us_per_request"] = {name: round((b - a) / done * 1e6) for name, a, b in
-                                 zip(("server", "redis", "wrk"), before, after)}
+                                 zip(("server", "redis", "wrk"), before, after, strict=True)}
     return float(next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("Requests/sec")))
 
 
@@ -234,7 +234,8 @@ def import_events(bench: Bench) -> dict[str, Any]:
     if result.returncode != 0:
         raise RuntimeError(result.stdout + result.stderr)
     return {"import_events": n, "import_events_per_s": round(n / elapsed),
-            "import_cpu_us_per_event": {"importer": round(importer / n * 1e6, 1), "redis": round(redis_cpu / n * 1e6, 1)}}
+            "import_cpu_us_per_event": {"importer": round(importer / n * 1e6, 1),
+                                        "redis": round(redis_cpu / n * 1e6, 1)}}
 
 
 def run(bench: Bench) -> dict[str, Any]:

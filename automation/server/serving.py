@@ -72,8 +72,8 @@ class Protocol(HttpToolsProtocol):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if not self.transport.is_closing():
-            self.transport.write(_response("408 Request Timeout", "request_timeout",
-                                           f"the request headers did not arrive within {self.header_timeout:g} seconds"))
+            message = f"the request headers did not arrive within {self.header_timeout:g} seconds"
+            self.transport.write(_response("408 Request Timeout", "request_timeout", message))
             self.transport.close()
 
 
