@@ -4,6 +4,7 @@
     python bench/run.py --quick            # smaller counts, under 3 minutes
     python bench/run.py --quick --json out.json
     python bench/run.py --only throughput timers
+    python bench/run.py --only ingest      # HTTP ingest and import (wrk: apt-get install wrk)
 
 Redis: the server at REDIS_URL if set, else a fresh embedded redis-server. The
 benchmarks reset Redis's command counters (CONFIG RESETSTAT) and read its memory
