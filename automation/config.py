@@ -88,7 +88,17 @@ class Settings:
     email_from: str = "Lifecycle <hello@example.com>"
     unsubscribe_url: str = "https://example.com/unsubscribe"
     unsubscribe_mailto: str = "unsubscribe@example.com"
-    secret: str = "change-me"
+    #: Signs unsubscribe links. No default: an embedded install generates one (automation.secret),
+    #: a production install must set LIFECYCLE_SECRET.
+    secret: str | None = None
+    #: The secret before a rotation, still accepted for unsubscribe links while old emails are around.
+    secret_previous: str | None = None
+    unsubscribe_token_days: float = 365.0  # people unsubscribe from old emails: tokens live long
+    sendgrid_tolerance_seconds: float = 600.0  # older signed SendGrid events are replays
+    #: `lifecycle serve`: seconds a client may take to send a request's headers, and then its body.
+    request_timeout_seconds: float = 10.0
+    #: A port serving /healthz and /readyz for workers, schedulers and `lifecycle run` (unset: none).
+    health_port: int | None = None
     pause_seconds: float = 300.0
     channels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CHANNELS))
     #: Messages per second per adapter name (LIFECYCLE_RATE_TWILIO=10), shared by all workers.
@@ -148,7 +158,12 @@ class Settings:
             email_from=env.get("LIFECYCLE_EMAIL_FROM") or cls.email_from,
             unsubscribe_url=env.get("LIFECYCLE_UNSUBSCRIBE_URL") or cls.unsubscribe_url,
             unsubscribe_mailto=env.get("LIFECYCLE_UNSUBSCRIBE_MAILTO") or cls.unsubscribe_mailto,
-            secret=env.get("LIFECYCLE_SECRET") or cls.secret,
+            secret=env.get("LIFECYCLE_SECRET") or None,
+            secret_previous=env.get("LIFECYCLE_SECRET_PREVIOUS") or None,
+            unsubscribe_token_days=_float(env, "LIFECYCLE_UNSUBSCRIBE_TOKEN_DAYS", 365.0, minimum=1.0),
+            sendgrid_tolerance_seconds=_float(env, "LIFECYCLE_SENDGRID_TOLERANCE_SECONDS", 600.0, minimum=1.0),
+            request_timeout_seconds=_float(env, "LIFECYCLE_REQUEST_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            health_port=_int(env, "LIFECYCLE_HEALTH_PORT", 0, minimum=0) or None,
             pause_seconds=_float(env, "LIFECYCLE_PAUSE_SECONDS", 300.0, minimum=1.0),
             channels=channels,
             rate_limits=rate_limits,
@@ -189,11 +204,17 @@ class Settings:
             "LIFECYCLE_EMAIL_FROM": self.email_from,
             "LIFECYCLE_UNSUBSCRIBE_URL": self.unsubscribe_url,
             "LIFECYCLE_UNSUBSCRIBE_MAILTO": self.unsubscribe_mailto,
-            "LIFECYCLE_SECRET": self.secret,
+            "LIFECYCLE_UNSUBSCRIBE_TOKEN_DAYS": repr(self.unsubscribe_token_days),
+            "LIFECYCLE_SENDGRID_TOLERANCE_SECONDS": repr(self.sendgrid_tolerance_seconds),
+            "LIFECYCLE_REQUEST_TIMEOUT_SECONDS": repr(self.request_timeout_seconds),
             "LIFECYCLE_PAUSE_SECONDS": repr(self.pause_seconds),
         }
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
+        if self.secret:
+            env["LIFECYCLE_SECRET"] = self.secret
+        if self.secret_previous:
+            env["LIFECYCLE_SECRET_PREVIOUS"] = self.secret_previous
         if self.clock_origin is not None:
             env["LIFECYCLE_CLOCK_ORIGIN"] = repr(self.clock_origin)
         if self.clock_start is not None:

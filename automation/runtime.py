@@ -15,6 +15,7 @@ import redis
 from automation.clock import Clock, clock_from_settings
 from automation.config import ConfigError, Settings
 from automation.embedded import EmbeddedRedis
+from automation.secret import embedded_secret
 from automation.store.keys import Keys
 
 SCHEMA_VERSION = "2"
@@ -43,12 +44,13 @@ class Runtime:
 
 
 def resolve_redis(settings: Settings) -> tuple[Settings, EmbeddedRedis | None]:
-    """Settings with a concrete redis_url, starting the embedded server if there is none."""
+    """Settings with a concrete redis_url, starting the embedded server if there is none. The
+    embedded install also gets its own generated secret, kept with its data, unless one is set."""
     if settings.redis_url:
         return settings, None
     embedded = EmbeddedRedis(Path(settings.home) / "redis")
     url = embedded.start()
-    return settings.with_changes(redis_url=url), embedded
+    return settings.with_changes(redis_url=url, secret=settings.secret or embedded_secret(settings.home)), embedded
 
 
 def open_runtime(settings: Settings | None = None, clock: Clock | None = None) -> Runtime:

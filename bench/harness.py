@@ -57,6 +57,7 @@ class Bench:
             namespace=f"b{name}{uuid.uuid4().hex[:6]}",
             channels=DISCARD,
             reload_seconds=3600.0,
+            secret="bench-secret-not-for-production",
         )
         return base.with_changes(**changes)
 

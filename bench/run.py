@@ -4,6 +4,7 @@
     python bench/run.py --quick            # smaller counts, under 3 minutes
     python bench/run.py --quick --json out.json
     python bench/run.py --only throughput timers
+    python bench/run.py --only ingest      # HTTP ingest and import (wrk: apt-get install wrk)
 
 Redis: the server at REDIS_URL if set, else a fresh embedded redis-server. The
 benchmarks reset Redis's command counters (CONFIG RESETSTAT) and read its memory
@@ -36,7 +37,7 @@ except ImportError:
         os.execv(str(venv_python), [str(venv_python), *sys.argv])
     sys.exit("The project is not installed: run `python3 dev.py test` (or `python3 dev.py demo`) once first.")
 
-from bench import chaos, guardrails, memory, population, throughput, timers, transitions  # noqa: E402
+from bench import chaos, guardrails, ingest, memory, population, throughput, timers, transitions  # noqa: E402
 from bench.harness import Bench, bench_redis  # noqa: E402
 
 BENCHMARKS = {
@@ -47,6 +48,7 @@ BENCHMARKS = {
     "memory": memory.run,
     "chaos": chaos.run,
     "guardrails": guardrails.run,
+    "ingest": ingest.run,
 }
 
 TARGETS = {
@@ -64,6 +66,10 @@ TARGETS = {
     "chaos_redis_resume_s": ("<=", 10),
     "optout_late_sends": ("<=", 0),
     "guardrails_cost_ratio": (">=", 0.90),
+    "http_track_req_per_s": (">=", 3000),
+    "http_batch_events_per_s": (">=", 20000),
+    "http_p99_ms_at_1000_rps": ("<=", 25),
+    "import_events_per_s": (">=", 30000),
 }
 
 
@@ -102,7 +108,7 @@ def table(results: dict) -> str:
     for key, value in results.items():
         if key == "machine":
             continue
-        shown = json.dumps(value) if isinstance(value, dict) else ("null" if value is None else f"{value:,}")
+        shown = json.dumps(value) if isinstance(value, (dict, list)) else ("null" if value is None else f"{value:,}")
         lines.append(f"{key:<48} {shown:>14}  {verdict(key, value)}")
     return "\n".join(lines)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Callable, Iterator
 
 import pytest
 import redis
+import uvicorn
 
 from automation.channels import ChannelRegistry
 from automation.clock import ManualClock
@@ -183,3 +186,38 @@ def write(path: Path, text: str) -> Path:
 def outbox_files(outbox: Path, channel: str | None = None) -> list[Path]:
     pattern = f"{channel}/*--*" if channel else "*/*--*"
     return sorted(outbox.glob(pattern))
+
+
+class Served:
+    """An ASGI application on uvicorn in a thread, on a free local port (a real server, real sockets)."""
+
+    def __init__(self, app: object) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                                                    http="automation.server.serving:Protocol", loop="uvloop"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started, timeout=30, what="the HTTP server to start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.socket.close()
+
+
+@pytest.fixture
+def serve_app() -> Iterator[Callable[[object], Served]]:
+    """Serve an application for the test: `serve_app(create_app(runtime, env))` -> its Served."""
+    started: list[Served] = []
+
+    def start(app: object) -> Served:
+        served = Served(app)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()

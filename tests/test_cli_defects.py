@@ -7,12 +7,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -25,8 +22,8 @@ from automation.language.registry import context_folders
 from automation.messages.unsubscribe import make_token
 from automation.ops.demo import MANIFEST, load_population
 from automation.ops.status import format_contact, inspect_contact, iso
-from automation.server.webhooks import WebhookApp, serve
-from tests.conftest import ROOT, outbox_files, wait_for, write
+from automation.server.app import create_app
+from tests.conftest import ROOT, outbox_files, write
 
 
 def lifecycle(settings: Settings, *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess:
@@ -264,22 +261,9 @@ def test_inspect_says_when_and_why_a_finished_run_ended(settings: Settings, runt
 # -- 8. the unsubscribe page in the contact's language ---------------------------------------------
 
 @pytest.fixture
-def webhooks(runtime) -> Iterator[str]:
-    """The webhook app served over HTTP on a free port, as `lifecycle webhooks` serves it; its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    threading.Thread(target=serve, args=(WebhookApp(runtime, env={}), "127.0.0.1", port), daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: answers(url), timeout=30, what="the webhook server")
-    yield url
-
-
-def answers(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
+def webhooks(runtime, serve_app) -> str:
+    """The HTTP application served on a free port, as `lifecycle serve` serves it; its base URL."""
+    return serve_app(create_app(runtime, env={})).url
 
 
 @pytest.mark.parametrize("locale, lang, direction, question, button, done", [

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
-import threading
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -19,7 +17,7 @@ from twilio.request_validator import RequestValidator
 from automation.api import Lifecycle
 from automation.channels import ChannelRegistry
 from automation.messages.unsubscribe import make_token
-from automation.server.webhooks import WebhookApp, serve
+from automation.server.app import create_app
 from tests.providers.recording import Provider
 
 TWILIO_TOKEN = "twilio-auth-token-for-tests"
@@ -38,27 +36,27 @@ def public_key_text(private: ec.EllipticCurvePrivateKey) -> str:
 
 
 @pytest.fixture
-def app(runtime, sendgrid_key) -> WebhookApp:
-    return WebhookApp(runtime, env={"SENDGRID_WEBHOOK_PUBLIC_KEY": public_key_text(sendgrid_key),
-                                    "TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "LIFECYCLE_WEBHOOK_PUBLIC_URL": PUBLIC,
-                                    "LIFECYCLE_SMS_HELP_TEXT": "Northwind: reply STOP to opt out."})
+def app(runtime, sendgrid_key, serve_app) -> str:
+    """`lifecycle serve`'s application on a real server; its base URL."""
+    env = {"SENDGRID_WEBHOOK_PUBLIC_KEY": public_key_text(sendgrid_key), "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+           "LIFECYCLE_WEBHOOK_PUBLIC_URL": PUBLIC, "LIFECYCLE_SMS_HELP_TEXT": "Northwind: reply STOP to opt out."}
+    return serve_app(create_app(runtime, env)).url
 
 
-def call(app: WebhookApp, method: str, path: str, body: bytes = b"", query: str = "",
+REASONS = {200: "200 OK", 204: "204 No Content", 400: "400 Bad Request", 403: "403 Forbidden"}
+
+
+def call(app: str, method: str, path: str, body: bytes = b"", query: str = "",
          headers: dict[str, str] | None = None) -> tuple[str, bytes]:
-    environ: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
-                               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
-                               "wsgi.url_scheme": "https", "HTTP_HOST": "internal:8025"}
-    for name, value in (headers or {}).items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
-    status: list[str] = []
-    out = b"".join(app(environ, lambda s, h: status.append(s)))
-    return status[0], out
+    answer = requests.request(method, f"{app}{path}" + (f"?{query}" if query else ""), data=body,
+                              headers=headers, timeout=10)
+    return REASONS.get(answer.status_code, str(answer.status_code)), answer.content
 
 
-def signed_events(key: ec.EllipticCurvePrivateKey, events: list[dict]) -> tuple[bytes, dict[str, str]]:
+def signed_events(key: ec.EllipticCurvePrivateKey, events: list[dict], at: float | None = None
+                  ) -> tuple[bytes, dict[str, str]]:
     payload = json.dumps(events)
-    timestamp = str(int(time.time()))
+    timestamp = str(int(time.time() if at is None else at))
     signature = key.sign((timestamp + payload).encode(), ec.ECDSA(hashes.SHA256()))
     return payload.encode(), {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
                               "X-Twilio-Email-Event-Webhook-Timestamp": timestamp}
@@ -201,17 +199,7 @@ def test_one_click_unsubscribe(app, welcomed, settings):
 
 
 def test_served_over_http(app):
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    threading.Thread(target=serve, args=(app, "127.0.0.1", port), daemon=True).start()
-    for _ in range(50):
-        try:
-            answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    assert answer.status_code == 200 and answer.text == "ok"
-    assert requests.get(f"http://127.0.0.1:{port}/nope", timeout=1).status_code == 404
+    answer = requests.get(f"{app}/healthz", timeout=5)
+    assert answer.status_code == 200 and answer.json()["status"] == "ok"
+    missing = requests.get(f"{app}/nope", timeout=5)
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"

@@ -8,10 +8,14 @@ import dramatiq
 
 from automation.config import Settings
 from automation.engine.dispatch import make_broker
+from automation.logs import ensure_format
+from automation.secret import require_secret
 
 from .process import Shutdown
 
+ensure_format()  # LIFECYCLE_LOG_FORMAT=json in Dramatiq's worker processes too
 settings = Settings.from_env()
+require_secret(settings, "a worker process")  # it signs unsubscribe links
 broker = make_broker(settings)
 broker.add_middleware(Shutdown())
 dramatiq.set_broker(broker)

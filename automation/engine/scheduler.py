@@ -41,6 +41,8 @@ class Scheduler:
         self.claimed_total = 0
         self.reclaimed_total = 0
         self._swept_at = 0.0
+        #: When the loop last came round (monotonic): a health probe tells a stuck scheduler by it.
+        self.last_round = time.monotonic()
 
     def sweep(self) -> None:
         """Now and then: settle steps in doubt whose runs moved on (automation.store.doubt), and
@@ -78,6 +80,7 @@ class Scheduler:
         logger.info("scheduler started: %d shards, lease %.0fs, batches of %d",
                     self.settings.timer_shards, self.settings.lease_seconds, self.settings.batch_size)
         while not stop.is_set():
+            self.last_round = time.monotonic()
             try:
                 claimed = self.tick()
                 self.sweep()

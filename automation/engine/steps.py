@@ -554,10 +554,10 @@ def record(engine: Engine, jobs: list[Job], now: float, wave: str | None = None)
         if job.kind in ("sent", "skipped") or job.kind in WAITING:
             # Every outcome is in the ledger and the activity log; per-message lines only when asked.
             logger.debug("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.scope, job.step.id,
-                         job.state.id, job.code, job.detail)
+                         job.state.id, job.code, job.detail, extra=_ids(job))
         else:
             logger.warning("%s %s/%s/%s -> %s: %s %s", job.kind, job.journey.name, job.scope, job.step.id,
-                           job.state.id, job.code, job.detail)
+                           job.state.id, job.code, job.detail, extra=_ids(job))
         if job.effect:
             sets = {name: value for name, value in job.effect.items() if not isinstance(value, Remove)}
             removals = {name: value.values for name, value in job.effect.items() if isinstance(value, Remove)}
@@ -600,3 +600,8 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
     guards = [[fields.run(name, "st"), scope], [fields.run(name, "oc"), str(job.occurrence)],
               [fields.run(name, "sp"), step.id]]
     return Plan(job.claim, changes, guards=guards, always=always)
+
+
+def _ids(job: Job) -> dict[str, str]:
+    """The ids a structured log line carries for a step (automation.logs)."""
+    return {"contact": job.state.id, "journey": job.journey.name, "step": job.step.id}

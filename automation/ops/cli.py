@@ -20,8 +20,10 @@ logger = logging.getLogger("lifecycle")
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from automation.logs import setup_logging
+
+    # LIFECYCLE_LOG_FORMAT=json: one JSON object per line, here and in every process we start.
+    setup_logging(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
 
 
 def _settings() -> Settings:
@@ -214,8 +216,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             checks.append(Check("error", f"redis: {settings.redis_url} does not answer: {exc}"))
     else:
         checks.append(Check("ok", f"redis: embedded, data in {settings.home / 'redis'} (set REDIS_URL for a server)"))
-    if settings.secret == Settings.secret:
-        checks.append(Check("warning", "LIFECYCLE_SECRET is not set: unsubscribe links use a well-known key"))
+    checks.append(_secret_check(settings))
     registry = ChannelRegistry(settings)
     checks += [Check("error", problem) for problem in registry.problems]
     seen: set[int] = set()
@@ -276,6 +277,22 @@ def cmd_suppress(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _secret_check(settings: Settings) -> Any:
+    from automation.channels.base import Check
+    from automation.secret import HOW_TO_SET, WELL_KNOWN, secret_file
+
+    rotation = " (LIFECYCLE_SECRET_PREVIOUS is accepted too, until you remove it)" if settings.secret_previous else ""
+    if settings.secret in WELL_KNOWN:
+        return Check("error", f"LIFECYCLE_SECRET is the well-known old default: {HOW_TO_SET}")
+    if settings.secret:
+        return Check("ok", f"LIFECYCLE_SECRET is set: unsubscribe links are signed{rotation}")
+    if settings.redis_url:
+        return Check("error", f"LIFECYCLE_SECRET is not set: serve, worker and run refuse to start; {HOW_TO_SET}")
+    path = secret_file(settings.home)
+    state = "kept in" if path.exists() else "to be generated on first start in"
+    return Check("ok", f"LIFECYCLE_SECRET: this embedded install's own random key, {state} {path} (mode 600)")
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from automation.runtime import open_runtime
     from automation.store.pauses import ChannelPauses
@@ -296,15 +313,48 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_webhooks(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
+    from automation.secret import require_secret
+    from automation.server.serving import serve
+
+    settings = _settings()
+    if settings.redis_url:  # a production install: no key, no start (the embedded one generates its own)
+        require_secret(settings, f"lifecycle {args.command}")
+    settings, embedded = _export(settings)
+    try:
+        require_secret(settings, f"lifecycle {args.command}")
+        serve(args.host, args.port, args.workers)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _leave(embedded)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
     from automation.runtime import open_runtime
-    from automation.server.webhooks import WebhookApp, serve
+    from automation.store.apikeys import ApiKeys
 
     runtime = open_runtime(_settings())
     try:
-        serve(WebhookApp(runtime), args.host, args.port)
-    except KeyboardInterrupt:
-        pass
+        keys = ApiKeys(runtime)
+        if args.action == "create":
+            record, key = keys.create(args.scope, args.name or "")
+            print(f"created key {record.id} (scope {record.scope}{', ' + record.name if record.name else ''}); "
+                  "it is shown only now:")
+            print(key)
+        elif args.action == "list":
+            for record in keys.list():
+                created = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+                print(f"{record.id}  {record.scope:<7} {created}  {record.name}")
+        else:
+            if not args.id:
+                raise InputError("name the key to revoke: lifecycle keys revoke <id> (ids: lifecycle keys list)")
+            if not keys.revoke(args.id):
+                raise InputError(f"no key {args.id!r} (ids: lifecycle keys list)")
+            print(f"revoked key {args.id}")
     finally:
         runtime.close()
     return 0
@@ -347,11 +397,46 @@ def _leave(embedded: Any) -> None:
 IDLE_POLL_MS = "100"
 
 
+def _probes(port: int | None, settings: Settings, live: dict[str, Any], journeys: bool) -> None:
+    """Serve /healthz and /readyz on `port` (if any) for this process."""
+    if not port:
+        return
+    from automation.server.health import Health, journeys_check, redis_check, serve_probes
+
+    ready = {"redis": redis_check(settings)}
+    if journeys:
+        ready["journeys"] = journeys_check(settings)
+    serve_probes(Health(live=live, ready=ready), port)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     os.environ.setdefault("dramatiq_worker_timeout", IDLE_POLL_MS)
+    import multiprocessing
+
     from dramatiq import cli as dramatiq_cli
 
-    settings, embedded = _export(_settings())
+    from automation.secret import require_secret
+
+    settings = _settings()
+    if settings.redis_url:  # workers sign unsubscribe links: no key, no start
+        require_secret(settings, "lifecycle worker")
+    settings, embedded = _export(settings)
+
+    def processes_alive() -> str | None:
+        alive = len(multiprocessing.active_children())
+        return None if alive >= args.processes else f"{alive} of {args.processes} worker processes alive"
+
+    port = args.health_port or settings.health_port
+
+    def probes_after_forks() -> None:
+        # Dramatiq forks its worker processes first: the probe server's thread must not exist then.
+        deadline = time.monotonic() + 120
+        while len(multiprocessing.active_children()) < args.processes and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _probes(port, settings, {"workers": processes_alive}, journeys=True)
+
+    if port:
+        threading.Thread(target=probes_after_forks, name="lifecycle-probes-start", daemon=True).start()
     argv = ["workers", "--processes", str(args.processes), "--threads", str(args.threads),
             "--queues", settings.queue, "--worker-shutdown-timeout", str(int(args.shutdown_timeout * 1000))]
     if args.verbose:
@@ -362,7 +447,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _leave(embedded)
 
 
-def _run_scheduler(settings: Settings, stop: threading.Event, metrics_port: int | None = None) -> None:
+#: A scheduler whose loop has not come round for this long is stuck (its liveness probe fails).
+SCHEDULER_STUCK_SECONDS = 60.0
+
+
+def _run_scheduler(settings: Settings, stop: threading.Event, metrics_port: int | None = None,
+                   started: list[Any] | None = None) -> None:
     from automation.engine.dispatch import DramatiqDispatcher
     from automation.engine.scheduler import Scheduler
     from automation.runtime import open_runtime
@@ -375,10 +465,23 @@ def _run_scheduler(settings: Settings, stop: threading.Event, metrics_port: int 
         logger.warning("metrics on http://0.0.0.0:%d/metrics", metrics_port)
     dispatcher = DramatiqDispatcher(settings)
     try:
-        Scheduler(runtime, dispatcher, dispatcher.queue_depth).run(stop)
+        scheduler = Scheduler(runtime, dispatcher, dispatcher.queue_depth)
+        if started is not None:
+            started.append(scheduler)
+        scheduler.run(stop)
     finally:
         dispatcher.close()
         runtime.close()
+
+
+def _scheduler_ticking(started: list[Any]) -> Any:
+    def check() -> str | None:
+        if not started:
+            return "the scheduler has not started"
+        silent = time.monotonic() - started[0].last_round
+        return None if silent < SCHEDULER_STUCK_SECONDS else f"the scheduler's loop has not run for {silent:.0f}s"
+
+    return check
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -393,8 +496,11 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     settings, embedded = _export(_settings())
     stop = threading.Event()
     _stop_on_signals(stop)
+    started: list[Any] = []
+    _probes(args.health_port or settings.health_port, settings, {"scheduler": _scheduler_ticking(started)},
+            journeys=False)
     try:
-        _run_scheduler(settings, stop, args.metrics_port)
+        _run_scheduler(settings, stop, args.metrics_port, started)
     finally:
         _leave(embedded)
     return 0
@@ -402,14 +508,25 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from automation.ops.processes import start_workers, stop_process
+    from automation.secret import require_secret
 
-    settings, embedded = _export(_settings())
+    settings = _settings()
+    if settings.redis_url:  # its workers sign unsubscribe links: no key, no start
+        require_secret(settings, "lifecycle run")
+    settings, embedded = _export(settings)
     stop = threading.Event()
     _stop_on_signals(stop)
     workers = start_workers(settings, args.processes, args.threads)
-    scheduler = threading.Thread(target=_run_scheduler, args=(settings, stop, args.metrics_port), name="scheduler",
-                                 daemon=True)
+    started: list[Any] = []
+    scheduler = threading.Thread(target=_run_scheduler, args=(settings, stop, args.metrics_port, started),
+                                 name="scheduler", daemon=True)
     scheduler.start()
+
+    def workers_alive() -> str | None:
+        return None if workers.poll() is None else f"the worker processes exited ({workers.returncode})"
+
+    _probes(args.health_port or settings.health_port, settings,
+            {"workers": workers_alive, "scheduler": _scheduler_ticking(started)}, journeys=True)
     print(f"lifecycle running: scheduler + {args.processes} worker process(es) x {args.threads} threads "
           f"on {settings.redis_url}; Ctrl-C stops", flush=True)
     try:
@@ -435,6 +552,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------------
+
+HEALTH_HELP = "serve /healthz and /readyz on this port (default: LIFECYCLE_HEALTH_PORT, else none)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -488,16 +607,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1)
     p.add_argument("--threads", "-t", type=int, default=8)
     p.add_argument("--shutdown-timeout", type=float, default=30, help="seconds to finish running batches on stop")
+    p.add_argument("--health-port", type=int, help=HEALTH_HELP)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("scheduler", help="run the timer scheduler")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--health-port", type=int, help=HEALTH_HELP)
     p.set_defaults(func=cmd_scheduler)
 
     p = sub.add_parser("run", help="scheduler and workers in one command, for small installs")
     p.add_argument("--processes", "-p", type=int, default=1)
     p.add_argument("--threads", "-t", type=int, default=8)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--health-port", type=int, help=HEALTH_HELP)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="timers, queue, workers, counters and recent failures")
@@ -533,10 +655,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("channel")
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("webhooks", help="serve the provider webhooks and the one-click unsubscribe endpoint")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8025)
-    p.set_defaults(func=cmd_webhooks)
+    for name, text in (("serve", "serve the HTTP API: event ingest (Segment-compatible), provider webhooks, "
+                                  "one-click unsubscribe, metrics, health"),
+                       ("webhooks", "the same as `serve` (its former name)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+        p.add_argument("--port", type=int, default=8025, help="port (default 8025)")
+        p.add_argument("--workers", type=int, default=1, help="server processes (default 1; one per core)")
+        p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("keys", help="write keys of the HTTP API: create, list, revoke")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("id", nargs="?", help="the key to revoke (its id, from `keys list`)")
+    p.add_argument("--scope", choices=["ingest", "admin"], default="ingest",
+                   help="ingest: send contacts and events; admin: that and /metrics (default ingest)")
+    p.add_argument("--name", help="a note saying who uses the key")
+    p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("schema", help="print the JSON Schema of journey files (for editors)")
     p.add_argument("--path", action="store_true", help="print its file path instead")

@@ -1,1 +1,2 @@
-"""The HTTP face: inbound provider webhooks, one-click unsubscribe, Prometheus metrics."""
+"""The HTTP face (`lifecycle serve`): Segment-compatible ingest, provider webhooks, one-click
+unsubscribe, Prometheus metrics, health probes."""

@@ -8,10 +8,10 @@
                                      RFC 8058 one-click request
     GET  /healthz
 
-A WSGI application: `lifecycle webhooks` serves it, or mount it in any WSGI server
-(`automation.server.webhooks:create_app`). Reports are matched to journey steps through the
-ids our adapters attach to every message (SendGrid custom_args, Twilio callback
-query parameters) and recorded by `automation.deliveries`.
+The handlers of these endpoints; `lifecycle serve` (automation.server.app) routes requests to
+them as a `Request`. Reports are matched to journey steps through the ids our adapters attach to
+every message (SendGrid custom_args, Twilio callback query parameters) and recorded by
+`automation.store.deliveries`.
 """
 
 from __future__ import annotations
@@ -21,30 +21,28 @@ import json
 import logging
 import os
 import time
-from socketserver import ThreadingMixIn
-from typing import Any, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
 from twilio.request_validator import RequestValidator
 
 from automation.channels.twilio import error_effect
+from automation.errors import InputError
 from automation.events import Event
 from automation.messages.templates import TemplateCatalog, text_direction
 from automation.messages.unsubscribe import verify_token
-from automation.runtime import Runtime, open_runtime
+from automation.runtime import Runtime
+from automation.secret import require_secret
 from automation.store.contacts import ContactStore
 from automation.store.deliveries import DeliveryLog, DeliveryReport
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY = 5 * 1024 * 1024
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
-
-StartResponse = Callable[..., Any]
 
 #: The unsubscribe page's texts when templates/defaults.yaml has none (per locale, it has them).
 PAGE_TEXTS: dict[str, Any] = {
@@ -62,6 +60,20 @@ class HTTPError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+    @property
+    def code(self) -> int:
+        return int(self.status.split()[0])
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a handler needs of an HTTP request (the server fills it in)."""
+
+    body: bytes = b""
+    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)     # names in Title-Case
+    url: str = ""                                                # as called: scheme://host/path?query
 
 
 # -- SendGrid ---------------------------------------------------------------------------------------
@@ -127,58 +139,33 @@ class WebhookApp:
         self.public_url = (self.env.get("LIFECYCLE_WEBHOOK_PUBLIC_URL") or "").rstrip("/")
         self.help_text = self.env.get("LIFECYCLE_SMS_HELP_TEXT") or \
             "Reply STOP to unsubscribe, START to subscribe again."
+        settings = runtime.settings
+        # Unsubscribe links are checked with the current key, and the previous one during a rotation.
+        self.secrets = (require_secret(settings, "the unsubscribe endpoint"), settings.secret_previous)
         # The unsubscribe page speaks the contact's language, from templates/defaults.yaml.
-        self.catalog = TemplateCatalog(runtime.settings.templates_dir)
+        self.catalog = TemplateCatalog(settings.templates_dir)
         self._catalog_checked = time.monotonic()
-        self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], tuple[str, str, bytes]]] = {
-            ("GET", "/healthz"): lambda request: ("200 OK", "text/plain", b"ok"),
-            ("POST", "/webhooks/sendgrid"): self.sendgrid,
-            ("POST", "/webhooks/twilio/status"): self.twilio_status,
-            ("POST", "/webhooks/twilio/inbound"): self.twilio_inbound,
-            ("GET", "/unsubscribe"): self.unsubscribe_page,
-            ("POST", "/unsubscribe"): self.unsubscribe,
-        }
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
-        handler = self.routes.get((method, path))
-        try:
-            if handler is None:
-                raise HTTPError("404 Not Found", "no such endpoint")
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            if length > MAX_BODY:
-                raise HTTPError("413 Payload Too Large", "request too large")
-            request = {
-                "environ": environ,
-                "body": environ["wsgi.input"].read(length) if length else b"",
-                "query": {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()},
-                "headers": {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")},
-            }
-            status, content_type, body = handler(request)
-        except HTTPError as error:
-            logger.warning("%s %s: %s %s", method, path, error.status, error.message)
-            status, content_type, body = error.status, "text/plain", error.message.encode()
-        except Exception:  # a bug must answer 500 so the provider retries later
-            logger.exception("%s %s failed", method, path)
-            status, content_type, body = "500 Internal Server Error", "text/plain", b"error"
-        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
-        return [body]
 
     # -- SendGrid
 
-    def sendgrid(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
+    def sendgrid(self, request: Request) -> tuple[str, str, bytes]:
         key = self.env.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
         if not key:
             raise HTTPError("503 Service Unavailable", "SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
-        signature = request["headers"].get(EventWebhookHeader.SIGNATURE.title())
-        timestamp = request["headers"].get(EventWebhookHeader.TIMESTAMP.title())
-        payload = request["body"].decode("utf-8", errors="replace")
+        signature = request.headers.get(EventWebhookHeader.SIGNATURE.title())
+        timestamp = request.headers.get(EventWebhookHeader.TIMESTAMP.title())
+        payload = request.body.decode("utf-8", errors="replace")
         try:
             valid = bool(signature and timestamp and EventWebhook(key).verify_signature(payload, signature, timestamp))
         except (ValueError, TypeError):
             valid = False
         if not valid:
             raise HTTPError("403 Forbidden", "bad signature")
+        # The signature covers the timestamp: an old signed request is a replay (or a very late retry).
+        tolerance = self.runtime.settings.sendgrid_tolerance_seconds
+        signed_at = float(timestamp) if str(timestamp).isdigit() else 0.0
+        if abs(time.time() - signed_at) > tolerance:
+            raise HTTPError("403 Forbidden", f"signed timestamp is more than {tolerance:.0f}s away from now")
         try:
             events = json.loads(payload)
         except ValueError:
@@ -195,28 +182,31 @@ class WebhookApp:
 
     # -- Twilio
 
-    def _twilio_params(self, request: dict[str, Any]) -> dict[str, str]:
+    def _twilio_params(self, request: Request) -> dict[str, str]:
         token = self.env.get("TWILIO_AUTH_TOKEN")
         if not token:
             raise HTTPError("503 Service Unavailable", "TWILIO_AUTH_TOKEN is not set")
-        params = {k: v[0] for k, v in parse_qs(request["body"].decode(), keep_blank_values=True).items()}
-        environ = request["environ"]
-        base = self.public_url or f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
-        query = environ.get("QUERY_STRING", "")
-        url = f"{base}{environ.get('PATH_INFO', '')}" + (f"?{query}" if query else "")
-        signature = request["headers"].get("X-Twilio-Signature", "")
+        try:
+            params = {k: v[0] for k, v in parse_qs(request.body.decode(), keep_blank_values=True).items()}
+        except UnicodeDecodeError:
+            raise HTTPError("400 Bad Request", "the body is not UTF-8") from None
+        url = request.url
+        if self.public_url:  # Twilio signs the public URL it called, not the one behind a proxy
+            scheme_host = url.split("/", 3)
+            url = self.public_url + ("/" + scheme_host[3] if len(scheme_host) > 3 else "")
+        signature = request.headers.get("X-Twilio-Signature", "")
         if not RequestValidator(token).validate(url, params, signature):
             raise HTTPError("403 Forbidden", "bad signature (set LIFECYCLE_WEBHOOK_PUBLIC_URL behind a proxy)")
         return params
 
-    def twilio_status(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
+    def twilio_status(self, request: Request) -> tuple[str, str, bytes]:
         params = self._twilio_params(request)
-        report = twilio_report(params, request["query"])
+        report = twilio_report(params, request.query)
         if report is not None and (not report.report_id or self.log.first_time("twilio", report.report_id)):
             self.log.record(report)
         return "204 No Content", "text/plain", b""
 
-    def twilio_inbound(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
+    def twilio_inbound(self, request: Request) -> tuple[str, str, bytes]:
         params = self._twilio_params(request)
         phone, word = params.get("From", ""), params.get("Body", "").strip().upper()
         contact = self.store.find_by_phone(phone)
@@ -234,12 +224,14 @@ class WebhookApp:
 
     # -- one-click unsubscribe
 
-    def _token(self, request: dict[str, Any]) -> tuple[str, str, str]:
-        token = request["query"].get("token", "")
-        found = verify_token(self.runtime.settings.secret, token)
-        if found is None:
-            raise HTTPError("400 Bad Request", "this unsubscribe link is not valid")
-        return token, found[0], found[1]
+    def _token(self, request: Request) -> tuple[str, str, str]:
+        token = request.query.get("token", "")
+        max_age = self.runtime.settings.unsubscribe_token_days * 86400
+        try:
+            contact, channel = verify_token(self.secrets, token, time.time(), max_age)
+        except InputError as error:
+            raise HTTPError("400 Bad Request", str(error)) from None
+        return token, contact, channel
 
     def _page_texts(self, contact: str) -> tuple[str, dict[str, Any]]:
         """The unsubscribe page's language (the contact's locale, its language, else English) and
@@ -253,7 +245,7 @@ class WebhookApp:
                                             "en") or "en"
         return used, {**PAGE_TEXTS, **self.catalog.defaults_for(used, "en")}
 
-    def unsubscribe_page(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
+    def unsubscribe_page(self, request: Request) -> tuple[str, str, bytes]:
         # Link scanners open every URL in an email: a GET only shows the button, it never unsubscribes.
         token, contact, channel = self._token(request)
         locale, texts = self._page_texts(contact)
@@ -264,11 +256,12 @@ class WebhookApp:
                 f"<button type='submit'>{html.escape(str(texts['unsubscribe_button']))}</button></form>")
         return "200 OK", "text/html; charset=utf-8", html_page(locale, str(texts["unsubscribe_title"]), body)
 
-    def unsubscribe(self, request: dict[str, Any]) -> tuple[str, str, bytes]:
+    def unsubscribe(self, request: Request) -> tuple[str, str, bytes]:
         _, contact, channel = self._token(request)
-        self.store.identify(contact, {"consent": {channel: False}})
-        self.store.track(Event(contact, "unsubscribed", time.time(), {"channel": channel}))
-        logger.info("contact %s unsubscribed from %s", contact, channel)
+        # Only a contact that exists: a genuine token for a deleted (or never stored) contact creates nothing.
+        if self.store.update_existing(contact, {"consent": {channel: False}}):
+            self.store.track(Event(contact, "unsubscribed", time.time(), {"channel": channel}))
+            logger.info("contact %s unsubscribed from %s", contact, channel, extra={"contact": contact})
         locale, texts = self._page_texts(contact)
         body = f"<p>{html.escape(str(texts['unsubscribed_text']))}</p>"
         return "200 OK", "text/html; charset=utf-8", html_page(locale, str(texts["unsubscribed_title"]), body)
@@ -278,22 +271,3 @@ def html_page(locale: str, title: str, body: str) -> bytes:
     """A small page in `locale`, right to left for Persian, Arabic, Hebrew ...; `body` is HTML."""
     return (f'<!doctype html><html lang="{html.escape(locale)}" dir="{text_direction(locale)}">'
             f'<meta charset="utf-8"><title>{html.escape(title)}</title>{body}</html>').encode()
-
-
-def create_app(runtime: Runtime | None = None) -> WebhookApp:
-    """For WSGI servers: `gunicorn 'automation.server.webhooks:create_app()'`."""
-    return WebhookApp(runtime or open_runtime())
-
-
-def serve(app: WebhookApp, host: str, port: int) -> None:
-    """Serve with the standard library's threading WSGI server (small installs, tests)."""
-    class Server(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug(format, *args)
-
-    with make_server(host, port, app, server_class=Server, handler_class=Quiet) as server:
-        logger.warning("webhooks on http://%s:%d", host, port)
-        server.serve_forever()

@@ -111,6 +111,12 @@ class ContactStore:
         """Create or update a contact; attributes set to None are removed."""
         self.identify_many([(check_contact_id(contact_id), check_attributes(attributes))])
 
+    def update_existing(self, contact_id: str, attributes: Mapping[str, Any]) -> bool:
+        """Update a contact that exists, atomically; False (and nothing written) if there is none."""
+        call = self._identify_call(check_contact_id(contact_id), check_attributes(attributes), self.runtime.clock.now(),
+                                   True, existing_only=True)
+        return self.scripts.run([call])[0] != -1
+
     def identify_many(self, items: Iterable[tuple[str, Mapping[str, Any]]], chunk: int = 500,
                       triggers: bool = True) -> int:
         """Pipelined identify of (contact id, attributes already checked by check_attributes).
@@ -119,31 +125,35 @@ class ContactStore:
         attribute-change trigger fires for it.
         """
         now = self.runtime.clock.now()
-        keep = self.runtime.settings.inbox_length
         calls: list[Any] = []
         count = 0
         for contact_id, checked in items:
-            # A new address is worth trying again: forget that the old one was invalid.
-            for address in ("email", "phone"):
-                if checked.get(address) is not None and f"{address}_invalid" not in checked:
-                    checked = {**checked, f"{address}_invalid": None}
-            keys = [self.keys.contact(contact_id), self.keys.timers_for(contact_id), self.keys.inbox(contact_id),
-                    self.keys.watched_attributes]
-            phone = checked.get("phone") or ""
-            if phone:
-                # Verified on lookup: a stale entry for a number the contact no longer has is ignored.
-                keys.append(self.keys.phone_index(phone))
-            args: list[Any] = [seconds(now), repr(now), recheck_member(contact_id), phone, keep, contact_id,
-                               "1" if triggers else "0"]
-            for name, value in checked.items():
-                args += [name, "" if value is None else json.dumps(value, ensure_ascii=False)]
-            calls.append(("identify", keys, args))
+            calls.append(self._identify_call(contact_id, checked, now, triggers))
             count += 1
             if len(calls) >= chunk:
                 self.scripts.run(calls)
                 calls = []
         self.scripts.run(calls)
         return count
+
+    def _identify_call(self, contact_id: str, checked: Mapping[str, Any], now: float, triggers: bool,
+                       existing_only: bool = False) -> tuple[str, list[str], list[Any]]:
+        keep = self.runtime.settings.inbox_length
+        # A new address is worth trying again: forget that the old one was invalid.
+        for address in ("email", "phone"):
+            if checked.get(address) is not None and f"{address}_invalid" not in checked:
+                checked = {**checked, f"{address}_invalid": None}
+        keys = [self.keys.contact(contact_id), self.keys.timers_for(contact_id), self.keys.inbox(contact_id),
+                self.keys.watched_attributes]
+        phone = checked.get("phone") or ""
+        if phone:
+            # Verified on lookup: a stale entry for a number the contact no longer has is ignored.
+            keys.append(self.keys.phone_index(phone))
+        args: list[Any] = [seconds(now), repr(now), recheck_member(contact_id), phone, keep, contact_id,
+                           "1" if triggers else "0", "1" if existing_only else "0"]
+        for name, value in checked.items():
+            args += [name, "" if value is None else json.dumps(value, ensure_ascii=False)]
+        return "identify", keys, args
 
     def find_by_phone(self, phone: str) -> str | None:
         """The contact whose phone number this currently is, if any."""

@@ -99,6 +99,23 @@ class Keys:
         """A provider's webhook event already handled (providers deliver at least once)."""
         return f"{self.namespace}:seen:{provider}:{report_id}"
 
+    def api_key(self, digest: str) -> str:
+        """One write key, by the SHA-256 of the key (the key itself is never stored): scope, name, id."""
+        return f"{self.namespace}:key:{digest}"
+
+    @property
+    def api_keys(self) -> str:
+        """Key id -> the SHA-256 of the key, for listing and revoking keys by id."""
+        return f"{self.namespace}:keys"
+
+    def anonymous(self, anonymous_id: str) -> str:
+        """What an anonymous visitor did (events, traits) before being identified, as JSON lines."""
+        return f"{self.namespace}:anon:{anonymous_id}"
+
+    def alias(self, anonymous_id: str) -> str:
+        """The contact an anonymous id was linked to (by identify or alias)."""
+        return f"{self.namespace}:alias:{anonymous_id}"
+
     @property
     def liveness(self) -> str:
         """Worker id -> the wall-clock time it last showed life (a mark, a heartbeat)."""

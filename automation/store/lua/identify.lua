@@ -3,14 +3,19 @@
 -- KEYS[4] set of watched attribute names  KEYS[5] (optional) phone index hash
 -- ARGV[1] now, whole seconds (created at)  ARGV[2] now (re-evaluation due)  ARGV[3] recheck member
 -- ARGV[4] phone number or ''  ARGV[5] inbox length kept  ARGV[6] contact id  ARGV[7] '1' to notify
--- journeys of the changes, '0' for a backfill (history that must not trigger anything), then
+-- journeys of the changes, '0' for a backfill (history that must not trigger anything)
+-- ARGV[8] '1' to change only a contact that exists (an unsubscribe link must never create one), then
 -- pairs: attribute name, JSON value
 -- ('' removes the attribute).
 -- A change of a watched attribute (or of a nested one under a watched name) is pushed to the
--- inbox as  a["name", old, new]  for attribute-change triggers. Returns 1 if anything changed.
+-- inbox as  a["name", old, new]  for attribute-change triggers. Returns 1 if anything changed, -1 if
+-- the contact does not exist and ARGV[8] asked for an existing one.
 local changed, created = false, redis.call('EXISTS', KEYS[1]) == 0
+if created and ARGV[8] == '1' then
+  return -1
+end
 local watched = ARGV[7] == '1' and redis.call('SCARD', KEYS[4]) > 0
-for i = 8, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   local field = 'a:' .. name
   local old = redis.call('HGET', KEYS[1], field)
