@@ -111,6 +111,9 @@ def parse_time(value: object, now: float, what: str = "timestamp") -> float:
         raise InputError(f"{what} {value!r} is not an ISO 8601 time or epoch seconds")
     if timestamp > now + MAX_FUTURE_SKEW:
         raise InputError(f"{what} {value!r} is in the future")
+    if timestamp < 0:
+        # Event statistics keep whole epoch seconds; nothing that happened before 1970 is an event.
+        raise InputError(f"{what} {value!r} is before 1970")
     return timestamp
 
 

@@ -157,11 +157,23 @@ def test_the_embedded_install_keeps_its_generated_secret(tmp_path):
                 return False
 
         wait_for(up, timeout=60, what="lifecycle serve on the embedded install")
+        redis_pid = int((tmp_path / "home" / "redis" / "redis.pid").read_text())
         assert unsubscribe(url, make_token(secret, "ana", "email")).status_code == 200
         assert unsubscribe(url, make_token("another-key", "ana", "email")).status_code == 400
     finally:
         serve.terminate()
         serve.wait(timeout=20)
+    # The last process to leave the embedded Redis stopped it (uvicorn re-raises SIGTERM after its
+    # graceful shutdown; the server once outlived `serve` for good)
+    assert not _alive(redis_pid)
     assert "LIFECYCLE_SECRET: this embedded install's own random key, kept in" in \
         lifecycle(env, "check-config", cwd=str(tmp_path)).stdout
     assert path.read_text().strip() == secret
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -321,6 +321,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.redis_url:  # a production install: no key, no start (the embedded one generates its own)
         require_secret(settings, f"lifecycle {args.command}")
     settings, embedded = _export(settings)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler it
+    # found: with Python's default one the process would die before leaving the embedded Redis.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         require_secret(settings, f"lifecycle {args.command}")
         serve(args.host, args.port, args.workers)

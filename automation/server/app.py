@@ -15,10 +15,11 @@ libraries show our reason); a bug is a 500 with the same shape, logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from importlib import resources
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -192,7 +193,15 @@ def create_app(runtime: Runtime | None = None, env: dict[str, str] | None = None
     server = Server(runtime or open_runtime(), env)
     handlers: dict[Any, Any] = {HTTPError: _refused, InputError: _refused, HTTPException: _refused,
                                 ClientDisconnect: _refused, Exception: _refused}
-    app = Starlette(routes=server.routes(), exception_handlers=handlers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        if runtime is None:
+            # Our connections closed, the last process to leave an embedded Redis stops it.
+            server.runtime.close()
+
+    app = Starlette(routes=server.routes(), exception_handlers=handlers, lifespan=lifespan)
     app.add_middleware(RequestIds)
     app.state.server = server
     return app

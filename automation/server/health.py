@@ -46,6 +46,9 @@ def redis_check(settings: Settings) -> Check:
             client.ping()
         except (redis.RedisError, OSError) as error:
             return f"redis does not answer: {error}"
+        finally:
+            # No idle connection between probes: it would keep an embedded server from stopping.
+            client.connection_pool.disconnect()
         return None
 
     return check

@@ -80,7 +80,7 @@ class Protocol(HttpToolsProtocol):
 #: uvicorn's options for `lifecycle serve`; the application is built in each worker process from the environment.
 OPTIONS: dict[str, Any] = {"factory": True, "http": "automation.server.serving:Protocol", "loop": "uvloop",
                            "log_config": None, "access_log": False, "timeout_keep_alive": KEEP_ALIVE_SECONDS,
-                           "timeout_graceful_shutdown": 10, "server_header": False, "lifespan": "off"}
+                           "timeout_graceful_shutdown": 10, "server_header": False, "lifespan": "on"}
 APP = "automation.server.app:create_app"
 
 
