@@ -35,6 +35,7 @@ from ruamel.yaml import YAML
 
 from automation.errors import TemplateRenderError
 from automation.expressions import configure
+from automation.messages.locales import FALLBACK_LOCALE, locale_chain, negotiate, text_direction
 
 #: Parts of the built-in message kinds: (required, optional).
 MESSAGE_PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -45,7 +46,8 @@ MESSAGE_PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 HTML_PARTS = frozenset({"html"})
 DEFAULTS_FILE = "defaults.yaml"
 logger = logging.getLogger(__name__)
-RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "ps", "yi", "ckb"})
+#: Negotiated answers kept per catalog (contact locales are few, but a bad source could send many).
+MAX_CACHED = 10_000
 
 
 #: For a channel, the message parts its templates must and may define.
@@ -89,30 +91,23 @@ _FILE = re.compile(
 )
 
 
-def locale_chain(locale: str | None, default: str | None) -> list[str | None]:
-    """Lookup order: the contact's locale, its language, the journey default, its language, none."""
-    chain: list[str | None] = []
-    for candidate in (locale, default):
-        if candidate:
-            for option in (candidate, candidate.split("-")[0]):
-                if option not in chain:
-                    chain.append(option)
-    chain.append(None)
-    return chain
-
-
-def text_direction(locale: str | None) -> str:
-    return "rtl" if locale and locale.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
-
-
 class TemplateCatalog:
-    """Index of the template files on disk; rescanned on `refresh()`."""
+    """Index of the template files on disk; rescanned on `refresh()`.
+
+    Which file and which defaults a contact gets is negotiated by `automation.messages.locales`
+    (zh-HK gets zh-TW, ru-RU gets ru); the answers are kept until the files change, because
+    every message asks.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._index: dict[tuple[str, str], dict[str | None, TemplateFile]] = {}
+        self._locales: dict[tuple[str, str], frozenset[str]] = {}
         self._defaults: dict[str, dict[str, Any]] = {}
         self._signature: int | None = None
+        self._resolved: dict[tuple[str, str, str | None, str | None], TemplateFile | None] = {}
+        self._merged: dict[tuple[str | None, str | None], dict[str, Any]] = {}
+        self._defining: dict[tuple[str, str | None, str | None], str | None] = {}
         self.version = 0
         self.refresh()
 
@@ -136,12 +131,21 @@ class TemplateCatalog:
         if defaults.is_file():
             info = defaults.stat()
             stamps.append((str(defaults), info.st_mtime_ns, info.st_size))
-        self._index = index
-        self._defaults = self._read_defaults()
         signature = hash(tuple(stamps))
-        if signature != self._signature:
-            self._signature = signature
-            self.version += 1
+        if signature == self._signature:
+            return
+        self._index = index
+        self._locales = {key: frozenset(loc for loc in by_locale if loc) for key, by_locale in index.items()}
+        self._defaults = self._read_defaults()
+        self._forget()
+        self._signature = signature
+        self.version += 1
+
+    def _forget(self) -> None:
+        """Drop negotiated answers: the files they were made from changed (or there are too many)."""
+        self._resolved.clear()
+        self._merged.clear()
+        self._defining.clear()
 
     def _read_defaults(self) -> dict[str, dict[str, Any]]:
         """`defaults.yaml`: values used when a contact lacks them, per locale."""
@@ -156,20 +160,38 @@ class TemplateCatalog:
             return {}
         return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
 
+    def _defaults_chain(self, locale: str | None, default_locale: str | None, available: frozenset[str]) -> list[str]:
+        """The locales of defaults.yaml to read, most specific first, English last."""
+        chosen = (negotiate(option, available) for option in [*locale_chain(locale, default_locale), FALLBACK_LOCALE]
+                  if option is not None)
+        return list(dict.fromkeys(found for found in chosen if found is not None))
+
     def defaults_for(self, locale: str | None, default_locale: str | None) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for option in reversed(locale_chain(locale, default_locale)):
-            if option is not None:
-                merged.update(self._defaults.get(option, {}))
-        return merged
+        """The values of defaults.yaml for a reader of `locale` (then the journey's locale, then English)."""
+        locale, default_locale = _tag(locale), _tag(default_locale)
+        key = (locale, default_locale)
+        merged = self._merged.get(key)
+        if merged is None:
+            merged = {}
+            for option in reversed(self._defaults_chain(locale, default_locale, frozenset(self._defaults))):
+                merged.update(self._defaults[option])
+            if len(self._merged) >= MAX_CACHED:
+                self._forget()
+            self._merged[key] = merged
+        return dict(merged)
 
     def locale_defining(self, key: str, locale: str | None, default_locale: str | None) -> str | None:
         """The first locale in the lookup order whose defaults define `key`: the language a text
         from `defaults_for` is in (a page's `lang`), or None when no locale defines it."""
-        for option in locale_chain(locale, default_locale):
-            if option is not None and key in self._defaults.get(option, {}):
-                return option
-        return None
+        locale, default_locale = _tag(locale), _tag(default_locale)
+        cache_key = (key, locale, default_locale)
+        if cache_key not in self._defining:
+            defining = frozenset(loc for loc, values in self._defaults.items() if key in values)
+            chain = self._defaults_chain(locale, default_locale, defining)
+            if len(self._defining) >= MAX_CACHED:
+                self._forget()
+            self._defining[cache_key] = chain[0] if chain else None
+        return self._defining[cache_key]
 
     def files(self) -> Iterable[TemplateFile]:
         for by_locale in self._index.values():
@@ -181,12 +203,37 @@ class TemplateCatalog:
     def variants(self, channel: str, name: str) -> Mapping[str | None, TemplateFile]:
         return self._index.get((channel, name), {})
 
+    def locales(self, channel: str, name: str) -> frozenset[str]:
+        """The locales a template is written in (files without a locale aside)."""
+        return self._locales.get((channel, name), frozenset())
+
     def resolve(self, channel: str, name: str, locale: str | None, default: str | None) -> TemplateFile | None:
-        variants = self.variants(channel, name)
+        """The file for a reader of `locale`: see `locale_chain` for the order, `negotiate` for matching."""
+        locale, default = _tag(locale), _tag(default)
+        key = (channel, name, locale, default)
+        try:
+            return self._resolved[key]
+        except KeyError:
+            pass
+        variants, available = self.variants(channel, name), self.locales(channel, name)
+        found = None
         for option in locale_chain(locale, default):
-            if option in variants:
-                return variants[option]
-        return None
+            if option is None:
+                found = variants.get(None)
+            else:
+                match = negotiate(option, available)
+                found = variants[match] if match is not None else None
+            if found is not None:
+                break
+        if len(self._resolved) >= MAX_CACHED:
+            self._forget()
+        self._resolved[key] = found
+        return found
+
+
+def _tag(value: Any) -> str | None:
+    """A locale as stored (an attribute may hold anything): only text can be a tag."""
+    return value if isinstance(value, str) else None
 
 
 def _plain(rendered: str) -> str:
