@@ -87,10 +87,10 @@ def negotiate(wanted: str | None, available: frozenset[str]) -> str | None:
 
 
 def locale_chain(locale: str | None, default: str | None) -> list[str | None]:
-    """What to look for, in order: the contact's locale, the journey's, then a file without a locale
-    (one for every language). Each locale is negotiated against what exists."""
+    """What to look for, in order: the contact's locale, the journey's, a file without a locale (one
+    for every language), then English. Each locale is negotiated against what exists."""
     chain: list[str | None] = [option for option in dict.fromkeys((locale, default)) if subtags(option)]
-    return chain + [None]
+    return chain + [None] + ([FALLBACK_LOCALE] if FALLBACK_LOCALE not in chain else [])
 
 
 @lru_cache(maxsize=1024)

@@ -35,7 +35,7 @@ from ruamel.yaml import YAML
 
 from automation.errors import TemplateRenderError
 from automation.expressions import configure
-from automation.messages.locales import FALLBACK_LOCALE, locale_chain, negotiate, text_direction
+from automation.messages.locales import locale_chain, negotiate, text_direction
 
 #: Parts of the built-in message kinds: (required, optional).
 MESSAGE_PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -162,7 +162,7 @@ class TemplateCatalog:
 
     def _defaults_chain(self, locale: str | None, default_locale: str | None, available: frozenset[str]) -> list[str]:
         """The locales of defaults.yaml to read, most specific first, English last."""
-        chosen = (negotiate(option, available) for option in [*locale_chain(locale, default_locale), FALLBACK_LOCALE]
+        chosen = (negotiate(option, available) for option in locale_chain(locale, default_locale)
                   if option is not None)
         return list(dict.fromkeys(found for found in chosen if found is not None))
 
@@ -229,6 +229,15 @@ class TemplateCatalog:
             self._forget()
         self._resolved[key] = found
         return found
+
+    def fallback_of(self, channel: str, name: str, locale: str) -> TemplateFile | None:
+        """The file readers of `locale` get when the template has versions in other languages but
+        not in theirs, and that file is not one written for every language (no locale): else None."""
+        available = self.locales(channel, name)
+        if not available or negotiate(locale, available) is not None:
+            return None
+        found = self.resolve(channel, name, None, locale)
+        return found if found is not None and found.locale is not None else None
 
 
 def _tag(value: Any) -> str | None:
