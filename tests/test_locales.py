@@ -106,6 +106,9 @@ def test_the_journey_default_is_negotiated_too(renderer):
     # A journey written for zh-Hant (or fa-IR) gets the zh-TW (fa) files for contacts nothing fits
     assert render(renderer, "email", "welcome", "pt-BR", "zh-Hant").locale == "zh-TW"
     assert render(renderer, "email", "welcome", "pt-BR", "fa-IR").locale == "fa"
+    # A journey written in Traditional Chinese gives it to everyone nothing fits, Simplified readers too:
+    # the journey's locale is its author's choice of default
+    assert render(renderer, "email", "welcome", "zh-CN", "zh-TW").locale == "zh-TW"
     # and a journey in a language nobody wrote falls back to English, the last resort
     rendered = render(renderer, "email", "welcome", "pt-BR", "de")
     assert rendered.locale == "en" and "Hi there," in rendered.parts["html"]
@@ -261,3 +264,21 @@ def test_the_fallback_warning_names_only_the_templates_that_fall_back(capsys, pr
     main(["validate", str(path), "--templates", str(project / "templates")])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{path}:3:9: warning: no version in 'de-AT' of sms/sms-welcome: it falls back to en"
+
+
+def test_the_fallback_warning_of_a_triggered_journey_names_templates_in_order(capsys, project):
+    path = write(project / "journeys" / "triggered.yaml", """\
+journey: triggered
+locale: de
+vars: {brand: Northwind, shop_url: https://shop.example.com}
+trigger: {event: signup}
+steps:
+  - send: email
+    template: welcome
+  - send: sms
+    template: sms-welcome
+""")
+    main(["validate", str(path), "--templates", str(project / "templates")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == \
+        f"{path}:2:9: warning: no version in 'de' of email/welcome, sms/sms-welcome: they fall back to en"

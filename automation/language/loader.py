@@ -322,7 +322,7 @@ class _Builder:
             return
         catalog, locale = self.templates.catalog, self.locale
         found = {(channel, name): catalog.fallback_of(channel, name, locale) for channel, name in self.fallbacks}
-        used = {key: file.locale for key, file in found.items() if file is not None and file.locale is not None}
+        used = {key: file.locale for key, file in sorted(found.items()) if file is not None and file.locale is not None}
         if not used:
             return
         names = ", ".join(f"{channel}/{name}" for channel, name in used)
