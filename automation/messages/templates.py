@@ -23,7 +23,7 @@ from __future__ import annotations
 import html as html_lib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -91,6 +91,25 @@ _FILE = re.compile(
 )
 
 
+@dataclass
+class _Scan:
+    """One scan of the templates folder and the answers negotiated from it. A change replaces it
+    whole, so a thread still working with the old scan never files an answer under the new one."""
+
+    index: dict[tuple[str, str], dict[str | None, TemplateFile]] = field(default_factory=dict)
+    locales: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resolved: dict[tuple[str, str, str | None, str | None], TemplateFile | None] = field(default_factory=dict)
+    merged: dict[tuple[str | None, str | None], dict[str, Any]] = field(default_factory=dict)
+    defining: dict[tuple[str, str | None, str | None], str | None] = field(default_factory=dict)
+
+
+def _keep(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= MAX_CACHED:
+        cache.clear()
+    cache[key] = value
+
+
 class TemplateCatalog:
     """Index of the template files on disk; rescanned on `refresh()`.
 
@@ -101,13 +120,8 @@ class TemplateCatalog:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._index: dict[tuple[str, str], dict[str | None, TemplateFile]] = {}
-        self._locales: dict[tuple[str, str], frozenset[str]] = {}
-        self._defaults: dict[str, dict[str, Any]] = {}
+        self._scan = _Scan()
         self._signature: int | None = None
-        self._resolved: dict[tuple[str, str, str | None, str | None], TemplateFile | None] = {}
-        self._merged: dict[tuple[str | None, str | None], dict[str, Any]] = {}
-        self._defining: dict[tuple[str, str | None, str | None], str | None] = {}
         self.version = 0
         self.refresh()
 
@@ -134,18 +148,10 @@ class TemplateCatalog:
         signature = hash(tuple(stamps))
         if signature == self._signature:
             return
-        self._index = index
-        self._locales = {key: frozenset(loc for loc in by_locale if loc) for key, by_locale in index.items()}
-        self._defaults = self._read_defaults()
-        self._forget()
+        locales = {key: frozenset(loc for loc in by_locale if loc) for key, by_locale in index.items()}
+        self._scan = _Scan(index, locales, self._read_defaults())
         self._signature = signature
         self.version += 1
-
-    def _forget(self) -> None:
-        """Drop negotiated answers: the files they were made from changed (or there are too many)."""
-        self._resolved.clear()
-        self._merged.clear()
-        self._defining.clear()
 
     def _read_defaults(self) -> dict[str, dict[str, Any]]:
         """`defaults.yaml`: values used when a contact lacks them, per locale."""
@@ -160,7 +166,8 @@ class TemplateCatalog:
             return {}
         return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
 
-    def _defaults_chain(self, locale: str | None, default_locale: str | None, available: frozenset[str]) -> list[str]:
+    @staticmethod
+    def _defaults_chain(locale: str | None, default_locale: str | None, available: frozenset[str]) -> list[str]:
         """The locales of defaults.yaml to read, most specific first, English last."""
         chosen = (negotiate(option, available) for option in locale_chain(locale, default_locale)
                   if option is not None)
@@ -168,56 +175,55 @@ class TemplateCatalog:
 
     def defaults_for(self, locale: str | None, default_locale: str | None) -> dict[str, Any]:
         """The values of defaults.yaml for a reader of `locale` (then the journey's locale, then English)."""
-        locale, default_locale = _tag(locale), _tag(default_locale)
-        key = (locale, default_locale)
-        merged = self._merged.get(key)
+        scan, key = self._scan, (_tag(locale), _tag(default_locale))
+        merged = scan.merged.get(key)
         if merged is None:
             merged = {}
-            for option in reversed(self._defaults_chain(locale, default_locale, frozenset(self._defaults))):
-                merged.update(self._defaults[option])
-            if len(self._merged) >= MAX_CACHED:
-                self._forget()
-            self._merged[key] = merged
+            for option in reversed(self._defaults_chain(*key, frozenset(scan.defaults))):
+                merged.update(scan.defaults[option])
+            _keep(scan.merged, key, merged)
         return dict(merged)
 
     def locale_defining(self, key: str, locale: str | None, default_locale: str | None) -> str | None:
         """The first locale in the lookup order whose defaults define `key`: the language a text
         from `defaults_for` is in (a page's `lang`), or None when no locale defines it."""
-        locale, default_locale = _tag(locale), _tag(default_locale)
-        cache_key = (key, locale, default_locale)
-        if cache_key not in self._defining:
-            defining = frozenset(loc for loc, values in self._defaults.items() if key in values)
-            chain = self._defaults_chain(locale, default_locale, defining)
-            if len(self._defining) >= MAX_CACHED:
-                self._forget()
-            self._defining[cache_key] = chain[0] if chain else None
-        return self._defining[cache_key]
+        scan, wanted = self._scan, (key, _tag(locale), _tag(default_locale))
+        try:
+            return scan.defining[wanted]
+        except KeyError:
+            pass
+        defining = frozenset(loc for loc, values in scan.defaults.items() if key in values)
+        chain = self._defaults_chain(wanted[1], wanted[2], defining)
+        found = chain[0] if chain else None
+        _keep(scan.defining, wanted, found)
+        return found
 
     def files(self) -> Iterable[TemplateFile]:
-        for by_locale in self._index.values():
+        for by_locale in self._scan.index.values():
             yield from by_locale.values()
 
     def names(self, channel: str) -> list[str]:
-        return sorted(name for ch, name in self._index if ch == channel)
+        return sorted(name for ch, name in self._scan.index if ch == channel)
 
     def variants(self, channel: str, name: str) -> Mapping[str | None, TemplateFile]:
-        return self._index.get((channel, name), {})
+        return self._scan.index.get((channel, name), {})
 
     def locales(self, channel: str, name: str) -> frozenset[str]:
         """The locales a template is written in (files without a locale aside)."""
-        return self._locales.get((channel, name), frozenset())
+        return self._scan.locales.get((channel, name), frozenset())
 
     def resolve(self, channel: str, name: str, locale: str | None, default: str | None) -> TemplateFile | None:
         """The file for a reader of `locale`: see `locale_chain` for the order, `negotiate` for matching."""
-        locale, default = _tag(locale), _tag(default)
-        key = (channel, name, locale, default)
+        scan = self._scan
+        key = (channel, name, _tag(locale), _tag(default))
         try:
-            return self._resolved[key]
+            return scan.resolved[key]
         except KeyError:
             pass
-        variants, available = self.variants(channel, name), self.locales(channel, name)
+        variants = scan.index.get((channel, name), {})
+        available = scan.locales.get((channel, name), frozenset())
         found = None
-        for option in locale_chain(locale, default):
+        for option in locale_chain(key[2], key[3]):
             if option is None:
                 found = variants.get(None)
             else:
@@ -225,9 +231,7 @@ class TemplateCatalog:
                 found = variants[match] if match is not None else None
             if found is not None:
                 break
-        if len(self._resolved) >= MAX_CACHED:
-            self._forget()
-        self._resolved[key] = found
+        _keep(scan.resolved, key, found)
         return found
 
     def fallback_of(self, channel: str, name: str, locale: str) -> TemplateFile | None:
