@@ -21,7 +21,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
-_LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+# BCP 47 as sources write it: any case, `_` or `-` (zh_TW, RU, en-US-u-ca-gregory); negotiation reads it.
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")
 # Size limits, in bytes of JSON as stored (UTF-8). Values over 64 bytes already leave Redis's
 # compact hash encoding, so these do not keep a contact compact; they bound what one contact
 # costs, since its whole hash is read at every evaluation and its events are copied into its

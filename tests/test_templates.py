@@ -63,7 +63,9 @@ def test_layout_gets_locale_and_direction(renderer):
 
 
 def test_locale_fallback_order():
-    assert locale_chain("pt-BR", "en") == ["pt-BR", "pt", "en", None]
+    # the contact's locale, the journey's, a file without a locale, English (each locale negotiated)
+    assert locale_chain("pt-BR", "en") == ["pt-BR", "en", None]
+    assert locale_chain("pt-BR", "de") == ["pt-BR", "de", None, "en"]
     assert locale_chain(None, "en") == ["en", None]
     assert text_direction("fa") == "rtl" and text_direction("ar-EG") == "rtl" and text_direction("pl") == "ltr"
 

@@ -667,7 +667,7 @@ stages:
     assert result.code == 1
 
 
-def test_a_template_missing_for_the_journey_locale(check, lang):
+def test_a_template_missing_for_the_journey_locale_falls_back_to_english(check, lang):
     # Given a template written in English and Russian only, used by a Polish journey
     for locale in ("en", "ru"):
         write(lang / "templates" / "email" / f"promo.{locale}.html", NOTE)
@@ -680,9 +680,32 @@ stages:
       - send: email
         template: promo
 """)
-    assert result.problems == [f"{path}:7:19: template email/promo has no version for the journey locale 'pl'"], \
+    # Then the journey's locale line warns that its contacts get English, and _contact.yaml's locales
+    # without a version are named at the step
+    assert result.problems == [
+        f"{path}:2:9: warning: no version in 'pl' of email/promo: it falls back to en",
+        f"{path}:7:19: warning: template email/promo has no version for zh-TW, pl, fa: those contacts get the en one",
+    ], result.text
+    assert result.hint(result.problems[0]) == \
+        f"add pl versions (e.g. {lang / 'templates' / 'email' / 'promo.pl.<ext>'}), or set locale: to one they " \
+        "are written in: en, ru"
+    assert result.code == 0
+
+
+def test_a_template_with_neither_the_journey_locale_nor_english_is_an_error(check, lang):
+    write(lang / "templates" / "email" / "promo.ru.html", NOTE)
+    path, result = check("polish", """\
+journey: polish
+locale: pl
+stages:
+  - name: all
+    steps:
+      - send: email
+        template: promo
+""")
+    assert result.problems[0] == f"{path}:7:19: template email/promo has no version for the journey locale 'pl'", \
         result.text
-    assert result.hint(result.problems[0]) == "found: en, ru; add promo.pl.<ext> (the fallback for contacts " \
+    assert result.hint(result.problems[0]) == "found: ru; add promo.pl.<ext> (the fallback for contacts " \
                                               "without a match)"
     assert result.code == 1
 

@@ -42,6 +42,7 @@ from automation.language.samples import sample_context
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos
 from automation.language.sources import Sources
 from automation.language.workspace import MESSAGE_TYPES
+from automation.messages.locales import negotiate
 from automation.messages.sms import segments
 from automation.messages.templates import TemplateCheck, TemplateRenderError
 
@@ -66,6 +67,7 @@ class FlowContext:
     tracked: set[str] = field(default_factory=set)       # events this flow records (for cross-checks)
     set_attributes: set[str] = field(default_factory=set)
     events: list[tuple[str, tuple[int, int], str]] = field(default_factory=list)   # (event, where, kind)
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)   # (channel, template) not in the locale
 
     def rule(self, node: Any, key: str, extra: Iterable[str] = ()) -> Expression | None:
         where = pos(node, key)
@@ -455,19 +457,21 @@ def _check_template(step: CommentedMap, channel: str, template: str, ctx: FlowCo
                    did_you_mean(template, existing)
                    or f"create {display_path(templates.catalog.root / channel / f'{template}.{locale}.<ext>')}")
         return
-    if templates.catalog.resolve(channel, template, None, locale) is None:
+    fallback = templates.catalog.resolve(channel, template, None, locale)
+    if fallback is None:
         have = ", ".join(sorted(v or "(no locale)" for v in variants))
         report.add(where, f"template {channel}/{template} has no version for the journey locale {locale!r}",
                    f"found: {have}; add {template}.{locale}.<ext> (the fallback for contacts without a match)")
-    elif ctx.sources is not None:
-        missing = []
-        for wanted in ctx.sources.locales:
-            found = templates.catalog.resolve(channel, template, wanted, locale)
-            if found is not None and found.locale not in (wanted, wanted.split("-")[0]):
-                missing.append(wanted)
+    else:
+        if templates.catalog.fallback_of(channel, template, locale) is not None:
+            ctx.fallbacks.append((channel, template))   # one warning for the journey, at its locale
+        written = templates.catalog.locales(channel, template)
+        missing = [wanted for wanted in (ctx.sources.locales if ctx.sources else ())
+                   if negotiate(wanted, written) is None]
         if missing:
+            got = f"the {fallback.locale} one" if fallback.locale else fallback.path.name
             report.warn(where, f"template {channel}/{template} has no version for {', '.join(missing)}: "
-                               f"those contacts get the {locale} one",
+                               f"those contacts get {got}",
                         f"add {template}.<locale>.<ext>, or take the locale out of journeys/_contact.yaml")
     for variant in variants.values():
         problems = templates.renderer.check(variant)

@@ -226,6 +226,7 @@ class _Builder:
         self.references: list[Reference] = []
         self.emits: set[str] = set()
         self.sets: set[str] = set()
+        self.fallbacks: dict[tuple[str, str], None] = {}   # templates not in the journey's locale, in order
 
     # expressions, with what they read noted for the cross-journey checks
     def rule(self, node: Any, key: str, extra: Iterable[str] = ()) -> Expression | None:
@@ -261,6 +262,7 @@ class _Builder:
         self.sets |= ctx.set_attributes
         for event, where, kind in ctx.events:
             self.references.append(Reference(kind, event, where[0], where[1]))
+        self.fallbacks.update(dict.fromkeys(ctx.fallbacks))
 
     def build(self) -> Journey:
         doc, report = self.doc, self.report
@@ -295,6 +297,7 @@ class _Builder:
             ctx = self.flow_context(RUN)
             flow = build_flow(doc.get("steps"), ctx, trailing_wait_warning=False)
             self.absorb(ctx)
+        self._check_fallbacks()
         journey_args: dict[str, Any] = {}
         if flow is not None:
             journey_args["flow"] = flow
@@ -311,6 +314,27 @@ class _Builder:
             scores=self._scores(), references=tuple(self.references), emits=frozenset(self.emits),
             sets=frozenset(self.sets), name_at=pos(doc, "journey", of_key=True) if "journey" in doc else (1, 1),
             **journey_args)
+
+    def _check_fallbacks(self) -> None:
+        """Warn, at `locale:`, about the templates this journey uses that have no version in its locale
+        (after negotiation: `zh-Hant` is written in `zh-TW`): they fall back to English."""
+        if not self.fallbacks or self.templates is None:
+            return
+        catalog, locale = self.templates.catalog, self.locale
+        found = {(channel, name): catalog.fallback_of(channel, name, locale) for channel, name in self.fallbacks}
+        used = {key: file.locale for key, file in sorted(found.items()) if file is not None and file.locale is not None}
+        if not used:
+            return
+        names = ", ".join(f"{channel}/{name}" for channel, name in used)
+        fallbacks = ", ".join(sorted(set(used.values())))
+        channel, name = next(iter(used))
+        example = display_path(catalog.root / channel / f"{name}.{locale}.<ext>")
+        common = frozenset.intersection(*(catalog.locales(ch, n) for ch, n in used))
+        hint = f"add {locale} versions (e.g. {example})" + \
+            (f", or set locale: to one they are written in: {', '.join(sorted(common))}" if common else "")
+        where = pos(self.doc, "locale") if "locale" in self.doc else (1, 1)
+        self.report.warn(where, f"no version in {locale!r} of {names}: "
+                                f"{'it falls' if len(used) == 1 else 'they fall'} back to {fallbacks}", hint)
 
     def _timezone(self) -> str:
 

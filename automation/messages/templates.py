@@ -23,7 +23,7 @@ from __future__ import annotations
 import html as html_lib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -35,6 +35,7 @@ from ruamel.yaml import YAML
 
 from automation.errors import TemplateRenderError
 from automation.expressions import configure
+from automation.messages.locales import locale_chain, negotiate, text_direction
 
 #: Parts of the built-in message kinds: (required, optional).
 MESSAGE_PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -45,7 +46,8 @@ MESSAGE_PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 HTML_PARTS = frozenset({"html"})
 DEFAULTS_FILE = "defaults.yaml"
 logger = logging.getLogger(__name__)
-RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "ps", "yi", "ckb"})
+#: Negotiated answers kept per catalog (contact locales are few, but a bad source could send many).
+MAX_CACHED = 10_000
 
 
 #: For a channel, the message parts its templates must and may define.
@@ -89,29 +91,36 @@ _FILE = re.compile(
 )
 
 
-def locale_chain(locale: str | None, default: str | None) -> list[str | None]:
-    """Lookup order: the contact's locale, its language, the journey default, its language, none."""
-    chain: list[str | None] = []
-    for candidate in (locale, default):
-        if candidate:
-            for option in (candidate, candidate.split("-")[0]):
-                if option not in chain:
-                    chain.append(option)
-    chain.append(None)
-    return chain
+@dataclass
+class _Scan:
+    """One scan of the templates folder and the answers negotiated from it. A change replaces it
+    whole, so a thread still working with the old scan never files an answer under the new one."""
+
+    index: dict[tuple[str, str], dict[str | None, TemplateFile]] = field(default_factory=dict)
+    locales: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resolved: dict[tuple[str, str, str | None, str | None], TemplateFile | None] = field(default_factory=dict)
+    merged: dict[tuple[str | None, str | None], dict[str, Any]] = field(default_factory=dict)
+    defining: dict[tuple[str, str | None, str | None], str | None] = field(default_factory=dict)
 
 
-def text_direction(locale: str | None) -> str:
-    return "rtl" if locale and locale.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
+def _keep(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= MAX_CACHED:
+        cache.clear()
+    cache[key] = value
 
 
 class TemplateCatalog:
-    """Index of the template files on disk; rescanned on `refresh()`."""
+    """Index of the template files on disk; rescanned on `refresh()`.
+
+    Which file and which defaults a contact gets is negotiated by `automation.messages.locales`
+    (zh-HK gets zh-TW, ru-RU gets ru); the answers are kept until the files change, because
+    every message asks.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._index: dict[tuple[str, str], dict[str | None, TemplateFile]] = {}
-        self._defaults: dict[str, dict[str, Any]] = {}
+        self._scan = _Scan()
         self._signature: int | None = None
         self.version = 0
         self.refresh()
@@ -136,12 +145,13 @@ class TemplateCatalog:
         if defaults.is_file():
             info = defaults.stat()
             stamps.append((str(defaults), info.st_mtime_ns, info.st_size))
-        self._index = index
-        self._defaults = self._read_defaults()
         signature = hash(tuple(stamps))
-        if signature != self._signature:
-            self._signature = signature
-            self.version += 1
+        if signature == self._signature:
+            return
+        locales = {key: frozenset(loc for loc in by_locale if loc) for key, by_locale in index.items()}
+        self._scan = _Scan(index, locales, self._read_defaults())
+        self._signature = signature
+        self.version += 1
 
     def _read_defaults(self) -> dict[str, dict[str, Any]]:
         """`defaults.yaml`: values used when a contact lacks them, per locale."""
@@ -156,37 +166,87 @@ class TemplateCatalog:
             return {}
         return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
 
+    @staticmethod
+    def _defaults_chain(locale: str | None, default_locale: str | None, available: frozenset[str]) -> list[str]:
+        """The locales of defaults.yaml to read, most specific first, English last."""
+        chosen = (negotiate(option, available) for option in locale_chain(locale, default_locale)
+                  if option is not None)
+        return list(dict.fromkeys(found for found in chosen if found is not None))
+
     def defaults_for(self, locale: str | None, default_locale: str | None) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for option in reversed(locale_chain(locale, default_locale)):
-            if option is not None:
-                merged.update(self._defaults.get(option, {}))
-        return merged
+        """The values of defaults.yaml for a reader of `locale` (then the journey's locale, then English)."""
+        scan, key = self._scan, (_tag(locale), _tag(default_locale))
+        merged = scan.merged.get(key)
+        if merged is None:
+            merged = {}
+            for option in reversed(self._defaults_chain(*key, frozenset(scan.defaults))):
+                merged.update(scan.defaults[option])
+            _keep(scan.merged, key, merged)
+        return dict(merged)
 
     def locale_defining(self, key: str, locale: str | None, default_locale: str | None) -> str | None:
         """The first locale in the lookup order whose defaults define `key`: the language a text
         from `defaults_for` is in (a page's `lang`), or None when no locale defines it."""
-        for option in locale_chain(locale, default_locale):
-            if option is not None and key in self._defaults.get(option, {}):
-                return option
-        return None
+        scan, wanted = self._scan, (key, _tag(locale), _tag(default_locale))
+        try:
+            return scan.defining[wanted]
+        except KeyError:
+            pass
+        defining = frozenset(loc for loc, values in scan.defaults.items() if key in values)
+        chain = self._defaults_chain(wanted[1], wanted[2], defining)
+        found = chain[0] if chain else None
+        _keep(scan.defining, wanted, found)
+        return found
 
     def files(self) -> Iterable[TemplateFile]:
-        for by_locale in self._index.values():
+        for by_locale in self._scan.index.values():
             yield from by_locale.values()
 
     def names(self, channel: str) -> list[str]:
-        return sorted(name for ch, name in self._index if ch == channel)
+        return sorted(name for ch, name in self._scan.index if ch == channel)
 
     def variants(self, channel: str, name: str) -> Mapping[str | None, TemplateFile]:
-        return self._index.get((channel, name), {})
+        return self._scan.index.get((channel, name), {})
+
+    def locales(self, channel: str, name: str) -> frozenset[str]:
+        """The locales a template is written in (files without a locale aside)."""
+        return self._scan.locales.get((channel, name), frozenset())
 
     def resolve(self, channel: str, name: str, locale: str | None, default: str | None) -> TemplateFile | None:
-        variants = self.variants(channel, name)
-        for option in locale_chain(locale, default):
-            if option in variants:
-                return variants[option]
-        return None
+        """The file for a reader of `locale`: see `locale_chain` for the order, `negotiate` for matching."""
+        scan = self._scan
+        key = (channel, name, _tag(locale), _tag(default))
+        try:
+            return scan.resolved[key]
+        except KeyError:
+            pass
+        variants = scan.index.get((channel, name), {})
+        available = scan.locales.get((channel, name), frozenset())
+        found = None
+        for option in locale_chain(key[2], key[3]):
+            if option is None:
+                found = variants.get(None)
+            else:
+                match = negotiate(option, available)
+                found = variants[match] if match is not None else None
+            if found is not None:
+                break
+        _keep(scan.resolved, key, found)
+        return found
+
+    def fallback_of(self, channel: str, name: str, locale: str) -> TemplateFile | None:
+        """The file readers of `locale` get when the template has versions in other languages but
+        not in theirs, and that file is not one written for every language (no locale): else None."""
+        available = self.locales(channel, name)
+        if not available or negotiate(locale, available) is not None:
+            return None
+        found = self.resolve(channel, name, None, locale)
+        return found if found is not None and found.locale is not None else None
+
+
+def _tag(value: Any) -> str | None:
+    """A locale as stored (an attribute may hold anything): only text can be a tag."""
+    return value if isinstance(value, str) else None
 
 
 def _plain(rendered: str) -> str:
