@@ -34,7 +34,7 @@ from automation.errors import CalendarError
 
 __all__ = [
     "CalendarError", "zone", "parse_time_of_day", "parse_weekdays", "next_time_of_day", "date_instant",
-    "next_anniversary", "check_cron", "next_cron",
+    "next_anniversary", "check_cron", "next_cron", "local_moment", "quiet_until",
 ]
 
 UTC = ZoneInfo("UTC")
@@ -184,6 +184,17 @@ def next_time_of_day(after: float, tz: str | ZoneInfo, at: time, weekdays: froze
         if instant >= after:
             return instant
     raise AssertionError("unreachable: every week has an allowed day")  # pragma: no cover
+
+
+def local_moment(after: float, tz: str | ZoneInfo, at: time, day: date | None = None) -> float:
+    """Wall time `at` in `tz` on `day` if that is not before `after`; else (or with no day) the first
+    instant >= `after` at which the wall clock reads `at`. "10:00 on the 24th in each contact's zone"
+    for whoever is reached in time, the next 10:00 for whoever is not."""
+    if day is not None:
+        instant = _instant(day, at, _tz(tz))
+        if instant >= after:
+            return instant
+    return next_time_of_day(after, tz, at)
 
 
 def quiet_until(now: float, tz: str | ZoneInfo, start: time, end: time) -> float | None:

@@ -53,6 +53,10 @@ EXPECTED = Counter({
     ("sora", "renewal-reminder"): 1, ("sora", "renewal-tomorrow"): 1,
     ("liam", "sms-welcome"): 1,
     ("hiro", "notify-account-team"): 1, ("grace", "notify-account-team"): 1, ("tara", "notify-account-team"): 1,
+    # flash-sale, sent on day 14.5 for 10:00 local to active and loyal customers: a push to whoever
+    # takes push (Quinn), an email to the others
+    ("quinn", "flash-sale"): 1, ("hiro", "season-preview"): 1, ("farid", "season-preview"): 1,
+    ("grace", "season-preview"): 1, ("tara", "season-preview"): 1, ("jonas", "season-preview"): 1,
 })
 #: The loyalty programme broadcasts on the 1st of each month: once or twice in 40 days, depending on the date.
 BROADCAST = ("loyalty-points", {"hiro", "grace"})
@@ -180,6 +184,9 @@ def test_demo_delivers_the_lifecycle_messages_and_cleans_up(project: Path):
 
     # The timeline tells the story in order, on the days the engine recorded
     assert "skipped email welcome" in out and "no valid email address" in out
+    # The flash sale goes at 10:00 on each contact's own clock: Hiro in Tokyo before Grace in Europe
+    assert "marketing        *  sends the flash-sale broadcast for 10:00 in each contact's zone" in out
+    assert sent(lines, "hiro", "season-preview").day < sent(lines, "grace", "season-preview").day
     checkout = one(lines, "ana", "*  checkout_started")
     started = one(lines, "ana", "-> starts journey 'cart-abandonment'  (event checkout_started)")
     cart_reminder, cart_coupon = sent(lines, "ana", "cart-reminder"), sent(lines, "ana", "cart-coupon")

@@ -1026,7 +1026,7 @@ def test_the_shipped_journey_library_validates_without_a_single_line(capsys, pro
 # -- the published JSON Schema --------------------------------------------------------------------------
 
 STEP_KINDS = ("send", "wait", "wait_until", "wait_for", "branch", "split", "coupon", "track", "set", "exit")
-TRIGGER_KINDS = ("event", "enters", "leaves", "attribute", "date", "schedule", "when")
+TRIGGER_KINDS = ("event", "enters", "leaves", "attribute", "date", "schedule", "broadcast", "when")
 
 
 def test_the_shipped_journeys_validate_against_the_schema():
@@ -1103,6 +1103,7 @@ UNKNOWN_TRIGGER_KEYS = [
     ("attribute", "{attribute: plan, wher: change.new == 'pro'}", "2:28", "wher", "where"),
     ("date", "{date: contact.birthday, yearyl: true}", "2:35", "yearyl", "yearly"),
     ("schedule", "{schedule: '0 10 * * mon', wher: contact.plan == 'pro'}", "2:37", "wher", "where"),
+    ("broadcast", "{broadcast: true, wher: contact.plan == 'pro'}", "2:28", "wher", "where"),
     ("when", "{when: contact.plan == 'pro', wher: contact.nps > 8}", "2:40", "wher", "where"),
 ]
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import date
 from typing import Any, Iterable, Mapping
 
-from automation.calendar import date_instant, next_anniversary, zone
+from automation.calendar import CalendarError, date_instant, local_moment, next_anniversary, parse_time_of_day, zone
 from automation.engine import runs
 from automation.engine.runs import START, Changes
 from automation.engine.scores import add_points
@@ -65,10 +66,10 @@ def evaluate(state: ContactState, journeys: Mapping[str, Journey], now: float,
             _event(changes, ordered, str(payload[0]), float(payload[1]), payload[2] if len(payload) > 2 else {})
         elif kind == "a" and len(payload) == 3:
             _attribute(changes, ordered, str(payload[0]), payload[1], payload[2])
-        elif kind == "b" and len(payload) == 2:
+        elif kind == "b" and len(payload) in (2, 3):
             journey = journeys.get(str(payload[0]))
             if journey is not None:
-                _broadcast(changes, journey, str(payload[1]))
+                offer_broadcast(changes, journey, str(payload[1]), payload[2] if len(payload) == 3 else None)
     moves = _stages(changes, ordered)
     _stage_triggers(changes, ordered, moves)
     _conditions(changes, ordered)
@@ -165,31 +166,84 @@ def _attribute(changes: Changes, journeys: list[Journey], name: str, old: Any, n
                 _try_start(changes, journey, f"{name} changed")
 
 
-def _broadcast(changes: Changes, journey: Journey, occurrence: str) -> None:
+def offer_broadcast(changes: Changes, journey: Journey, occurrence: str,
+                    spec: Mapping[str, Any] | None = None) -> str:
+    """A broadcast reaches the contact: start a run now, or arm one for a local time (`spec`:
+    {"local": "10:00", "day": "2026-12-24" or None, "after": when the broadcast began}).
+
+    Returns "" if a run started or was armed, else why not (for dry runs).
+    """
     trigger = journey.trigger
-    if trigger is None or trigger.kind != "schedule":
-        return
+    if trigger is None or not trigger.broadcasts:
+        return "not a broadcast"
     if changes.enrollment(journey.name).broadcast == occurrence:
-        return  # a redelivered broadcast batch
+        return "already reached"            # a redelivered broadcast chunk
     changes.jset(journey.name, bt=occurrence)
-    if changes.holds(journey, trigger.where, None, "trigger: "):
-        _try_start(changes, journey, "scheduled broadcast")
+    if not changes.holds(journey, trigger.where, None, "trigger: "):
+        return "where"
+    why = _why_not_start(changes, journey)
+    if why:
+        return why
+    start = _local_start(changes, journey, spec) if spec else None
+    if start is None or start <= changes.now + 0.001:
+        runs.start(changes, journey, RUN, "broadcast")
+        return ""
+    # Armed like a date trigger: a run waiting at START, started (and checked again) when the time comes.
+    changes.jset(journey.name, sp=START, du=due_text(start))
+    changes.timers[step_member(journey.name, changes.state.id)] = start
+    return ""
 
 
-def _try_start(changes: Changes, journey: Journey, reason: str) -> bool:
-    """Start a run of a triggered journey if the audience and the re-entry policy allow it."""
+def _local_start(changes: Changes, journey: Journey, spec: Mapping[str, Any]) -> float | None:
+    """When a local-time broadcast starts for this contact: that time in their own zone."""
+    try:
+        at = parse_time_of_day(str(spec["local"]))
+        day = date.fromisoformat(str(spec["day"])) if spec.get("day") else None
+        after = float(spec.get("after") or changes.now)
+    except (CalendarError, KeyError, TypeError, ValueError):
+        logger.error("unreadable broadcast item for %s: %r", journey.name, spec)
+        return None
+    return local_moment(after, zone(changes.state.attributes.get("timezone"), journey.timezone), at, day)
+
+
+def start_armed(changes: Changes, journey: Journey, due: float) -> bool:
+    """Start a run armed for this moment (a date trigger's, a local-time broadcast's), checking
+    again that the contact takes part: they may have changed since it was armed."""
+    trigger = journey.trigger
+    if trigger is None:
+        return False
+    if trigger.kind == "date":
+        if not date_may_start(changes, journey):
+            return False
+        runs.start(changes, journey, RUN, "date", base=due)
+        return True
+    if trigger.broadcasts and changes.holds(journey, trigger.where, None, "trigger: "):
+        return _try_start(changes, journey, "broadcast at local time", base=due)
+    return False
+
+
+def _why_not_start(changes: Changes, journey: Journey) -> str:
+    """Why a run of a triggered journey may not start now ("" if it may): the contact is in a run
+    already, the re-entry policy, or the audience."""
     enrollment = changes.enrollment(journey.name)
     if enrollment.stage is not None:
-        return False                        # already in a run: triggers do not restart it
+        return "in a run"                   # triggers do not restart a run
     policy = journey.re_entry
     if enrollment.occurrence and policy.policy == "once":
-        return False
+        return "re_entry"
     if policy.policy == "after" and enrollment.entered_at is not None \
             and changes.now - enrollment.entered_at < policy.cooldown:
-        return False
+        return "re_entry"
     if journey.audience is not None and not changes.holds(journey, journey.audience, None, "audience: "):
+        return "audience"
+    return ""
+
+
+def _try_start(changes: Changes, journey: Journey, reason: str, base: float | None = None) -> bool:
+    """Start a run of a triggered journey if the audience and the re-entry policy allow it."""
+    if _why_not_start(changes, journey):
         return False
-    runs.start(changes, journey, RUN, reason)
+    runs.start(changes, journey, RUN, reason, base=base)
     return True
 
 
@@ -308,4 +362,4 @@ def _dates(changes: Changes, journeys: list[Journey]) -> None:
             changes.timers[member] = when
 
 
-__all__ = ["evaluate", "parse_inbox", "next_date", "date_may_start"]
+__all__ = ["evaluate", "parse_inbox", "next_date", "date_may_start", "offer_broadcast", "start_armed"]

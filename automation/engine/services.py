@@ -45,7 +45,9 @@ class Engine:
         self.liveness = Liveness(self.runtime, self.worker_id)
 
     @classmethod
-    def create(cls, runtime: Runtime, channels: ChannelRegistry | None = None) -> "Engine":
+    def create(cls, runtime: Runtime, channels: ChannelRegistry | None = None, publish: bool = True) -> "Engine":
+        """The engine of a worker process; `publish=False` for read-only uses (dry runs) that must not
+        write what the served journeys watch or arm their broadcasts."""
         settings = runtime.settings
         channels = channels or ChannelRegistry(settings)
         catalog = TemplateCatalog(settings.templates_dir)
@@ -59,6 +61,8 @@ class Engine:
         scripts = Scripts(runtime.redis)
         engine = cls(runtime, journeys, renderer, catalog, channels, ContactStore(runtime), scripts,
                      TimerStore(runtime), ChannelPauses(runtime), RateLimiter(runtime, settings.rate_limits, scripts))
+        if not publish:
+            return engine
         journeys.on_change.append(engine.publish)
         try:
             engine.publish(journeys.journeys)

@@ -23,7 +23,6 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,14 +31,16 @@ from automation.channels.base import Result
 from automation.engine import runs
 from automation.engine.apply import Plan, apply_plans, log_rule_errors
 from automation.engine.context import rule_context, step_data, template_context
-from automation.engine.evaluation import date_may_start
+from automation.engine.broadcasts import cancelled
+from automation.engine.caps import caps_plan
+from automation.engine.evaluation import start_armed
 from automation.engine.runs import START, Changes
 from automation.engine.services import Engine
 from automation.calendar import quiet_until, zone
 from automation.expressions import RuleError, TimeTracker
 from automation.language.flow import SendNode, resume_after
 from automation.language.journey import RUN, Journey
-from automation.language.workspace import ALL_MARKETING, Workspace
+from automation.language.workspace import Workspace
 from automation.messages.templates import TemplateRenderError
 from automation.messages.unsubscribe import list_unsubscribe_headers, unsubscribe_url
 from automation.store import fields
@@ -174,9 +175,14 @@ def prepare(engine: Engine, claims: list[Claim], now: float) -> Batch:
 
 
 def resume(engine: Engine, resumes: list[tuple[Claim, ContactState, Journey]], now: float) -> None:
-    """Move runs past waits that ended, and start the runs of date triggers whose moment came."""
+    """Move runs past waits that ended, and start runs armed for a moment that came (date triggers,
+    local-time broadcasts)."""
     scores = engine.scores()
     plans = []
+    stopped = cancelled(engine.runtime, [(journey.name, state.enrollments[journey.name].broadcast or "")
+                                         for _, state, journey in resumes
+                                         if state.enrollments[journey.name].step == START
+                                         and journey.trigger is not None and journey.trigger.broadcasts])
     for claim, state, journey in resumes:
         name = journey.name
         enrollment = state.enrollments[name]
@@ -184,11 +190,8 @@ def resume(engine: Engine, resumes: list[tuple[Claim, ContactState, Journey]], n
                   for part in ("st", "oc", "sp", "du")]
         changes = Changes(state, now, scores)
         if enrollment.step == START:
-            trigger = journey.trigger
-            # Checked again at the moment itself: the contact may have changed since it was armed.
-            if trigger is not None and trigger.kind == "date" and date_may_start(changes, journey):
-                runs.start(changes, journey, RUN, "date", base=enrollment.due)
-            else:
+            assert enrollment.due is not None
+            if (name, enrollment.broadcast or "") in stopped or not start_armed(changes, journey, enrollment.due):
                 changes.jset(name, sp=None, du=None)
         else:
             flow = journey.flow_of(enrollment.stage)
@@ -251,7 +254,7 @@ def check(engine: Engine, job: Job, now: float, paused: dict[str, Pause]) -> Non
         quiet = _quiet_hours(job, workspace, now)
         if quiet is not None:
             return quiet
-        job.caps = _caps(engine, job, workspace, now)
+        job.caps = caps_plan(engine.journeys.journeys, workspace, job.state, job.journey, job.step, now)
     return None
 
 
@@ -270,33 +273,6 @@ def _quiet_hours(job: Job, workspace: Workspace, now: float) -> None:
         return job.decide("skipped", "quiet_hours", f"quiet hours ({hours})")
     job.retry_at = until
     return job.decide("held", "quiet_hours", f"quiet hours ({hours}); held until {window.end:%H:%M} local")
-
-
-def _caps(engine: Engine, job: Job, workspace: Workspace, now: float) -> list[list[Any]]:
-    """The frequency caps this message counts against, each keeping the slots that more important
-    journeys' marketing messages due within the priority window will need."""
-    caps = workspace.caps_for(job.step.channel)
-    if not caps:
-        return []
-    needed: Counter[str] = Counter()
-    soon = now + workspace.priority_window
-    for name, enrollment in job.state.enrollments.items():
-        if name == job.journey.name or enrollment.step in (None, START) or enrollment.due is None \
-                or enrollment.due > soon or enrollment.stage is None:
-            continue
-        other = engine.journeys.get(name)
-        if other is None or other.priority <= job.journey.priority:
-            continue
-        flow = other.flow_of(enrollment.stage)
-        node = flow.get(enrollment.step) if flow else None
-        if isinstance(node, SendNode) and other.type_of(node) == "marketing":
-            needed[fields.frequency(node.channel)] += 1
-            needed[fields.frequency(None)] += 1
-    plan = []
-    for cap in caps:
-        counted = fields.frequency(None if cap.channel == ALL_MARKETING else cap.channel)
-        plan.append([counted, cap.window, cap.limit, needed[counted]])
-    return plan
 
 
 # -- 3. render ------------------------------------------------------------------------------------

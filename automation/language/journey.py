@@ -44,7 +44,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class Trigger:
-    kind: str                           # event, enters, leaves, attribute, date, schedule, condition
+    kind: str                           # event, enters, leaves, attribute, date, schedule, broadcast, when
     line: int
     event: str | None = None
     where: Expression | None = None     # a filter on the event, the change, or the contact
@@ -58,6 +58,11 @@ class Trigger:
     schedule: str | None = None         # cron, in the journey's time zone
     condition: Expression | None = None
     max_age: float = 86400.0            # event: older events (imported history) start nothing
+
+    @property
+    def broadcasts(self) -> bool:
+        """Whether `lifecycle broadcast` may send the journey (a scheduled or an on-demand broadcast)."""
+        return self.kind in ("schedule", "broadcast")
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from automation.messages.templates import TemplateCheck, locale_chain
 Channels = Mapping[str, "Channel | None"]
 DEFAULT_MAX_SMS_SEGMENTS = 2
 DEFAULT_EVENT_MAX_AGE = 86400.0
-TRIGGER_KINDS = ("event", "enters", "leaves", "attribute", "date", "schedule", "when")
+TRIGGER_KINDS = ("event", "enters", "leaves", "attribute", "date", "schedule", "broadcast", "when")
 
 SCHEMA: dict[str, Any] = json.loads(
     (resources.files("automation.language") / "schema" / "journey.schema.json").read_text())
@@ -441,6 +441,13 @@ class _Builder:
                            'five fields: minute hour day-of-month month day-of-week, e.g. "0 10 * * mon"')
                 return None
             return Trigger("schedule", line, schedule=expression.strip(), where=filter_)
+        if kind == "broadcast":
+            if spec["broadcast"] is not True:
+                report.add(pos(spec, "broadcast"), "`broadcast:` takes `true`",
+                           "`broadcast: true` makes a journey that `lifecycle broadcast` sends; "
+                           "for a repeating one, use `schedule:`")
+                return None
+            return Trigger("broadcast", line, where=filter_)
         condition = self.rule(spec, "when")
         return Trigger("when", line, condition=condition, where=filter_)
 

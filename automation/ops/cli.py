@@ -197,6 +197,60 @@ def cmd_reevaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broadcast(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from automation.engine.broadcasts import cancel_one_off, one_offs, parse_when, schedule_one_off
+    from automation.engine.dryrun import dry_run
+    from automation.engine.services import Engine
+    from automation.runtime import open_runtime
+
+    runtime = open_runtime(_settings())
+
+    def iso(instant: float) -> str:
+        return datetime.fromtimestamp(instant, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    try:
+        if args.list:
+            found = one_offs(runtime)
+            if args.json:
+                print(json.dumps([{**vars(b), "at": iso(b.at), "created": iso(b.created)} for b in found], indent=2))
+            for b in [] if args.json else found:
+                local = f", {b.local} local" + (f" on {b.day}" if b.day else "") if b.local else ""
+                print(f"{b.id}  {b.journey}  {b.state}  from {iso(b.at)}{local}, {b.reached} contact(s) reached")
+            return 0
+        if args.cancel:
+            cancelled = cancel_one_off(runtime, args.cancel)
+            print(f"broadcast {cancelled.id} of {cancelled.journey} cancelled "
+                  f"({cancelled.reached} contact(s) had been reached)")
+            return 0
+        if not args.journey:
+            raise InputError("name the journey to broadcast: lifecycle broadcast <journey> (or --list, --cancel ID)")
+        engine = Engine.create(runtime, publish=False)
+        try:
+            journey = engine.journeys.get(args.journey)
+            if journey is None:
+                broken = [str(path) for path in engine.journeys.failed_files]
+                raise InputError(f"no journey {args.journey!r} is served"
+                                 + (f" (files that do not load: {', '.join(broken)}; lifecycle validate)"
+                                    if broken else ""))
+            at, local, day = parse_when(args.at, journey.timezone, args.local)
+            if args.dry_run:
+                result = dry_run(engine, journey, at, local, day)
+                print(json.dumps(result.to_json(), indent=2) if args.json else result.format())
+                return 0
+            broadcast = schedule_one_off(runtime, journey, at, local, day)
+        finally:
+            engine.close()
+        local_text = f"; each contact at {broadcast.local} in their own zone" + \
+            (f" on {broadcast.day}" if broadcast.day else "") if broadcast.local else ""
+        print(f"broadcast {broadcast.id} of {broadcast.journey}: starts reaching contacts at "
+              f"{iso(broadcast.at)}{local_text} (workers send it; lifecycle broadcast --list)")
+    finally:
+        runtime.close()
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """What is configured and what is missing, per channel; nothing is sent."""
     from automation.channels import ChannelRegistry
@@ -638,6 +692,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("contact_ids", nargs="*")
     p.add_argument("--all", action="store_true", help="every contact (scans all contacts once)")
     p.set_defaults(func=cmd_reevaluate)
+
+    p = sub.add_parser("broadcast", help="send a broadcast journey once: now, at a time, or at a local time "
+                                         "in each contact's zone; --dry-run counts who would get it")
+    p.add_argument("journey", nargs="?", help="a journey with `trigger: {broadcast: true}` (or a `schedule:`)")
+    p.add_argument("--at", help="when: ISO time (2026-12-24T10:00, in the journey's zone unless it has an "
+                                "offset), or with --local the day (2026-12-24); default now")
+    p.add_argument("--local", metavar="HH:MM", help="send at this time in each contact's own zone")
+    p.add_argument("--dry-run", action="store_true",
+                   help="send nothing: count per channel and locale who would get it, after consent, "
+                        "suppression, quiet hours and frequency caps")
+    p.add_argument("--list", action="store_true", help="list one-off broadcasts and their progress")
+    p.add_argument("--cancel", metavar="ID", help="stop a one-off broadcast (contacts not reached yet are not)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_broadcast)
 
     p = sub.add_parser("check-config", help="what is configured and what is missing, per channel (sends nothing)")
     p.set_defaults(func=cmd_check_config)

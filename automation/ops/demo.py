@@ -29,6 +29,7 @@ from ruamel.yaml import YAML
 
 from automation.clock import ScaledClock
 from automation.config import Settings
+from automation.engine.broadcasts import parse_when, schedule_one_off
 from automation.engine.dispatch import DramatiqDispatcher, broker_namespace
 from automation.engine.scheduler import Scheduler
 from automation.engine.services import Engine
@@ -57,6 +58,8 @@ class ScriptedEvent:
     event: str
     properties: dict[str, Any]
     attributes: dict[str, Any] | None = None
+    broadcast: str = ""         # a journey marketing sends as a one-off broadcast (`lifecycle broadcast`)
+    local: str = ""             # ... at this time in each contact's own zone
 
 
 class _StopsAt:
@@ -226,8 +229,9 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
     data = load_population()
     names = {c["id"]: f"{c['attributes']['first_name']} ({c['id']})" if c["attributes"].get("first_name") else c["id"]
              for c in data["contacts"]}
-    script = sorted((ScriptedEvent(s["day"], s["contact"], s.get("event", ""), s.get("properties", {}),
-                                   s.get("set")) for s in data["script"]), key=lambda s: s.day)
+    script = sorted((ScriptedEvent(s["day"], s.get("contact", ""), s.get("event", ""), s.get("properties", {}),
+                                   s.get("set"), s.get("broadcast", ""), s.get("local", ""))
+                     for s in data["script"]), key=lambda s: s.day)
     store = ContactStore(runtime)
     print(f"lifecycle demo: {len(data['contacts'])} contacts, journeys: {', '.join(engine.journeys.journeys)}; "
           f"{days:g} simulated days at {speed / DAY:g} day(s) per second; messages go to {outbox}/", file=out)
@@ -248,6 +252,14 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
             now = runtime.clock.now()
             while script and origin + script[0].day * DAY <= now:
                 item = script.pop(0)
+                if item.broadcast:
+                    _, local, _ = parse_when(None, "UTC", item.local or None)
+                    journey = engine.journeys.get(item.broadcast)
+                    assert journey is not None, f"the demo's broadcast {item.broadcast} is not served"
+                    schedule_one_off(runtime, journey, local=local)
+                    timeline.line(now, "marketing", f"*  sends the {item.broadcast} broadcast"
+                                  + (f" for {item.local} in each contact's zone" if item.local else ""))
+                    continue
                 if item.attributes is not None:
                     store.identify(item.contact, item.attributes)
                     timeline.line(now, item.contact, f"*  sets {json.dumps(item.attributes, ensure_ascii=False)}")

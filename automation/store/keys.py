@@ -1,7 +1,8 @@
 """Redis key layout. One place names every key, so docs/architecture.md can list them.
 
 Timer members are short strings (`s|<journey>|<contact>` for a run's next step,
-`r|<contact>` for re-evaluating a contact, `b|<journey>` for a scheduled broadcast)
+`r|<contact>` for re-evaluating a contact, `b|<journey>` for a scheduled broadcast,
+`b|<journey>|<id>` for a one-off broadcast)
 because memory per pending timer is what limits how many contacts one Redis can hold.
 """
 
@@ -40,9 +41,15 @@ class Keys:
         """Names of the contact attributes attribute-change triggers watch."""
         return f"{self.namespace}:watch:attributes"
 
-    def broadcast(self, journey: str) -> str:
-        """Progress of a scheduled journey's broadcast: schedule, occurrence, scan cursor."""
-        return f"{self.namespace}:bc:{journey}"
+    def broadcast(self, journey: str, one_off: str = "") -> str:
+        """Progress of a scheduled journey's broadcast (schedule, occurrence, scan cursor), or of
+        one one-off broadcast of a journey (when, local time, state, scan cursor)."""
+        return f"{self.namespace}:bc:{journey}:{one_off}" if one_off else f"{self.namespace}:bc:{journey}"
+
+    @property
+    def one_off_broadcasts(self) -> str:
+        """One-off broadcasts (`<journey>|<id>`), scored by when they go (journey clock)."""
+        return f"{self.namespace}:broadcasts"
 
     def shard_of(self, contact_id: str) -> int:
         return zlib.crc32(contact_id.encode()) % self.shards
@@ -168,7 +175,7 @@ def due(timestamp: float) -> str:
     return repr(math.floor(timestamp * 1000) / 1000)
 
 
-#: Timer member kinds: a run's next step, a contact's re-evaluation, a scheduled broadcast.
+#: Timer member kinds: a run's next step, a contact's re-evaluation, a broadcast.
 STEP, RECHECK, BROADCAST = "s", "r", "b"
 
 
@@ -180,19 +187,22 @@ def recheck_member(contact_id: str) -> str:
     return f"{RECHECK}|{contact_id}"
 
 
-def broadcast_member(journey: str) -> str:
-    """The timer of a scheduled journey's next broadcast (sharded by the journey name)."""
-    return f"{BROADCAST}|{journey}"
+def broadcast_member(journey: str, one_off: str = "") -> str:
+    """The timer of a scheduled journey's next broadcast, or of a one-off broadcast (sharded by the
+    journey name)."""
+    return f"{BROADCAST}|{journey}|{one_off}" if one_off else f"{BROADCAST}|{journey}"
 
 
 def parse_member(member: str) -> tuple[str, str | None, str]:
-    """(kind, journey or None, contact id) from a timer member (a broadcast has no contact: "")."""
+    """(kind, journey or None, contact id) from a timer member; for a broadcast, (kind, journey,
+    one-off id), the id "" for a scheduled journey's."""
     kind, _, rest = member.partition("|")
     if kind == STEP:
         journey, _, contact_id = rest.partition("|")
         return kind, journey, contact_id
     if kind == BROADCAST:
-        return kind, rest, ""
+        journey, _, one_off = rest.partition("|")
+        return kind, journey, one_off
     return kind, None, rest
 
 

@@ -86,6 +86,16 @@ class Suppressions:
         data = json.loads(raw)
         return Suppression(channel, value, data.get("reason", ""), float(data.get("at", 0)))
 
+    def which(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (channel, normalized address) pairs are listed, in one round trip."""
+        asked = sorted(set(pairs))
+        if not asked:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for channel, address in asked:
+            pipe.hexists(self.keys.suppressed(channel), address)
+        return {pair for pair, listed in zip(asked, pipe.execute(), strict=True) if listed}
+
     def listed(self, channel: str) -> list[Suppression]:
         found = []
         for address, raw in self.redis.hscan_iter(self.keys.suppressed(channel), count=1000):
