@@ -91,12 +91,14 @@ VARS_VALUE = re.compile(r"^\s*vars\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
 
 
 def check_vars(used: Iterable[str], where: tuple[int, int], known: Mapping[str, Any], report: Report,
-               what: str = "") -> None:
-    """`vars.<name>` that neither the journey's vars nor any split variant sets: an error where it is used."""
+               template: str = "") -> None:
+    """`vars.<name>` that neither the journey's vars nor any split variant sets: an error where it is used
+    (for a template, where the step names it)."""
     for name in sorted(set(used) - set(known)):
-        report.add(where, f"{what}'vars.{name}' is set by no split variant and not in the journey's vars",
-                   did_you_mean(name, known) or f"add vars: {{{name}: ...}} to the variants of a split before "
-                                                 "this step (or to the journey's vars)")
+        message = (f"template {template} uses 'vars.{name}', which no split variant sets, nor the journey's vars"
+                   if template else f"'vars.{name}' is set by no split variant, nor by the journey's vars")
+        report.add(where, message, did_you_mean(name, known) or f"add vars: {{{name}: ...}} to the variants of a "
+                                                                 "split before this step (or to the journey's vars)")
 
 
 def collect_run_vars(doc: Any, journey_vars: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -223,6 +225,9 @@ def _build_list(items: Any, continuation: str | None, ctx: FlowContext, nodes: d
         kind = kind_of(step)
         if kind is None:
             continue  # the schema reports an empty step
+        if step.get("once") is True and kind not in ONCE_KINDS:
+            report.add(pos(step, "once"), f"once is for steps that do something, not for {kind}",
+                       "put once: true on the send, coupon, track or set step itself")
         seconds = 0.0
         if "wait" in step:
             try:
@@ -269,12 +274,8 @@ def _build_node(step: CommentedMap, kind: str, seconds: float, next_id: str | No
         return WaitNode(id=f"{step_id}-wait", next=next_id, line=line, condition=None, seconds=seconds)
     condition = ctx.rule(step, "if") if "if" in step else None
     common: dict[str, Any] = {"id": step_id, "next": next_id, "line": line, "condition": condition}
-    if step.get("once") is True:
-        if kind in ONCE_KINDS:
-            common["once"] = True
-        else:
-            ctx.report.add(pos(step, "once"), f"once is for steps that do something, not for {kind}",
-                           "put once: true on the send, coupon, track or set step itself")
+    if step.get("once") is True and kind in ONCE_KINDS:
+        common["once"] = True
     if kind == "wait":
         return WaitNode(**common, seconds=seconds)
     if kind == "send":
@@ -462,9 +463,11 @@ def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Cou
         return None  # the schema reports the name at the name itself
     from_vars: dict[str, str] = {}
     for key in ("percent", "amount"):
-        match = VARS_VALUE.match(data[key]) if isinstance(data.get(key), str) else None
+        if not isinstance(data.get(key), str):
+            continue
+        match = VARS_VALUE.match(data[key])
         if match is None:
-            continue    # a number, or a text the schema reports
+            return None     # the schema reports it
         from_vars[key] = match.group(1)
         values = ctx.run_vars.get(match.group(1))
         if values is None:
@@ -477,7 +480,8 @@ def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Cou
                 ctx.report.add(pos(spec, key), f"{exc} (vars.{match.group(1)} = {value!r})",
                                f"each variant's vars.{match.group(1)} must be a valid {key}")
                 return None
-        data[key] = values[0]   # stands in until a run has its own value    if "expires" in data:
+        data[key] = values[0]   # stands in until a run has its own value
+    if "expires" in data:
         try:
             data["expires"] = parse_duration(data["expires"])
         except DurationError as exc:
@@ -566,7 +570,7 @@ def _check_template_vars(variant: Any, where: tuple[int, int], ctx: FlowContext)
         return
     used = {node.attr for node in ast.find_all(jinja_nodes.Getattr)
             if isinstance(node.node, jinja_nodes.Name) and node.node.name == "vars"}
-    check_vars(used, where, ctx.run_vars, ctx.report, what=f"template {display_path(variant.path)} uses ")
+    check_vars(used, where, ctx.run_vars, ctx.report, template=display_path(variant.path))
 
 
 def _check_names(variant: Any, channel: str, template: str, where: tuple[int, int], ctx: FlowContext) -> None:

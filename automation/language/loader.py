@@ -150,7 +150,14 @@ def _explain(error: ValidationError, doc: Any, report: Report) -> None:
                    "or track: {event: lead_qualified, properties: {source: scoring}}")
         return
     message = schema.get("x-message")
-    if message and kind in {"pattern", "type", "minLength", "minItems", "enum"}:
+    if message and kind == "oneOf" and isinstance(instance, (int, float)) and not isinstance(instance, bool):
+        # A number or vars.<name> (a coupon's percent): a number out of range says what its range is.
+        inner = [e for e in error.context or () if e.validator != "type"]
+        for sub in inner:
+            _explain(sub, doc, report)
+        if inner:
+            return
+    if message and kind in {"pattern", "type", "minLength", "minItems", "enum", "oneOf"}:
         report.add(_where(doc, path), f"{_describe(path)} {message}" if not message[0].isupper() else message,
                    schema.get("x-hint"))
         return
