@@ -3,11 +3,12 @@ exact path:line:col (the language's other constructs: tests/test_validate_langua
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import write
+from tests.conftest import ROOT, write
 from tests.test_validate_language import NOTE, Result, contact_locales, validate
 
 SPLIT = """\
@@ -132,3 +133,15 @@ def test_variant_vars_used_by_the_shared_steps_are_valid(check):
     template: deal
 """))
     assert result.lines == [], result.text
+
+
+def test_the_modelling_patterns_in_the_docs_validate(capsys, project: Path):
+    # Every complete journey in docs/journeys.md's "Modelling patterns" validates with the shipped templates
+    text = (ROOT / "docs" / "journeys.md").read_text(encoding="utf-8")
+    section = text[text.index("## Modelling patterns"):text.index("## Measuring results")]
+    examples = [block for block in re.findall(r"```yaml\n(.*?)```", section, re.S) if block.startswith("journey:")]
+    assert len(examples) == 4
+    names = [re.match(r"journey: ([\w-]+)", block).group(1) for block in examples]
+    paths = [write(project / "journeys" / f"{name}.yaml", block) for name, block in zip(names, examples, strict=True)]
+    result = validate(capsys, project, *paths)
+    assert (result.code, result.lines) == (0, []), result.text
