@@ -86,6 +86,7 @@ def test_a_short_trial_skips_the_reminder_whose_moment_has_passed(saas, make_eng
         skipped = [entry for entry in runtime.redis.xrange(runtime.keys.activity) if entry[1].get("k") == "skipped"]
         assert [(e[1]["p"], e[1]["ch"], e[1]["d"]) for e in skipped] == [
             ("saas-trial-ending", "email", "the date has passed (if_past: skip)")]
+        assert runtime.redis.hget(runtime.keys.stats, "skipped:date_passed") == "1"     # lifecycle status
     else:
         # Then send_now sends it at once, late, right after the tips
         assert sent(settings.outbox_dir, "short") == ["email saas-tips", "email saas-trial-ending",

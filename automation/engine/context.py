@@ -69,8 +69,13 @@ def step_data(state: ContactState, journey: Journey, stage: str, step: str, now:
         "stages": stages_view(state),
         "scores": {name: round(float(value), 2) for name, value in scores_view(
             state.raw, scores or {}, TimeTracker(now)).items()},
-        "vars": dict(journey.vars),
+        "vars": run_vars(journey, stage, _assignments(state, journey)),
     }
+
+
+def _assignments(state: ContactState, journey: Journey) -> Mapping[str, str]:
+    enrollment = state.enrollments.get(journey.name)
+    return enrollment.assignments if enrollment else {}
 
 
 def _iso(timestamp: float | None) -> str | None:

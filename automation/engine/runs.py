@@ -178,12 +178,15 @@ def record(changes: Changes, journey: Journey, scope: str, result: Walk, occurre
         changes.jset(name, on=fields.add_once(changes.enrollment(name).once,
                                               [fields.once_tag(scope, node_id) for node_id in result.once]))
     flow = journey.flow_of(scope)
-    for node_id, why in result.skipped:
+    for node_id, code, why in result.skipped:
+        # Counted as a send step's skip is (steps.record_plan), so status and metrics show them alike.
         node = flow.get(node_id) if flow is not None else None
         channel = getattr(node, "channel", "")
         changes.log("skipped", name, s=scope, p=node_id, ch=channel, d=why)
-        changes.stats["skipped"] += 1
-        changes.stats[f"step:{name}:{scope}:{node_id}:skipped"] += 1
+        for stat in ("skipped", f"skipped:{channel}" if channel else "", f"skipped:{code}",
+                     f"step:{name}:{scope}:{node_id}:skipped"):
+            if stat:
+                changes.stats[stat] += 1
     changes.coupons += [(key, spec) for spec in result.coupons]
     changes.emits += [(event, properties, f"{key}:{node_id}") for node_id, event, properties in result.emits]
     changes.sets.update(result.sets)

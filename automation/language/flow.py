@@ -176,7 +176,7 @@ class Walk:
     stats: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)              # rule errors met on the way
     once: list[str] = field(default_factory=list)               # ids of `once` steps done on the way
-    skipped: list[tuple[str, str]] = field(default_factory=list)   # (node id, why) of steps passed by
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)   # (node id, code, why) of steps passed by
 
 
 @dataclass
@@ -239,7 +239,7 @@ def walk(flow: Flow, start: str | None, context: WalkContext) -> Walk:
                 # skipped and the run goes on with the one after that.
                 after = flow.nodes.get(node.next) if node.next is not None else None
                 if after is not None:
-                    result.skipped.append((after.id, "the date has passed (if_past: skip)"))
+                    result.skipped.append((after.id, "date_passed", "the date has passed (if_past: skip)"))
                     node_id = after.next
                 else:
                     node_id = None
@@ -250,7 +250,8 @@ def walk(flow: Flow, start: str | None, context: WalkContext) -> Walk:
             result.pending = (node.id, context.base + node.timeout)
             return result
         if isinstance(node, BranchNode):
-            chosen = next((arm for arm in node.arms if arm.when is None or _holds(arm.when, context, result, flow)), None)
+            chosen = next((arm for arm in node.arms
+                           if arm.when is None or _holds(arm.when, context, result, flow)), None)
             node_id = (chosen.first or node.next) if chosen else node.next
             continue
         if isinstance(node, SplitNode):
@@ -272,7 +273,7 @@ def walk(flow: Flow, start: str | None, context: WalkContext) -> Walk:
             return result
         if node.once:
             if context.done_once(node.id) or node.id in result.once:
-                result.skipped.append((node.id, "done before (once: true)"))
+                result.skipped.append((node.id, "once", "done before (once: true)"))
                 node_id = node.next
                 continue
             result.once.append(node.id)
