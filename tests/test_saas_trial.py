@@ -161,3 +161,33 @@ def test_thank_you_once_across_reentries_and_variant_vars_reach_the_shared_steps
     for contact_id in (twenty, ten):
         assert [p.name.split("--")[1] for p in outbox_files(settings.outbox_dir, "email")
                 if p.name.startswith(f"{contact_id}--") and "saas-nps" in p.name] == ["saas-nps"]
+
+
+def test_once_holds_for_instant_steps_across_runs_of_a_triggered_journey(project, make_engine, runtime, run_due):
+    # Given a triggered journey every signup starts, whose coupon and event are once per contact
+    (project / "journeys" / "greet.yaml").write_text("""\
+journey: greet
+trigger: {event: page_view}
+re_entry: every_time
+steps:
+  - coupon: {name: first-visit, percent: 5, prefix: HI}
+    once: true
+  - track: greeted
+    once: true
+  - track: visited
+""", encoding="utf-8")
+    engine = make_engine()
+    lc = Lifecycle(runtime)
+    team(lc, "vic")
+    # When three page views start three runs
+    first_code = None
+    for _ in range(3):
+        lc.track("vic", "page_view", {})
+        run_due(engine)
+        code = engine.store.coupons.coupons_of("vic", lc.contact("vic").raw)["first-visit"].code
+        first_code = first_code or code
+        assert code == first_code          # no new code replaced the first one
+    # Then every run tracked `visited`, but `greeted` was recorded once
+    events = lc.contact("vic").events
+    assert (events["visited"].count, events["greeted"].count) == (3, 1)
+    assert lc.contact("vic").enrollments["greet"].occurrence == 3
