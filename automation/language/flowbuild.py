@@ -22,6 +22,7 @@ from automation.events import InputError, check_attributes, check_event_name
 from automation.expressions import Expression, did_you_mean
 from automation.language.couponspec import NAME_PATTERN, check_spec
 from automation.language.diagnostics import Diagnostic, Severity
+from automation.language.hints import closest, split_name
 from automation.language.flow import (
     Arm,
     BranchNode,
@@ -38,9 +39,10 @@ from automation.language.flow import (
     WaitNode,
     WaitUntilNode,
 )
+from automation.language.journey import RUN
 from automation.language.samples import sample_context
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos
-from automation.language.sources import Sources
+from automation.language.sources import Sources, declared
 from automation.language.workspace import MESSAGE_TYPES
 from automation.messages.locales import negotiate
 from automation.messages.sms import segments
@@ -71,7 +73,7 @@ class FlowContext:
 
     def rule(self, node: Any, key: str, extra: Iterable[str] = ()) -> Expression | None:
         where = pos(node, key)
-        expression = compile_at(node[key], where, self.names | set(extra), self.report)
+        expression = compile_at(node[key], where, self.names | set(extra), self.report, *declared(self.sources))
         if expression is not None and self.note is not None:
             self.note(expression, where)
         return expression
@@ -366,6 +368,14 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
     if not isinstance(spec, CommentedMap):
         return None
     report = ctx.report
+    name = spec.get("name") if isinstance(spec.get("name"), str) else ""
+    if "name" not in spec and not any(did_you_mean(str(key), ["name"]) for key in spec):   # a misspelt one is told
+        # Its stats are filed under the name: an unnamed split would count under a name nobody chose.
+        number = re.fullmatch(r"split-ab(?:-(\d+))?", common["id"])
+        suggested = split_name(ctx.journey, None if ctx.scope == RUN else ctx.scope,
+                               int(number.group(1) or 1) if number else 1)
+        report.add(pos(step, "split", of_key=True), "this split has no name",
+                   f"every split needs a name, which files its results: add  name: {suggested}")
     variants_doc = spec.get("variants") if isinstance(spec.get("variants"), list) else []
     variants: list[Variant] = []
     where: list[tuple[int, int]] = []
@@ -388,7 +398,8 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
         variants.append(Variant(name, weight, holdout, first, where[-1][0]))
     total = sum(v.weight for v in variants)
     if variants and abs(total - 100) > 1e-6:
-        report.add(pos(spec, "variants"), f"the weights of split {spec.get('name', '')!r} add up to {total:g}, not 100",
+        report.add(pos(spec, "variants"), f"the weights of {f'split {name!r}' if name else 'this split'} add up to "
+                                          f"{total:g}, not 100",
                    "weights are percentages of contacts: " + " + ".join(f"{v.name} {v.weight:g}" for v in variants))
     for variant, at in zip(variants, where, strict=True):
         if variant.weight <= 0:
@@ -403,6 +414,9 @@ def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Cou
     data = dict(plain(spec))
     if not isinstance(data.get("name"), str) or not NAME_PATTERN.match(data["name"]):
         return None  # the schema reports the name at the name itself
+    inside = {pos(spec, key) for key in spec}
+    if any((d.line, d.column) in inside for d in ctx.report.items if d.is_error):
+        return None  # the schema told a value at itself (percent: 20%): one finding per mistake
     if "expires" in data:
         try:
             data["expires"] = parse_duration(data["expires"])
@@ -454,7 +468,7 @@ def _check_template(step: CommentedMap, channel: str, template: str, ctx: FlowCo
     if not variants:
         existing = templates.catalog.names(channel)
         report.add(where, f"no template {template!r} for channel {channel!r}",
-                   did_you_mean(template, existing)
+                   closest(template, existing)
                    or f"create {display_path(templates.catalog.root / channel / f'{template}.{locale}.<ext>')}")
         return
     fallback = templates.catalog.resolve(channel, template, None, locale)

@@ -8,7 +8,7 @@ diagnostics of one file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -16,6 +16,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from automation.expressions import Expression, ExpressionError, compile_rule
 from automation.language.diagnostics import Diagnostic, Severity
+from automation.language.hints import rule_name_hint
 
 
 def display_path(path: Path) -> str:
@@ -56,14 +57,17 @@ def pos(node: Any, key: Any = None, *, of_key: bool = False) -> tuple[int, int]:
         return (1, 1)
 
 
-def compile_at(source: Any, where: tuple[int, int], names: Iterable[str], report: Report) -> Expression | None:
-    """Compile a rule, reporting problems at `where`; None if it does not compile."""
+def compile_at(source: Any, where: tuple[int, int], names: Iterable[str], report: Report,
+               attributes: Collection[str] = (), events: Collection[str] = ()) -> Expression | None:
+    """Compile a rule, reporting problems at `where`; None if it does not compile. `attributes` and
+    `events` (those journeys/_contact.yaml declares) turn `trial_ends_at` into `contact.trial_ends_at`."""
     if not isinstance(source, str):
         return None  # the schema reports the wrong type
+    names = frozenset(names)
     try:
         return compile_rule(source, names)
     except ExpressionError as exc:
-        report.add(where, exc.message, exc.hint)
+        report.add(where, exc.message, rule_name_hint(source, names, attributes, events) or exc.hint)
         return None
 
 

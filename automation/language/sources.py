@@ -41,6 +41,13 @@ class Sources:
     locales: tuple[str, ...] = ()
 
 
+def declared(sources: Sources | None) -> tuple[frozenset[str], frozenset[str]]:
+    """The attributes and events a rule may name: the built-ins, and what the sources file lists."""
+    if sources is None:
+        return BUILT_IN_ATTRIBUTES, BUILT_IN_EVENTS
+    return sources.attributes | BUILT_IN_ATTRIBUTES, sources.events | BUILT_IN_EVENTS
+
+
 def load_sources(journeys_dir: Path) -> tuple[Sources | None, list[Diagnostic]]:
     """The sources file of a journeys folder; None (and no diagnostics) when there is none."""
     path = Path(journeys_dir) / FILE_NAME
