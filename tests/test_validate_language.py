@@ -25,10 +25,11 @@ NOTE = "{% block subject %}A note{% endblock %}\n{% block html %}<p>A note.</p>{
 
 @dataclass
 class Result:
-    """What `lifecycle validate` printed, line by line."""
+    """What `lifecycle validate` printed, line by line: the findings, then the summary line."""
 
     code: int
     lines: list[str]
+    summary: str = ""
 
     @property
     def problems(self) -> list[str]:
@@ -50,7 +51,9 @@ class Result:
 
 def validate(capsys, project: Path, *paths: Path) -> Result:
     code = main(["validate", *map(str, paths), "--templates", str(project / "templates")])
-    return Result(code, capsys.readouterr().out.splitlines())
+    lines = capsys.readouterr().out.splitlines()
+    assert lines, "validate printed nothing, not even its summary"
+    return Result(code, lines[:-1], lines[-1])
 
 
 def contact_locales(project: Path) -> list[str]:
@@ -297,9 +300,8 @@ steps:
         f"{path}:4:11: {bad}unknown unit 'dais' in duration '3 dais'",
         f"{path}:7:42: {bad}unknown unit 'fortnights' in duration '2 fortnights'",
         f"{path}:8:50: {bad}unknown unit 'weeeks' in duration '5 weeeks'",
-        # no number at all: the schema's pattern says so too, at the same place
+        # no number at all: the schema's pattern says so, and that one finding is enough
         f"{path}:9:42: 'timeout' must be a duration such as 30m, 2h, 3d, 2w, 1mo",
-        f"{path}:9:42: {bad}cannot read duration 'soon'",
     ], result.text
     for problem in result.problems:
         assert result.hint(problem) == "write a number and a unit, e.g. 30m, 2h, 3d, 2w, 1mo (30 days), 1y; " \
@@ -927,7 +929,7 @@ def test_a_loop_is_found_when_one_of_its_journeys_is_checked_alone(capsys, lang)
     assert any("journeys trigger each other without end" in line for line in result.problems), result.text
 
 
-# -- what the sources send: warnings against journeys/_contact.yaml -------------------------------------
+# -- what the sources send: errors against journeys/_contact.yaml -------------------------------------
 
 SOURCES = """\
 journey: sources
@@ -958,21 +960,21 @@ steps:
 """
 
 
-def test_names_nothing_sends_are_warnings_against_the_sources_file(check, lang):
+def test_names_nothing_sends_are_errors_against_the_sources_file(check, lang):
     # Given another journey that records lead_qualified
     write(lang / "journeys" / "tracker.yaml", TRACKER)
     # When a journey reads misspelt attributes and events, and waits for events nothing sends
     path, result = check("sources", SOURCES)
-    # Then each is a warning at the rule, key or event that names it, with a did-you-mean where one is close;
+    # Then each is an error at the rule, key or event that names it, with a did-you-mean where one is close;
     # what `set:` writes, what `track:` records (here or in another journey) and the built-ins are known
     nobody = "is not sent by any source or journey"
     assert result.problems == [
-        f"{path}:4:12: warning: event 'refund_issued' {nobody}",
-        f"{path}:5:11: warning: contact attribute 'lifetme_value' is not known",
-        f"{path}:6:15: warning: event 'upgarde' {nobody}",
-        f"{path}:8:9: warning: event 'purchse' {nobody}",
-        f"{path}:8:9: warning: event 'sigup' {nobody}",
-        f"{path}:11:23: warning: event 'demo_boked' {nobody}",
+        f"{path}:4:12: event 'refund_issued' {nobody}",
+        f"{path}:5:11: contact attribute 'lifetme_value' is not known",
+        f"{path}:6:15: event 'upgarde' {nobody}",
+        f"{path}:8:9: event 'purchse' {nobody}",
+        f"{path}:8:9: event 'sigup' {nobody}",
+        f"{path}:11:23: event 'demo_boked' {nobody}",
     ], result.text
     hints = [result.hint(problem) for problem in result.problems]
     assert hints == [
@@ -983,13 +985,15 @@ def test_names_nothing_sends_are_warnings_against_the_sources_file(check, lang):
         "did you mean 'signup'?",
         "did you mean 'demo_booked'?",
     ]
-    assert result.code == 0
+    assert result.code == 1
+    assert result.summary == "6 error(s)"
 
 
-def test_a_trigger_event_nothing_sends_is_a_warning(check):
+def test_a_trigger_event_nothing_sends_is_an_error(check):
     path, result = check("purchased", "journey: purchased\ntrigger: {event: purchse}\nsteps:\n  - exit: done\n")
-    assert result.problems == [f"{path}:2:18: warning: event 'purchse' is not sent by any source or journey"], \
+    assert result.problems == [f"{path}:2:18: event 'purchse' is not sent by any source or journey"], \
         result.text
+    assert result.code == 1
     assert result.hint(result.problems[0]) == "did you mean 'purchase'?"
 
 
@@ -997,15 +1001,15 @@ def test_an_event_tracked_by_another_journey_is_known(check, lang):
     body = "journey: qualified\ntrigger: {event: lead_qualified}\nsteps:\n  - exit: done\n"
     # Without the journey that tracks it, the event is unknown ...
     path, result = check("qualified", body)
-    assert result.problems == [f"{path}:2:18: warning: event 'lead_qualified' is not sent by any source or "
-                               "journey"], result.text
+    assert result.problems == [f"{path}:2:18: event 'lead_qualified' is not sent by any source or journey"], \
+        result.text
     # ... with it, it is known
     write(lang / "journeys" / "tracker.yaml", TRACKER)
     path, result = check("qualified", body)
     assert result.lines == [], result.text
 
 
-def test_without_a_sources_file_these_warnings_are_off(check, lang):
+def test_without_a_sources_file_these_checks_are_off(check, lang):
     # Given no journeys/_contact.yaml: the engine cannot know what a team's sources send
     (lang / "journeys" / "_contact.yaml").unlink()
     path, result = check("sources", SOURCES)

@@ -184,7 +184,7 @@ def _build_list(items: Any, continuation: str | None, ctx: FlowContext, nodes: d
             try:
                 seconds = parse_duration(step["wait"])
             except DurationError as exc:
-                report.add(pos(step, "wait"), f"bad duration: {exc}", DURATION_HINT)
+                report.add_once(pos(step, "wait"), f"bad duration: {exc}", DURATION_HINT)
         if kind == "wait":
             units.append((step, "wait", seconds, index))
         elif kind == "send":
@@ -335,7 +335,7 @@ def _wait_for(step: CommentedMap, common: dict[str, Any], ctx: FlowContext,
         try:
             timeout = parse_duration(spec["timeout"])
         except DurationError as exc:
-            report.add(pos(spec, "timeout"), f"bad duration: {exc}", DURATION_HINT)
+            report.add_once(pos(spec, "timeout"), f"bad duration: {exc}", DURATION_HINT)
     where = ctx.rule(spec, "where", {"event"}) if "where" in spec else None
     ctx.events.append((spec["event"], pos(spec, "event"), "wait-event"))
     after = common["next"]
@@ -368,7 +368,7 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
     if not isinstance(spec, CommentedMap):
         return None
     report = ctx.report
-    name = spec.get("name") if isinstance(spec.get("name"), str) else ""
+    title = f"split {spec['name']!r}" if isinstance(spec.get("name"), str) else "this split"
     if "name" not in spec and not any(did_you_mean(str(key), ["name"]) for key in spec):   # a misspelt one is told
         # Its stats are filed under the name: an unnamed split would count under a name nobody chose.
         number = re.fullmatch(r"split-ab(?:-(\d+))?", common["id"])
@@ -398,8 +398,7 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
         variants.append(Variant(name, weight, holdout, first, where[-1][0]))
     total = sum(v.weight for v in variants)
     if variants and abs(total - 100) > 1e-6:
-        report.add(pos(spec, "variants"), f"the weights of {f'split {name!r}' if name else 'this split'} add up to "
-                                          f"{total:g}, not 100",
+        report.add(pos(spec, "variants"), f"the weights of {title} add up to {total:g}, not 100",
                    "weights are percentages of contacts: " + " + ".join(f"{v.name} {v.weight:g}" for v in variants))
     for variant, at in zip(variants, where, strict=True):
         if variant.weight <= 0:
@@ -414,14 +413,13 @@ def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Cou
     data = dict(plain(spec))
     if not isinstance(data.get("name"), str) or not NAME_PATTERN.match(data["name"]):
         return None  # the schema reports the name at the name itself
-    inside = {pos(spec, key) for key in spec}
-    if any((d.line, d.column) in inside for d in ctx.report.items if d.is_error):
+    if any(ctx.report.told(pos(spec, key)) for key in spec):
         return None  # the schema told a value at itself (percent: 20%): one finding per mistake
     if "expires" in data:
         try:
             data["expires"] = parse_duration(data["expires"])
         except DurationError as exc:
-            ctx.report.add(pos(spec, "expires"), f"bad duration: {exc}", DURATION_HINT)
+            ctx.report.add_once(pos(spec, "expires"), f"bad duration: {exc}", DURATION_HINT)
             data.pop("expires")
     try:
         return CouponNode(**common, spec=check_spec(data))

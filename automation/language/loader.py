@@ -263,7 +263,7 @@ class _Builder:
         try:
             return parse_duration(node[key])
         except DurationError as exc:
-            self.report.add(pos(node, key), f"bad duration: {exc}", DURATION_HINT)
+            self.report.add_once(pos(node, key), f"bad duration: {exc}", DURATION_HINT)
             return default
 
     def flow_context(self, scope: str) -> FlowContext:

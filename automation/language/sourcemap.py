@@ -40,6 +40,15 @@ class Report:
     def warn(self, where: tuple[int, int], message: str, hint: str | None = None) -> None:
         self.add(where, message, hint, Severity.WARNING)
 
+    def told(self, where: tuple[int, int]) -> bool:
+        """Whether an error is already reported at `where` (the schema checks before the meaning)."""
+        return any((d.line, d.column) == where for d in self.items if d.is_error)
+
+    def add_once(self, where: tuple[int, int], message: str, hint: str | None = None) -> None:
+        """An error, unless one is already told at that very place: one finding per mistake."""
+        if not self.told(where):
+            self.add(where, message, hint)
+
 
 def pos(node: Any, key: Any = None, *, of_key: bool = False) -> tuple[int, int]:
     """1-based (line, column) of a mapping value/key or a sequence item."""
