@@ -14,7 +14,7 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from jinja2 import TemplateSyntaxError
 
-from automation.expressions import did_you_mean, unknown_names
+from automation.expressions import RULE_NAMES, did_you_mean, unknown_names
 
 #: YAML 1.1 words for true and false, which rules (Jinja expressions) do not know.
 YAML_BOOLEANS = {"yes": "true", "on": "true", "no": "false", "off": "false"}
@@ -163,7 +163,7 @@ def rule_name_hint(source: str, names: Iterable[str], attributes: Collection[str
     """A better hint for the unknown name of a rule than a list of every name: `yes` is YAML
     (write `true`); a declared attribute or event is read as `contact.x` or `events.x`."""
     try:
-        unknown = sorted(unknown_names(source, names))
+        unknown = sorted(unknown_names(source, RULE_NAMES | set(names)))
     except TemplateSyntaxError:
         return None
     if not unknown:
