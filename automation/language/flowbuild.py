@@ -22,7 +22,6 @@ from automation.events import InputError, check_attributes, check_event_name
 from automation.expressions import Expression, did_you_mean
 from automation.language.couponspec import NAME_PATTERN, check_spec
 from automation.language.diagnostics import Diagnostic, Severity
-from automation.language.hints import closest, split_name
 from automation.language.flow import (
     Arm,
     BranchNode,
@@ -39,6 +38,7 @@ from automation.language.flow import (
     WaitNode,
     WaitUntilNode,
 )
+from automation.language.hints import closest, split_name
 from automation.language.journey import RUN
 from automation.language.samples import sample_context
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos

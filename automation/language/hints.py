@@ -8,7 +8,6 @@ These helpers turn such near misses into a hint that says what to change and whe
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
@@ -23,10 +22,9 @@ _SPLIT_NAME = re.compile(r"[^a-z0-9_-]+")
 
 # -- keys at the wrong level ---------------------------------------------------------------------
 
-def schema_at(schema: Mapping[str, Any], doc: Any, path: Sequence[Any]) -> Mapping[str, Any] | None:
-    """The object schema that applies to the mapping at `path` of `doc` (None when it is not one)."""
-    node: Any = doc
-    current: Mapping[str, Any] | None = _resolve(schema, schema, node)
+def schema_at(schema: Mapping[str, Any], path: Sequence[Any]) -> Mapping[str, Any] | None:
+    """The object schema that applies to the mapping at `path` of a journey (None when it is not one)."""
+    current: Mapping[str, Any] | None = _resolve(schema, schema)
     for part in path:
         if current is None:
             return None
@@ -34,15 +32,11 @@ def schema_at(schema: Mapping[str, Any], doc: Any, path: Sequence[Any]) -> Mappi
             current = current.get("properties", {}).get(part)
         else:
             current = current.get("items") if isinstance(current.get("items"), dict) else None
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-        current = _resolve(schema, current, node) if current is not None else None
+        current = _resolve(schema, current) if current is not None else None
     return current
 
 
-def _resolve(root: Mapping[str, Any], schema: Mapping[str, Any], node: Any) -> Mapping[str, Any] | None:
+def _resolve(root: Mapping[str, Any], schema: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """Follow `$ref`s, and of `oneOf`/`anyOf` take the form that is a mapping of keys."""
     for _ in range(16):   # refs chain a few levels at most; never loop on a malformed schema
         ref = schema.get("$ref")
@@ -74,7 +68,7 @@ def misplaced_key_hint(schema: Mapping[str, Any], doc: Any, path: Sequence[Any],
     (`on_timeout` under `wait_for:`) or one level down (`timeout` beside `wait_for:`)."""
     if path and isinstance(path[-1], str):
         parent_path = path[:-1]
-        if key in _keys(schema_at(schema, doc, parent_path)):
+        if key in _keys(schema_at(schema, parent_path)):
             parent = _node(doc, parent_path)
             line = _line(parent, path[-1])
             owner = parent_name if parent_name.startswith(("the ", "'")) else f"the {parent_name}"
@@ -84,7 +78,7 @@ def misplaced_key_hint(schema: Mapping[str, Any], doc: Any, path: Sequence[Any],
         for child, value in container.items():
             if child == key or not (value is None or isinstance(value, dict)):
                 continue
-            if key in _keys(schema_at(schema, doc, [*path, child])):
+            if key in _keys(schema_at(schema, [*path, child])):
                 line = _line(container, child)
                 if isinstance(value, dict) and _flow_style(value):
                     return f"{key!r} belongs to {child!r}: move it inside the braces of {child!r} (line {line})"
@@ -97,25 +91,26 @@ def strayed(schema: Mapping[str, Any], doc: Any, path: Sequence[Any], key: str) 
     where it is unknown: the unknown key's hint says where it goes, so its absence is not told again."""
     if path and isinstance(path[-1], str):
         parent = _node(doc, path[:-1])
-        if isinstance(parent, dict) and key in parent and key not in _keys(schema_at(schema, doc, path[:-1])):
+        if isinstance(parent, dict) and key in parent and key not in _keys(schema_at(schema, path[:-1])):
             return True
     container = _node(doc, path)
     if isinstance(container, dict):
         for child, value in container.items():
             if isinstance(value, dict) and key in value \
-                    and key not in _keys(schema_at(schema, doc, [*path, child])):
+                    and key not in _keys(schema_at(schema, [*path, child])):
                 return True
     return False
 
 
 def keys_meant_for(schema: Mapping[str, Any], doc: Any, path: Sequence[Any]) -> list[str]:
-    """The keys beside an empty `wait_for:` that belong under it (written without indentation)."""
+    """The keys beside an empty `wait_for:` (or any empty mapping key) that belong under it: written
+    without indentation, YAML reads them as the empty key's neighbours."""
     if not path or not isinstance(path[-1], str):
         return []
     parent = _node(doc, path[:-1])
     if not isinstance(parent, dict):
         return []
-    here, there = _keys(schema_at(schema, doc, path[:-1])), _keys(schema_at(schema, doc, path))
+    here, there = _keys(schema_at(schema, path[:-1])), _keys(schema_at(schema, path))
     return [key for key in parent if key not in here and key in there]
 
 
@@ -144,18 +139,21 @@ def _flow_style(value: Any) -> bool:
 # -- names ----------------------------------------------------------------------------------------
 
 def closest(name: str, choices: Iterable[str]) -> str | None:
-    """`did you mean ...?` for a misspelt name, or for the start or part of a longer one
-    (`nps` -> `nps-survey`)."""
+    """`did you mean ...?` for a misspelt name, or for the start or part of longer ones
+    (`nps` -> `nps-survey`; `winback` -> `winback-coupon` or `winback-vip`)."""
     choices = sorted(set(choices))
-    hint = did_you_mean(name, choices)
-    if hint or not name:
-        return hint
-    containing = [choice for choice in choices if name.lower() in choice.lower()]
-    if not containing:
+    lowered = name.lower()
+    found = [c for c in choices if c.lower().startswith(lowered)] if name else []
+    if not found:
+        hint = did_you_mean(name, choices)
+        if hint or not name:
+            return hint
+        found = [c for c in choices if lowered in c.lower()]
+    if not found:
         return None
-    best = max(containing, key=lambda choice: (choice.lower().startswith(name.lower()),
-                                               difflib.SequenceMatcher(None, name, choice).ratio()))
-    return f"did you mean {best!r}?"
+    shown = [repr(choice) for choice in found[:3]]
+    return f"did you mean {shown[0]}?" if len(shown) == 1 else \
+        f"did you mean {', '.join(shown[:-1])} or {shown[-1]}?"
 
 
 def rule_name_hint(source: str, names: Iterable[str], attributes: Collection[str],

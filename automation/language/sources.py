@@ -1,8 +1,8 @@
 """What the outside world sends: the contact attributes and events a team's sources produce.
 
 `journeys/_contact.yaml` lists them (and the locales the team writes templates for), so
-`lifecycle validate` can warn about a rule reading `contact.lifetme_value` or a journey
-waiting for an event that nothing ever sends. Without the file those warnings are off:
+`lifecycle validate` can report a rule reading `contact.lifetme_value` or a journey
+waiting for an event that nothing ever sends (errors). Without the file those checks are off:
 the engine cannot know what a team's sources send.
 
     attributes: [first_name, email, phone, lifetime_value, birthday]
