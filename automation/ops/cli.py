@@ -105,7 +105,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         summary = f"{len(journeys)} journey(s) OK" if not errors else f"{len(errors)} error(s)"
         if warnings:
             summary += f", {len(warnings)} warning(s)"
-        print(summary, file=sys.stderr)
+        print(summary)   # on the same stream as the findings it counts, after them
     if has_errors(diagnostics) or (args.strict and warnings):
         return 1
     return 0
