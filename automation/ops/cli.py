@@ -251,6 +251,50 @@ def cmd_broadcast(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preview(args: argparse.Namespace) -> int:
+    from automation.ops.preview import (
+        PreviewFailed,
+        Workbench,
+        contact_reader,
+        format_summary,
+        messages_of,
+        preview,
+        sample_reader,
+        write_folder,
+    )
+
+    if args.contact and args.sample:
+        raise InputError("give --contact or --sample, not both")
+    settings = _settings()
+    bench = Workbench.open(settings)
+    try:
+        if args.contact:
+            from automation.runtime import open_runtime
+
+            runtime = open_runtime(settings)
+            try:
+                reader = contact_reader(runtime, args.contact)
+            finally:
+                runtime.close()
+        else:
+            reader = sample_reader(args.sample or "sample")
+        refs = messages_of(args.target, bench.journeys, bench.catalog)
+        try:
+            messages = preview(refs, bench.catalog, bench.renderer, reader, args.locale, args.all_locales)
+        except PreviewFailed as failed:
+            for diagnostic in failed.diagnostics:
+                print(diagnostic.format(), file=sys.stderr)
+            return 1
+    finally:
+        bench.close()
+    if args.out:
+        index = write_folder(Path(args.out), args.target, messages, reader)
+        print(f"{len(messages)} message(s) written to {index}")
+    else:
+        print(format_summary(messages, reader))
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """What is configured and what is missing, per channel; nothing is sent."""
     from automation.channels import ChannelRegistry
@@ -706,6 +750,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cancel", metavar="ID", help="stop a one-off broadcast (contacts not reached yet are not)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_broadcast)
+
+    p = sub.add_parser("preview", help="render a template or a journey's messages as they would go out, "
+                                       "in every locale (sends nothing)")
+    p.add_argument("target", metavar="TEMPLATE|JOURNEY")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--contact", metavar="ID", help="a real contact (read from Redis, never written)")
+    who.add_argument("--sample", metavar="NAME", help="sample data: 'sample' (default) or a demo contact, e.g. farid")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--locale", help="this locale only (negotiated as for a contact: zh-HK gets zh-TW)")
+    where.add_argument("--all-locales", action="store_true",
+                       help="every locale the template has (the default without --contact)")
+    p.add_argument("--out", metavar="DIR", help="write an index.html with the messages side by side here")
+    p.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("check-config", help="what is configured and what is missing, per channel (sends nothing)")
     p.set_defaults(func=cmd_check_config)
