@@ -295,6 +295,49 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _instant(text: str) -> float:
+    """argparse type of --start: ISO 8601 (UTC unless it has an offset) or epoch seconds."""
+    from datetime import datetime, timezone
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time (2026-01-01T12:00) or epoch seconds") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from automation.ops.simulate import load_script, simulate
+
+    settings = _settings()
+    script = load_script(args.events)
+    ids = [c for c in args.contact if not _is_file(c)]
+    files = [c for c in args.contact if _is_file(c)]
+    if len(files) > 1 or (files and ids):
+        raise InputError("--contact takes contact ids, or one profile file")
+    live = None
+    if ids:
+        from automation.runtime import open_runtime
+
+        live = open_runtime(settings)
+    try:
+        result = simulate(settings, args.journeys, args.days, ids, Path(files[0]) if files else None, script,
+                          args.start, live=live)
+    finally:
+        if live is not None:
+            live.close()
+    print(json.dumps(result.to_json(), indent=2, ensure_ascii=False) if args.json else result.format())
+    return 0
+
+
+def _is_file(text: str) -> bool:
+    return text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file()
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """What is configured and what is missing, per channel; nothing is sent."""
     from automation.channels import ChannelRegistry
@@ -763,6 +806,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="every locale the template has (the default without --contact)")
     p.add_argument("--out", metavar="DIR", help="write an index.html with the messages side by side here")
     p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("simulate", help="time travel: run journeys for a contact or a few on the real engine, "
+                                        "in a sandbox, and print the timeline (sends nothing, changes nothing)")
+    p.add_argument("journeys", nargs="+", metavar="JOURNEY")
+    p.add_argument("--contact", action="append", default=[], metavar="ID|FILE",
+                   help="a live contact to copy (read only; repeatable), or a YAML/JSON profile file "
+                        "(default: the shipped sample profile)")
+    p.add_argument("--events", action="append", default=[], metavar="SCRIPT",
+                   help="what happens: a script file, or lines like 'day 3: purchase value=40' (repeatable)")
+    p.add_argument("--days", type=_positive, required=True, help="simulated days to run")
+    p.add_argument("--start", type=_instant, help="when day 0 is: ISO time, UTC unless it has an offset "
+                                                  "(default: now)")
+    p.add_argument("--json", action="store_true", help="the timeline as JSON")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("check-config", help="what is configured and what is missing, per channel (sends nothing)")
     p.set_defaults(func=cmd_check_config)
