@@ -338,6 +338,43 @@ def _is_file(text: str) -> bool:
     return text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file()
 
 
+def cmd_test_send(args: argparse.Namespace) -> int:
+    from automation.channels.base import Sent
+    from automation.ops.preview import PreviewFailed, Workbench, contact_reader, sample_reader
+    from automation.ops.testsend import send_test
+
+    settings = _settings()
+    bench = Workbench.open(settings)
+    try:
+        if args.contact:
+            from automation.runtime import open_runtime
+
+            runtime = open_runtime(settings)
+            try:
+                reader = contact_reader(runtime, args.contact)
+            finally:
+                runtime.close()
+        else:
+            reader = sample_reader()
+        try:
+            done = send_test(bench, args.journey, args.step, args.to, reader, args.locale)
+        except PreviewFailed as failed:
+            for diagnostic in failed.diagnostics:
+                print(diagnostic.format(), file=sys.stderr)
+            return 1
+    finally:
+        bench.close()
+    delivery, result = done.delivery, done.result
+    what = f"{delivery.channel} {delivery.template} ({delivery.locale}) of {delivery.journey} {delivery.stage}/{delivery.step}"
+    if isinstance(result, Sent):
+        print(f"test {what} sent to {args.to}: {result.detail or result.provider_id or 'accepted'} "
+              "(marked as a test; in no ledger and no counter)")
+        return 0
+    print(f"test {what} to {args.to} not sent: {type(result).__name__.lower()}: "
+          f"{getattr(result, 'reason', '')}", file=sys.stderr)
+    return 1
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """What is configured and what is missing, per channel; nothing is sent."""
     from automation.channels import ChannelRegistry
@@ -820,6 +857,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(default: now)")
     p.add_argument("--json", action="store_true", help="the timeline as JSON")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("test-send", help="send one step's message to a test address through the configured "
+                                         "channel, marked as a test (no ledger, no counters)")
+    p.add_argument("journey")
+    p.add_argument("step", help="the step's id, as `lifecycle inspect` shows it (winback-coupon), or stage/id")
+    p.add_argument("--to", required=True, metavar="ADDRESS", help="the test address: email, phone (+E.164) ...")
+    p.add_argument("--contact", metavar="ID", help="render it for this contact (read only; default: sample data)")
+    p.add_argument("--locale", help="with sample data: the locale to send (default: the journey's)")
+    p.set_defaults(func=cmd_test_send)
 
     p = sub.add_parser("check-config", help="what is configured and what is missing, per channel (sends nothing)")
     p.set_defaults(func=cmd_check_config)
