@@ -278,6 +278,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
                 runtime.close()
         else:
             reader = sample_reader(args.sample or "sample")
+        broken = bench.errors_about(args.target)
+        if broken:   # the journey (or one sending the template) does not load: say why, as validate does
+            for diagnostic in broken:
+                print(diagnostic.format(), file=sys.stderr)
+            return 1
         refs = messages_of(args.target, bench.journeys, bench.catalog)
         try:
             messages = preview(refs, bench.catalog, bench.renderer, reader, args.locale, args.all_locales)

@@ -226,7 +226,11 @@ def render_problem(exc: TemplateRenderError, ref: MessageRef) -> Diagnostic:
     match = _WHERE.match(text)
     path, line, message = (match["path"], int(match["line"] or 1), match["message"]) if match else ("", 1, text)
     hint = "lifecycle validate checks every template"
+    column = 1
     undefined = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined", message)
+    if undefined and path and not match["line"]:
+        # Jinja does not say where a missing name is printed: the first place the file uses it.
+        line, column = _first_use(Path(path), undefined.group(1)) or (1, 1)
     if undefined:
         hint = (f"{undefined.group(1)!r} is not defined: add it under the journey's vars:, or guard it with "
                 "{% if ... %} or | default(...)")
@@ -234,7 +238,22 @@ def render_problem(exc: TemplateRenderError, ref: MessageRef) -> Diagnostic:
         hint = "the contact has no such value: guard it with {% if ... %} or | default(...)"
     if ref.journey is not None:
         hint += f" (sent by {ref.journey.path}, step {ref.step})"
-    return Diagnostic(display_path(Path(path)) if path else ref.template, line, 1, message, hint)
+    return Diagnostic(display_path(Path(path)) if path else ref.template, line, column, message, hint)
+
+
+def _first_use(path: Path, name: str) -> tuple[int, int] | None:
+    """(line, column) of the first use of `name` inside `{{ }}` or `{% %}` in a template file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    for match in re.finditer(r"{{.*?}}|{%.*?%}", text, re.S):
+        found = re.search(rf"(?<![\w.]){re.escape(name)}\b", match.group(0))
+        if found:
+            offset = match.start() + found.start()
+            line = text.count("\n", 0, offset) + 1
+            return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return None
 
 
 def check_files(ref: MessageRef, catalog: TemplateCatalog, renderer: Renderer) -> list[Diagnostic]:
@@ -326,18 +345,26 @@ class Workbench:
     catalog: TemplateCatalog
     renderer: Renderer
     journeys: Mapping[str, Journey]
+    #: Errors of the journey files that do not load (their journeys are not previewed).
+    errors: list[Diagnostic] = field(default_factory=list)
+
+    def errors_about(self, target: str) -> list[Diagnostic]:
+        """The load errors that name `target` (its journey file, or a file of the template)."""
+        pattern = re.compile(rf"(?<![\w-]){re.escape(target)}(?![\w-])")
+        return [d for d in self.errors if pattern.search(d.path) or pattern.search(d.message)]
 
     @classmethod
-    def open(cls, settings: Any) -> "Workbench":
+    def open(cls, settings: Any, channels: ChannelRegistry | None = None) -> "Workbench":
         from automation.language.registry import JourneyRegistry
         from automation.messages.templates import TemplateCheck
 
-        channels = ChannelRegistry(settings)
+        channels = channels or ChannelRegistry(settings)
         catalog = TemplateCatalog(settings.templates_dir)
         renderer = Renderer(catalog, channels.parts_for)
         registry = JourneyRegistry(settings.journeys_dir, channels.adapters, TemplateCheck(catalog, renderer),
                                    reload_seconds=3600.0)
-        return cls(channels, catalog, renderer, dict(registry.journeys))
+        return cls(channels, catalog, renderer, dict(registry.journeys),
+                   [d for d in registry.diagnostics if d.is_error])
 
     def close(self) -> None:
         self.channels.close()
