@@ -370,7 +370,8 @@ def cmd_test_send(args: argparse.Namespace) -> int:
     finally:
         bench.close()
     delivery, result = done.delivery, done.result
-    what = f"{delivery.channel} {delivery.template} ({delivery.locale}) of {delivery.journey} {delivery.stage}/{delivery.step}"
+    what = (f"{delivery.channel} {delivery.template} ({delivery.locale}) of {delivery.journey} "
+            f"{delivery.stage}/{delivery.step}")
     if isinstance(result, Sent):
         print(f"test {what} sent to {args.to}: {result.detail or result.provider_id or 'accepted'} "
               "(marked as a test; in no ledger and no counter)")

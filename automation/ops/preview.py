@@ -24,15 +24,17 @@ from automation.engine.context import template_context
 from automation.errors import InputError, LifecycleError, TemplateRenderError
 from automation.expressions import EventStats, EventsView, did_you_mean
 from automation.language.diagnostics import Diagnostic
-from automation.language.flow import CouponNode, Flow, SendNode
+from automation.language.flow import CouponNode, Flow
 from automation.language.journey import RUN, Journey
+from automation.language.registry import JourneyRegistry
 from automation.language.samples import sample_context
 from automation.language.sourcemap import display_path
 from automation.messages.locales import text_direction
 from automation.messages.sms import segments
-from automation.messages.templates import Renderer, TemplateCatalog
+from automation.messages.templates import Renderer, TemplateCatalog, TemplateCheck
 from automation.messages.unsubscribe import unsubscribe_url
-from automation.store.contacts import ContactState
+from automation.ops.demo import load_population
+from automation.store.contacts import ContactState, ContactStore
 
 DAY = 86400.0
 #: The default sample: the contact of `lifecycle validate`'s sample data.
@@ -150,8 +152,6 @@ def locales_of(ref: MessageRef, catalog: TemplateCatalog, reader: Reader, locale
 
 def sample_names() -> list[str]:
     """`--sample` names: the validate sample, and the demo population's contacts."""
-    from automation.ops.demo import load_population
-
     return [DEFAULT_SAMPLE] + [c["id"] for c in load_population()["contacts"]]
 
 
@@ -159,8 +159,6 @@ def sample_reader(name: str = DEFAULT_SAMPLE) -> Reader:
     """Sample data: `sample` (validate's), or a contact of the demo population (automation/ops/data/demo.yaml)."""
     if name == DEFAULT_SAMPLE:
         return Reader("sample contact (Alexandra)")
-    from automation.ops.demo import load_population
-
     contacts = {c["id"]: c for c in load_population()["contacts"]}
     if name not in contacts:
         hint = did_you_mean(name, [DEFAULT_SAMPLE, *contacts])
@@ -181,8 +179,6 @@ def sample_reader(name: str = DEFAULT_SAMPLE) -> Reader:
 
 def contact_reader(runtime: Any, contact_id: str) -> Reader:
     """A real contact, read (never written) from Redis."""
-    from automation.store.contacts import ContactStore
-
     store = ContactStore(runtime)
     state = store.load(contact_id, recent=True)
     if not state.exists:
@@ -355,9 +351,6 @@ class Workbench:
 
     @classmethod
     def open(cls, settings: Any, channels: ChannelRegistry | None = None) -> "Workbench":
-        from automation.language.registry import JourneyRegistry
-        from automation.messages.templates import TemplateCheck
-
         channels = channels or ChannelRegistry(settings)
         catalog = TemplateCatalog(settings.templates_dir)
         renderer = Renderer(catalog, channels.parts_for)

@@ -19,6 +19,7 @@ import io
 import json
 import math
 import re
+import shlex
 import shutil
 import tempfile
 import uuid
@@ -28,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import redis
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -72,7 +74,7 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"day": round(self.day, 4),
-                                "at": datetime.fromtimestamp(self.at, timezone.utc).isoformat().replace("+00:00", "Z"),
+                                "at": _iso(self.at),
                                 "local": self.local, "contact": self.contact, "kind": self.kind, "text": self.text}
         for name, short in (("journey", "j"), ("stage", "s"), ("step", "p"), ("channel", "ch"), ("detail", "d")):
             if self.fields.get(short):
@@ -80,6 +82,11 @@ class Entry:
         if self.message:
             data["message"] = dict(self.message)
         return data
+
+
+def _iso(instant: float) -> str:
+    """UTC to the second: timers are kept to the millisecond, a step runs a millisecond after another."""
+    return datetime.fromtimestamp(round(instant), timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -92,7 +99,7 @@ class Result:
     stages: dict[str, dict[str, str | None]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"start": datetime.fromtimestamp(self.start, timezone.utc).isoformat().replace("+00:00", "Z"),
+        return {"start": _iso(self.start),
                 "days": self.days, "journeys": self.journeys, "contacts": self.contacts,
                 "timeline": [entry.to_json() for entry in self.entries], "stages": self.stages}
 
@@ -189,8 +196,6 @@ def parse_line(line: str, where: str = "script") -> ScriptedEvent:
 
 
 def _split(text: str, where: str, line: str) -> list[str]:
-    import shlex
-
     try:
         return shlex.split(text)
     except ValueError as exc:
@@ -322,8 +327,6 @@ class Sandbox:
 
 def _binary(runtime: Runtime) -> Any:
     """A client that does not decode replies: DUMP payloads are bytes."""
-    import redis
-
     return redis.Redis.from_url(runtime.redis_url, decode_responses=False)
 
 
@@ -348,7 +351,8 @@ class _Recorder(Timeline):
         message = _message(fields.get("d", "")) if fields.get("k") == "sent" else {}
         text = " ".join(text.split())
         if fields.get("k") == "sent":   # the message itself rather than the sandbox's outbox file
-            text = f"   sent {fields.get('ch', '')} {fields.get('p', '')}" + (f"  {_summary(message)}" if message else "")
+            text = f"   sent {fields.get('ch', '')} {fields.get('p', '')}"
+            text += f"  {_summary(message)}" if message else ""
         elif text[:1] not in "-<+*x!":
             text = "   " + text
         self.entries.append(Entry(when, (when - self.origin) / DAY, self.local(when, contact), contact,
