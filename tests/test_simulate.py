@@ -70,16 +70,17 @@ def test_a_second_purchase_before_the_sms_cancels_it_and_the_live_data_is_untouc
     client = redis.Redis.from_url(redis_url)
     live = {key: client.dump(key) for key in client.scan_iter(match=f"{settings.namespace}:*")}
     sandboxes = set(client.scan_iter(match="sim*"))
-    # When jo is simulated from the live data: a purchase on day 0, another on day 91
+    # When jo is simulated from the live data: a purchase on day 0, another on day 91 at 09:30 in London
+    again = datetime(2026, 4, 2, 8, 30, tzinfo=timezone.utc).timestamp()
     result = simulate(settings, ["customer-lifecycle"], 95, contacts=["jo"], live=runtime,
-                      script=load_script(["day 0: purchase value=40", "day 91: purchase value=12"]),
+                      script=load_script(["day 0: purchase value=40", "day 91 09:30: purchase value=12"]),
                       start=START, sandbox_redis=redis_url).to_json()
     timeline = result["timeline"]
     # Then the coupon email went out on day 90 and the SMS due on day 93 was cancelled by the purchase
     assert sent(timeline) == [("thank-you", iso(START)), ("check-in", iso(CHECK_IN)),
-                              ("winback-coupon", iso(LAPSED)), ("thank-you-again", iso(START + 91 * DAY))]
-    cancelled = [(e["step"], e["at"]) for e in timeline if e["kind"] == "cancelled"]
-    assert cancelled == [("winback-reminder", iso(START + 91 * DAY))]
+                              ("winback-coupon", iso(LAPSED)), ("thank-you-again", iso(again))]
+    cancelled = [(e["step"], e["at"], e["local"]) for e in timeline if e["kind"] == "cancelled"]
+    assert cancelled == [("winback-reminder", iso(again), "Thu 2026-04-02 09:30 BST")]
     assert any(e["kind"] == "converted" for e in timeline)
     assert result["stages"] == {"jo": {"customer-lifecycle": "active"}}
     # And no live key changed, and the sandbox's keys are gone
@@ -91,13 +92,14 @@ def test_a_second_purchase_before_the_sms_cancels_it_and_the_live_data_is_untouc
 @pytest.mark.parametrize("line, expected", [
     ("day 3: purchase value=40", (3.0, "", "purchase", {"value": 40}, None)),
     ("day 2 18:30: jo: checkout_started total=19.5 url='https://x.test/c'",
-     (2 + 18.5 / 24, "jo", "checkout_started", {"total": 19.5, "url": "https://x.test/c"}, None)),
+     (2, "jo", "checkout_started", {"total": 19.5, "url": "https://x.test/c"}, None)),
     ("day 5: set plan=pro vip=true", (5.0, "", "", {}, {"plan": "pro", "vip": True})),
 ])
 def test_script_lines(line, expected):
     item = parse_line(line)
     assert item.day == pytest.approx(expected[0])
     assert (item.contact, item.event, item.properties, item.attributes) == expected[1:]
+    assert item.local == ("18:30" if "18:30" in line else "")
 
 
 def test_a_bad_script_line_is_one_line_and_exit_2(project, monkeypatch, capsys):

@@ -24,7 +24,8 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from datetime import time as dt_time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -171,9 +172,12 @@ def parse_line(line: str, where: str = "script") -> ScriptedEvent:
         raise InputError(f"{where}: {line.strip()!r}: write 'day N: event key=value ...' (e.g. day 3: purchase "
                          "value=40) or 'day N: set attribute=value'")
     day = float(match["day"])
-    if match["time"]:
+    local = ""
+    if match["time"]:   # at that time of day in the contact's own zone, on day N's date
         hours, minutes = (int(n) for n in match["time"].split(":"))
-        day += (hours * 3600 + minutes * 60) / DAY
+        if day != int(day) or hours > 23 or minutes > 59:
+            raise InputError(f"{where}: {line.strip()!r}: a time of day goes with a whole day: day 3 18:30")
+        local = f"{hours:02d}:{minutes:02d}"
     rest = match["rest"]
     contact = ""
     head, sep, tail = rest.partition(":")
@@ -191,8 +195,8 @@ def parse_line(line: str, where: str = "script") -> ScriptedEvent:
     if words[0] == "set":
         if not pairs:
             raise InputError(f"{where}: {line.strip()!r}: set what? e.g. day 5: set plan=pro")
-        return ScriptedEvent(day, contact, "", {}, pairs)
-    return ScriptedEvent(day, contact, words[0], pairs)
+        return ScriptedEvent(day, contact, "", {}, pairs, local=local)
+    return ScriptedEvent(day, contact, words[0], pairs, local=local)
 
 
 def _split(text: str, where: str, line: str) -> list[str]:
@@ -473,19 +477,21 @@ def _run(sandbox: Sandbox, ids: list[str], journeys: list[str], origin: float, d
     zones = {cid: zone(states[cid].attributes.get("timezone"), default_zone) for cid in ids}
     timeline = _Recorder(sandbox, origin, zones, sandbox.runtime.settings.outbox_dir)
     scheduler = Scheduler(sandbox.runtime, lambda claims: run_batch(engine, claims))
-    pending = sorted(script, key=lambda s: s.day)
+    pending = sorted(((_when(item, cid, origin, zones), cid, item) for item in script
+                      for cid in ([item.contact] if item.contact else ids)), key=lambda p: (p[0], ids.index(p[1])))
     end = origin + days * DAY
     waits: dict[tuple[str, str], tuple[str | None, float | None]] = {}
     for _ in range(MAX_ROUNDS):
         next_timer = engine.timers.next_due()
-        next_event = origin + pending[0].day * DAY if pending else math.inf
+        next_event = pending[0][0] if pending else math.inf
         moment = min(next_timer if next_timer is not None else math.inf, next_event)
         if moment > end:
             break
         clock.set(max(clock.now(), moment))
         now = clock.now()
-        while pending and origin + pending[0].day * DAY <= now:
-            _apply(store, pending.pop(0), ids, now, timeline)
+        while pending and pending[0][0] <= now:
+            _, cid, item = pending.pop(0)
+            _apply(store, item, cid, now, timeline)
         run_until_idle(scheduler, timeout=600)
         timeline.poll(block_ms=None)
         _note_waits(store, ids, served, now, timeline, waits)
@@ -497,15 +503,25 @@ def _run(sandbox: Sandbox, ids: list[str], journeys: list[str], origin: float, d
     return Result(origin, days, journeys, ids, timeline.entries, stages)
 
 
-def _apply(store: ContactStore, item: ScriptedEvent, ids: Sequence[str], now: float, timeline: _Recorder) -> None:
-    for contact in [item.contact] if item.contact else ids:
-        if item.attributes is not None:
-            store.identify(contact, item.attributes)
-            timeline.note(now, contact, "set", f"*  sets {json.dumps(item.attributes, ensure_ascii=False)}")
-        else:
-            store.track(Event(contact, item.event, now, item.properties))
-            detail = ", ".join(f"{k}={v}" for k, v in item.properties.items())
-            timeline.note(now, contact, "event", f"*  {item.event}" + (f" ({detail})" if detail else ""))
+def _when(item: ScriptedEvent, contact: str, origin: float, zones: Mapping[str, Any]) -> float:
+    """When a scripted item happens for a contact: `day N` after the start, or at `HH:MM` in the
+    contact's own zone on the date N days after the start's date there."""
+    if not item.local:
+        return origin + item.day * DAY
+    tz = zones[contact]
+    date = datetime.fromtimestamp(origin, tz).date() + timedelta(days=int(item.day))
+    hours, minutes = (int(n) for n in item.local.split(":"))
+    return datetime.combine(date, dt_time(hours, minutes), tz).timestamp()
+
+
+def _apply(store: ContactStore, item: ScriptedEvent, contact: str, now: float, timeline: _Recorder) -> None:
+    if item.attributes is not None:
+        store.identify(contact, item.attributes)
+        timeline.note(now, contact, "set", f"*  sets {json.dumps(item.attributes, ensure_ascii=False)}")
+    else:
+        store.track(Event(contact, item.event, now, item.properties))
+        detail = ", ".join(f"{k}={v}" for k, v in item.properties.items())
+        timeline.note(now, contact, "event", f"*  {item.event}" + (f" ({detail})" if detail else ""))
 
 
 def _note_waits(store: ContactStore, ids: Sequence[str], served: Mapping[str, Any], now: float,
@@ -520,6 +536,6 @@ def _note_waits(store: ContactStore, ids: Sequence[str], served: Mapping[str, An
                 continue
             seen[(cid, name)] = current
             if enrollment.step and enrollment.due is not None and enrollment.due > now + 0.001:
-                step = "its start" if enrollment.step == "^start" else f"step '{enrollment.step}'"
-                timeline.note(now, cid, "wait", f"   waits in '{name}' for {step} until "
-                                                f"{timeline.local(enrollment.due, cid)}")
+                step = "its start" if enrollment.step == "^start" else f"'{enrollment.step}'"
+                timeline.note(now, cid, "wait", f"   waits until {timeline.local(enrollment.due, cid)} for {step} "
+                                                f"({name})")
