@@ -10,6 +10,7 @@ on 4 April at 13:00 BST, outside the SMS quiet hours (21:00-08:00).
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timezone
 
 import pytest
@@ -18,7 +19,7 @@ import redis
 from automation.ops.cli import main
 from automation.ops.simulate import load_script, parse_line, simulate
 from automation.store.contacts import ContactStore
-from tests.conftest import DAY
+from tests.conftest import DAY, ROOT
 
 START = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc).timestamp()
 CHECK_IN = START + 7 * DAY + 22 * 3600          # Friday 9 January, 10:00 in London (GMT)
@@ -36,7 +37,9 @@ def iso(instant: float) -> str:
 
 def test_a_purchase_then_silence_lapses_on_day_90_with_the_coupon_and_the_sms_3_days_later(
         project, monkeypatch, capsys):
-    # Given the shipped customer lifecycle and the shipped sample contact, who buys on day 0 and then nothing
+    # Given the shipped customer lifecycle and guardrails, and the shipped sample contact, who buys on day 0
+    # and then nothing
+    shutil.copy(ROOT / "journeys" / "_workspace.yaml", project / "journeys")
     monkeypatch.chdir(project)
     # When 95 days are simulated (the command line, with machine output)
     code = main(["simulate", "customer-lifecycle", "--days", "95", "--start", "2026-01-01T12:00",
@@ -62,8 +65,10 @@ def test_a_purchase_then_silence_lapses_on_day_90_with_the_coupon_and_the_sms_3_
 
 
 def test_a_second_purchase_before_the_sms_cancels_it_and_the_live_data_is_untouched(
-        runtime, settings, redis_url):
-    # Given a live contact (the runtime's namespace is the live one) and a snapshot of every live key
+        runtime, settings, redis_url, project):
+    # Given the shipped guardrails (one marketing email a day), a live contact (the runtime's namespace is
+    # the live one) and a snapshot of every live key
+    shutil.copy(ROOT / "journeys" / "_workspace.yaml", project / "journeys")
     ContactStore(runtime).identify("jo", {"first_name": "Jo", "email": "jo@example.com", "phone": "+447700900123",
                                           "timezone": "Europe/London",
                                           "consent": {"email": True, "sms": True, "push": True}})
@@ -76,9 +81,12 @@ def test_a_second_purchase_before_the_sms_cancels_it_and_the_live_data_is_untouc
                       script=load_script(["day 0: purchase value=40", "day 91 09:30: purchase value=12"]),
                       start=START, sandbox_redis=redis_url).to_json()
     timeline = result["timeline"]
-    # Then the coupon email went out on day 90 and the SMS due on day 93 was cancelled by the purchase
+    # Then the coupon email went out on day 90 and the SMS due on day 93 was cancelled by the purchase;
+    # the thank-you for it waits for the daily email cap, a day after the coupon email
     assert sent(timeline) == [("thank-you", iso(START)), ("check-in", iso(CHECK_IN)),
-                              ("winback-coupon", iso(LAPSED)), ("thank-you-again", iso(again))]
+                              ("winback-coupon", iso(LAPSED)), ("thank-you-again", iso(LAPSED + DAY))]
+    deferred = [(e["step"], e["at"]) for e in timeline if e["kind"] == "deferred"]
+    assert deferred == [("thank-you-again", iso(again))]
     cancelled = [(e["step"], e["at"], e["local"]) for e in timeline if e["kind"] == "cancelled"]
     assert cancelled == [("winback-reminder", iso(again), "Thu 2026-04-02 09:30 BST")]
     assert any(e["kind"] == "converted" for e in timeline)
