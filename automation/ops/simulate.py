@@ -78,7 +78,7 @@ class Entry:
                                 "at": _iso(self.at),
                                 "local": self.local, "contact": self.contact, "kind": self.kind, "text": self.text}
         for name, short in (("journey", "j"), ("stage", "s"), ("step", "p"), ("channel", "ch"), ("detail", "d")):
-            if self.fields.get(short):
+            if self.fields.get(short) and not (short == "d" and self.kind == "sent"):   # the sandbox's file
                 data[name] = self.fields[short]
         if self.message:
             data["message"] = dict(self.message)
@@ -382,7 +382,7 @@ def _message(path_text: str) -> dict[str, Any]:
         parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         text = parsed.get_body(preferencelist=("plain",))
         return {"to": str(parsed["To"]), "subject": str(parsed["Subject"]),
-                "text": text.get_content().strip() if text is not None else ""}
+                "text": text.get_content().replace("\r\n", "\n").strip() if text is not None else ""}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
