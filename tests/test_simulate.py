@@ -16,9 +16,12 @@ from datetime import datetime, timezone
 import pytest
 import redis
 
+from automation.api import Lifecycle
 from automation.ops.cli import main
-from automation.ops.simulate import load_script, parse_line, simulate
+from automation.errors import InputError
+from automation.ops.simulate import load_profile, load_script, parse_line, simulate
 from automation.store.contacts import ContactStore
+from automation.store.suppression import Suppressions
 from tests.conftest import DAY, ROOT
 
 START = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc).timestamp()
@@ -116,3 +119,60 @@ def test_a_bad_script_line_is_one_line_and_exit_2(project, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("lifecycle simulate: --events 'day x: purchase': not a script line")
     assert len(err.splitlines()) == 1
+
+
+def test_a_live_contact_waiting_for_its_sms_is_simulated_from_where_it_is(
+        runtime, settings, redis_url, engine, run_due, clock):
+    # Given a live contact who lapsed a moment ago: the coupon email went out, the SMS is due in 3 days;
+    # their phone is on the SMS suppression list
+    lc = Lifecycle(runtime)
+    lc.identify("kim", {"first_name": "Kim", "email": "kim@example.com", "phone": "+447700900456",
+                        "consent": {"email": True, "sms": True}})
+    lc.track("kim", "purchase", {"item": "Tent"}, at=clock.now() - 90 * DAY)
+    run_due(engine)
+    assert "customer-lifecycle:lapsed:1:winback-coupon" in lc.history("kim")
+    Suppressions(runtime).add("sms", "+447700900456", "complained to the carrier")
+    client = redis.Redis.from_url(redis_url)
+    live = {key: client.dump(key) for key in client.scan_iter(match=f"{settings.namespace}:*")}
+    # When the next 4 days are simulated for kim
+    result = simulate(settings, ["customer-lifecycle"], 4, contacts=["kim"], live=runtime, start=clock.now(),
+                      sandbox_redis=redis_url).to_json()
+    # Then the SMS falls due exactly 3 days on, and is skipped for the suppressed number; the coupon
+    # email is not sent again
+    outcomes = [(e["kind"], e.get("step"), e["at"]) for e in result["timeline"] if e["kind"] in ("sent", "skipped")]
+    assert outcomes == [("skipped", "winback-reminder", iso(clock.now() + 3 * DAY))]
+    (skipped,) = [e for e in result["timeline"] if e["kind"] == "skipped"]
+    assert "is on the sms suppression list: complained to the carrier" in skipped["text"]
+    # And the live data is as it was
+    assert {key: client.dump(key) for key in client.scan_iter(match=f"{settings.namespace}:*")} == live
+    client.close()
+
+
+def test_a_profile_file_of_two_contacts_each_in_their_own_language_and_zone(settings, redis_url, tmp_path):
+    # Given a profile file with two contacts, one reading Persian in Tehran, with a purchase 10 days ago
+    profile = tmp_path / "people.yaml"
+    profile.write_text(
+        "contacts:\n"
+        "  - id: farid\n"
+        "    attributes: {first_name: فرید, email: f@example.com, locale: fa, timezone: Asia/Tehran,\n"
+        "                 consent: {email: true}}\n"
+        "    history: [{event: purchase, day: -10, properties: {item: Beanie}}]\n"
+        "  - id: ann\n"
+        "    attributes: {first_name: Ann, email: a@example.com, consent: {email: true}}\n"
+        "    history: [{event: purchase, day: -10, properties: {item: Beanie}}]\n", encoding="utf-8")
+    # When both buy again on day 1 at 09:00 their own time
+    result = simulate(settings, ["customer-lifecycle"], 2, profile=profile, start=START, sandbox_redis=redis_url,
+                      script=load_script(["day 1 09:00: purchase item=Scarf"])).to_json()
+    # Then each is thanked at 09:00 local, in their own language
+    thanks = {e["contact"]: e for e in result["timeline"] if e["kind"] == "sent" and e["step"] == "thank-you-again"}
+    assert thanks["farid"]["local"] == "Fri 2026-01-02 09:00 +0330"
+    assert thanks["ann"]["local"] == "Fri 2026-01-02 09:00 GMT"
+    assert "فرید" in thanks["farid"]["message"]["subject"] and "Ann" in thanks["ann"]["message"]["subject"]
+    assert thanks["farid"]["message"]["subject"] != thanks["ann"]["message"]["subject"].replace("Ann", "فرید")
+
+
+def test_a_profile_without_attributes_is_refused_with_its_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("contacts:\n  - id: x\n    attributes: [1, 2]\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad\.yaml: contact 1 needs attributes: as a mapping"):
+        load_profile(bad)

@@ -45,8 +45,11 @@ from automation.events import Event
 from automation.expressions import did_you_mean
 from automation.ops.demo import DAY, ScriptedEvent, Timeline, load_contacts
 from automation.runtime import Runtime, open_runtime, resolve_redis
-from automation.store.contacts import ContactStore
+from automation.store import fields
+from automation.store.contacts import ContactState, ContactStore
+from automation.store.coupons import coupon_key, parse_compact
 from automation.store.keys import recheck_member, step_member
+from automation.store.suppression import ADDRESS_ATTRIBUTES, normalize
 
 #: The profile simulated when no contact is named.
 SAMPLE_PROFILE = "sample-contact.yaml"
@@ -289,17 +292,32 @@ class Sandbox:
         return cls(runtime, engine, clock, folder)
 
     def copy_contact(self, live: Runtime, contact_id: str) -> None:
-        """A live contact's hash, recent events, ledger and inbox, copied as they are (DUMP/RESTORE), and
-        its pending steps' timers set again; the live Redis is only read."""
+        """A live contact's hash, recent events, ledger, inbox and coupons, copied as they are
+        (DUMP/RESTORE), its addresses' suppression entries, and its pending steps' timers set again;
+        the live Redis is only read."""
         source, target = live.keys, self.runtime.keys
         pairs = [(source.contact(contact_id), target.contact(contact_id)),
                  (source.recent_events(contact_id), target.recent_events(contact_id)),
                  (source.ledger(contact_id), target.ledger(contact_id)),
                  (source.inbox(contact_id), target.inbox(contact_id))]
-        dumps = [live.redis.dump(key) for key, _ in pairs]
-        if dumps[0] is None:
+        if not live.redis.exists(source.contact(contact_id)):
             raise InputError(f"no contact {contact_id!r} in namespace {live.settings.namespace!r} "
                              f"(lifecycle inspect {contact_id})")
+        raw = live.redis.hgetall(source.contact(contact_id))
+        # Its coupons (redeeming one is an event the script may send) and its suppressed addresses.
+        for field_name, value in raw.items():
+            kind, name = fields.split(field_name)
+            coupon = parse_compact(name, value) if kind == fields.COUPON else None
+            if coupon is not None:
+                pairs.append((coupon_key(source, coupon.code), coupon_key(target, coupon.code)))
+        suppressed: list[tuple[str, str, str]] = []
+        attributes = ContactState.from_hash(contact_id, raw).attributes
+        for channel, attribute in ADDRESS_ATTRIBUTES.items():
+            address = normalize(channel, attributes.get(attribute)) if attributes.get(attribute) else ""
+            why = live.redis.hget(source.suppressed(channel), address) if address else None
+            if why is not None:
+                suppressed.append((target.suppressed(channel), address, why))
+        dumps = [live.redis.dump(key) for key, _ in pairs]
         binary = _binary(self.runtime)
         try:
             for (_, key), dumped in zip(pairs, dumps, strict=True):
@@ -307,6 +325,8 @@ class Sandbox:
                     binary.restore(key, 0, dumped, replace=True)
         finally:
             binary.close()
+        for key, address, why in suppressed:
+            self.runtime.redis.hset(key, address, why)
         state = self.engine.store.load(contact_id)
         now = self.clock.now()
         for name, enrollment in state.enrollments.items():
@@ -454,7 +474,9 @@ def simulate(settings: Settings, journeys: Sequence[str], days: float, contacts:
             ids = [person["id"] for person in people]
             sandbox.engine.store.request_reevaluation(ids)
         _check_script(script, ids)
-        return _run(sandbox, ids, list(registry.journeys), origin, days, script)
+        served = list(registry.journeys)
+        ordered = [name for name in journeys if name in served] + [name for name in served if name not in journeys]
+        return _run(sandbox, ids, ordered, origin, days, script)
     finally:
         sandbox.close()
 
@@ -472,7 +494,9 @@ def _run(sandbox: Sandbox, ids: list[str], journeys: list[str], origin: float, d
     engine, clock = sandbox.engine, sandbox.clock
     store: ContactStore = engine.store
     served = engine.journeys.journeys
-    default_zone = engine.journeys.workspace.timezone
+    # Contacts without a zone of their own live in the (first) journey's, as its rules and waits say.
+    first = served.get(journeys[0]) if journeys else None
+    default_zone = first.timezone if first is not None else engine.journeys.workspace.timezone
     states = store.load_many(ids)
     zones = {cid: zone(states[cid].attributes.get("timezone"), default_zone) for cid in ids}
     timeline = _Recorder(sandbox, origin, zones, sandbox.runtime.settings.outbox_dir)
