@@ -10,6 +10,7 @@ on 4 April at 13:00 BST, outside the SMS quiet hours (21:00-08:00).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import datetime, timezone
 
@@ -176,3 +177,18 @@ def test_a_profile_without_attributes_is_refused_with_its_file(tmp_path):
     bad.write_text("contacts:\n  - id: x\n    attributes: [1, 2]\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"bad\.yaml: contact 1 needs attributes: as a mapping"):
         load_profile(bad)
+
+
+def test_a_journey_with_an_error_is_reported_with_its_file_line_and_exit_1(project, monkeypatch, capsys):
+    # Given the customer lifecycle with a misspelt channel
+    path = project / "journeys" / "customer-lifecycle.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("send: sms", "send: smss", 1), encoding="utf-8")
+    line = text[: text.index("send: sms")].count("\n") + 1
+    monkeypatch.chdir(project)
+    # When it is simulated
+    assert main(["simulate", "customer-lifecycle", "--days", "5"]) == 1
+    # Then the error says where, as validate does, and nothing ran
+    err = capsys.readouterr().err
+    assert re.search(rf"journeys/customer-lifecycle\.yaml:{line}:\d+: .*smss", err), err
+    assert "hint:" in err

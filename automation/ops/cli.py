@@ -316,7 +316,7 @@ def _instant(text: str) -> float:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from automation.ops.simulate import load_script, simulate
+    from automation.ops.simulate import JourneysDoNotLoad, load_script, simulate
 
     settings = _settings()
     script = load_script(args.events)
@@ -332,6 +332,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         result = simulate(settings, args.journeys, args.days, ids, Path(files[0]) if files else None, script,
                           args.start, live=live)
+    except JourneysDoNotLoad as failed:
+        for diagnostic in failed.diagnostics:
+            print(diagnostic.format(), file=sys.stderr)
+        return 1
     finally:
         if live is not None:
             live.close()
@@ -361,6 +365,11 @@ def cmd_test_send(args: argparse.Namespace) -> int:
                 runtime.close()
         else:
             reader = sample_reader()
+        broken = bench.errors_about(args.journey)
+        if broken:   # the journey does not load: say why, as validate does
+            for diagnostic in broken:
+                print(diagnostic.format(), file=sys.stderr)
+            return 1
         try:
             done = send_test(bench, args.journey, args.step, args.to, reader, args.locale)
         except PreviewFailed as failed:

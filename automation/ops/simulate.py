@@ -37,12 +37,13 @@ from ruamel.yaml.error import YAMLError
 from automation.calendar import zone
 from automation.clock import ManualClock
 from automation.config import Settings
-from automation.errors import InputError
+from automation.errors import InputError, LifecycleError
 from automation.engine.executor import run_batch
 from automation.engine.scheduler import Scheduler, run_until_idle
 from automation.engine.services import Engine
 from automation.events import Event
 from automation.expressions import did_you_mean
+from automation.language.diagnostics import Diagnostic
 from automation.ops.demo import DAY, ScriptedEvent, Timeline, load_contacts
 from automation.runtime import Runtime, open_runtime, resolve_redis
 from automation.store import fields
@@ -61,6 +62,14 @@ MAX_ROUNDS = 100_000
 #: `journey: <name>` at the top level of a journey file (read without parsing all of it).
 _NAME = re.compile(r"^journey:\s*['\"]?(?P<name>[A-Za-z0-9_.-]+)", re.M)
 _LINE = re.compile(r"^\s*day\s+(?P<day>-?\d+(?:\.\d+)?)(?:\s+(?P<time>\d{1,2}:\d{2}))?\s*:\s*(?P<rest>.+?)\s*$")
+
+
+class JourneysDoNotLoad(LifecycleError):
+    """The journeys to simulate have errors: their diagnostics, as `lifecycle validate` prints them."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        super().__init__("the journeys do not load (lifecycle validate)")
+        self.diagnostics = list(diagnostics)
 
 
 @dataclass(frozen=True)
@@ -460,8 +469,7 @@ def simulate(settings: Settings, journeys: Sequence[str], days: float, contacts:
     try:
         registry = sandbox.engine.journeys
         if registry.has_errors or not registry.journeys:
-            problems = [d.format() for d in registry.diagnostics if d.is_error]
-            raise InputError("the journeys do not load (lifecycle validate):\n" + "\n".join(problems))
+            raise JourneysDoNotLoad([d for d in registry.diagnostics if d.is_error])
         if contacts:
             if live is None:
                 raise InputError("a live runtime is needed to copy contacts")
