@@ -139,21 +139,16 @@ def messages_of(target: str, journeys: Mapping[str, Journey], catalog: TemplateC
 
 def locales_of(ref: MessageRef, catalog: TemplateCatalog, reader: Reader, locale: str | None,
                all_locales: bool) -> list[str | None]:
-    """Which locales to render: `--locale`, the reader's own, or every locale the template has."""
+    """Which locales to render: `--locale`, the contact's own, or (sample data) every locale the template has."""
     if locale and not all_locales:
         return [locale]
-    if reader.locale and not all_locales:
-        return [reader.locale]
+    if reader.state is not None and not all_locales:
+        return [reader.locale]      # None: what a contact without a locale gets (the journey's)
     written = sorted(catalog.locales(ref.channel, ref.template))
     return list(written) or [None]
 
 
 # -- who it is for ----------------------------------------------------------------------------------
-
-def sample_names() -> list[str]:
-    """`--sample` names: the validate sample, and the demo population's contacts."""
-    return [DEFAULT_SAMPLE] + [c["id"] for c in load_population()["contacts"]]
-
 
 def sample_reader(name: str = DEFAULT_SAMPLE) -> Reader:
     """Sample data: `sample` (validate's), or a contact of the demo population (automation/ops/data/demo.yaml)."""
