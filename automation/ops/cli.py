@@ -251,33 +251,28 @@ def cmd_broadcast(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_preview(args: argparse.Namespace) -> int:
-    from automation.ops.preview import (
-        PreviewFailed,
-        Workbench,
-        contact_reader,
-        format_summary,
-        messages_of,
-        preview,
-        sample_reader,
-        write_folder,
-    )
+def _reader(settings: Settings, contact: str | None, sample: str | None) -> Any:
+    """Who a preview or a test send is for: a contact read from Redis (never written), or sample data."""
+    from automation.ops.preview import contact_reader, sample_reader
 
-    if args.contact and args.sample:
-        raise InputError("give --contact or --sample, not both")
+    if not contact:
+        return sample_reader(sample or "sample")
+    from automation.runtime import open_runtime
+
+    runtime = open_runtime(settings)
+    try:
+        return contact_reader(runtime, contact)
+    finally:
+        runtime.close()
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from automation.ops.preview import PreviewFailed, Workbench, format_summary, messages_of, preview, write_folder
+
     settings = _settings()
+    reader = _reader(settings, args.contact, args.sample)
     bench = Workbench.open(settings)
     try:
-        if args.contact:
-            from automation.runtime import open_runtime
-
-            runtime = open_runtime(settings)
-            try:
-                reader = contact_reader(runtime, args.contact)
-            finally:
-                runtime.close()
-        else:
-            reader = sample_reader(args.sample or "sample")
         broken = bench.errors_about(args.target)
         if broken:   # the journey (or one sending the template) does not load: say why, as validate does
             for diagnostic in broken:
@@ -349,22 +344,13 @@ def _is_file(text: str) -> bool:
 
 def cmd_test_send(args: argparse.Namespace) -> int:
     from automation.channels.base import Sent
-    from automation.ops.preview import PreviewFailed, Workbench, contact_reader, sample_reader
+    from automation.ops.preview import PreviewFailed, Workbench
     from automation.ops.testsend import send_test
 
     settings = _settings()
+    reader = _reader(settings, args.contact, None)
     bench = Workbench.open(settings)
     try:
-        if args.contact:
-            from automation.runtime import open_runtime
-
-            runtime = open_runtime(settings)
-            try:
-                reader = contact_reader(runtime, args.contact)
-            finally:
-                runtime.close()
-        else:
-            reader = sample_reader()
         broken = bench.errors_about(args.journey)
         if broken:   # the journey does not load: say why, as validate does
             for diagnostic in broken:
