@@ -118,10 +118,12 @@ def test_every_value_a_variant_gives_a_coupon_must_make_a_valid_coupon(check):
 """))
     assert result.problems == [
         f"{path}:16:35: coupon 'deal': percent must be more than 0 and at most 100, not 120 (vars.discount = 120)",
-        f"{path}:17:36: 'percent' must be a number or vars.<name>",
-        f"{path}:18:13: coupon 'third': percent must be more than 0 and at most 100, not 120",
-        f"{path}:18:36: 'percent': 120 is greater than the maximum of 100",
+        f"{path}:17:36: 'percent' must be a number above 0 and at most 100, without %, or vars.<name>",
+        f"{path}:18:36: 'percent' must be a number above 0 and at most 100, without %",
     ], result.text
+    assert result.hint(result.problems[0]) == "each variant's vars.discount must be a valid percent"
+    assert result.hint(result.problems[1]) == ("e.g. percent: 20, or percent: vars.discount for the value a split "
+                                               "variant sets")
     assert result.code == 1
 
 

@@ -17,7 +17,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import time as clock_time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from automation.expressions import Expression, RuleError
 
@@ -150,6 +150,19 @@ class Flow:
 
 
 EMPTY_FLOW = Flow(None, {})
+
+
+def sample_vars(flows: Iterable[Flow]) -> dict[str, Any]:
+    """A value for each name the split variants of these flows set (the first variant that sets it):
+    what a preview renders `vars.<name>` with before any contact has a variant."""
+    found: dict[str, Any] = {}
+    for flow in flows:
+        for node in flow.nodes.values():
+            if isinstance(node, SplitNode):
+                for variant in node.variants:
+                    for name, value in variant.vars.items():
+                        found.setdefault(name, value)
+    return found
 
 
 def assign_variant(split: SplitNode, contact_id: str, journey: str) -> Variant:

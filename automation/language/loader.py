@@ -31,6 +31,7 @@ from automation.durations import DurationError, parse_duration
 from automation.expressions import RULE_NAMES, TEMPLATE_EXTRA_NAMES, Expression, did_you_mean, references
 from automation.language.diagnostics import Diagnostic, has_errors
 from automation.language.flowbuild import FlowContext, build_flow, check_vars, collect_run_vars, parse_offset
+from automation.language.hints import keys_meant_for, misplaced_key_hint, strayed
 from automation.language.journey import (
     RUN,
     ExitRule,
@@ -44,7 +45,7 @@ from automation.language.journey import (
     Trigger,
 )
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos, read_yaml
-from automation.language.sources import Sources
+from automation.language.sources import Sources, declared
 from automation.language.workspace import MESSAGE_TYPES, quiet_hours_of
 from automation.messages.templates import TemplateCheck, locale_chain
 
@@ -111,12 +112,13 @@ def _explain(error: ValidationError, doc: Any, report: Report) -> None:
         for key in instance:
             if key not in allowed:
                 report.add(pos(instance, key, of_key=True), f"unknown key {key!r} in {_container_name(path)}",
-                           did_you_mean(str(key), allowed) or f"allowed keys: {', '.join(allowed)}")
+                           misplaced_key_hint(SCHEMA, doc, path, str(key), _container_name(path[:-1]))
+                           or did_you_mean(str(key), allowed) or f"allowed keys: {', '.join(allowed)}")
         return
     if kind == "required":
         where = _where(doc, path)
         for missing in error.validator_value:
-            if isinstance(instance, dict) and missing not in instance:
+            if isinstance(instance, dict) and missing not in instance and not strayed(SCHEMA, doc, path, missing):
                 report.add(where, f"missing required key {missing!r} in {_container_name(path)}",
                            _REQUIRED_HINTS.get(missing))
         return
@@ -130,6 +132,8 @@ def _explain(error: ValidationError, doc: Any, report: Report) -> None:
                         report.add(pos(instance, given, of_key=True), f"{given!r} needs {need!r} in the same step",
                                    hint)
         return
+    if kind == "type" and instance is None and keys_meant_for(SCHEMA, doc, path):
+        return  # `wait_for:` with its keys unindented below it: each key's hint says to indent it
     if kind == "minProperties":
         what = "step" if _container_name(path) == "step" else _describe(path)
         report.add(_where(doc, path), f"empty {what}",
@@ -157,7 +161,8 @@ def _explain(error: ValidationError, doc: Any, report: Report) -> None:
             _explain(sub, doc, report)
         if inner:
             return
-    if message and kind in {"pattern", "type", "minLength", "minItems", "enum", "oneOf"}:
+    if message and kind in {"pattern", "type", "minLength", "minItems", "enum", "minimum", "maximum",
+                            "exclusiveMinimum", "oneOf"}:
         report.add(_where(doc, path), f"{_describe(path)} {message}" if not message[0].isupper() else message,
                    schema.get("x-hint"))
         return
@@ -199,6 +204,16 @@ def load_journey(path: Path, channels: Channels, templates: TemplateCheck | None
     """Read and check one journey file. The journey is None when there is any error.
 
     `default_timezone` (the workspace's) is the journey's zone when its file names none."""
+    journey, diagnostics = read_journey(path, channels, templates, sources, default_timezone)
+    return (None if has_errors(diagnostics) else journey), diagnostics
+
+
+def read_journey(path: Path, channels: Channels, templates: TemplateCheck | None,
+                 sources: "Sources | None" = None,
+                 default_timezone: str = "UTC") -> tuple[Journey | None, list[Diagnostic]]:
+    """Like load_journey, but the journey is as much of it as could be built, errors or not (None only
+    when the file is no YAML mapping): `lifecycle validate` checks its names against the other
+    journeys beside its other errors. Never serve it when there are errors."""
     report = Report(display_path(path))
     doc = read_yaml(path, report)
     if report.items:
@@ -209,7 +224,7 @@ def load_journey(path: Path, channels: Channels, templates: TemplateCheck | None
         return None, report.items
     _schema_diagnostics(doc, report)
     journey = _Builder(doc, Path(path), report, channels, templates, sources, default_timezone).build()
-    return (None if has_errors(report.items) else journey), sorted(set(report.items))
+    return journey, sorted(set(report.items))
 
 
 class _Builder:
@@ -239,7 +254,7 @@ class _Builder:
     # expressions, with what they read noted for the cross-journey checks
     def rule(self, node: Any, key: str, extra: Iterable[str] = ()) -> Expression | None:
         where = pos(node, key)
-        expression = compile_at(node[key], where, self.names | set(extra), self.report)
+        expression = compile_at(node[key], where, self.names | set(extra), self.report, *declared(self.sources))
         if expression is not None:
             check_vars(references(expression.source).vars, where, self.run_vars, self.report)
             self.note(expression, where)
@@ -257,7 +272,7 @@ class _Builder:
         try:
             return parse_duration(node[key])
         except DurationError as exc:
-            self.report.add(pos(node, key), f"bad duration: {exc}", DURATION_HINT)
+            self.report.add_once(pos(node, key), f"bad duration: {exc}", DURATION_HINT)
             return default
 
     def flow_context(self, scope: str) -> FlowContext:
@@ -528,5 +543,5 @@ def check_template_files(templates: TemplateCheck) -> list[Diagnostic]:
     return found
 
 
-__all__ = ["load_journey", "check_template_files", "TemplateCheck", "SCHEMA", "locale_chain", "display_path",
-           "Channels"]
+__all__ = ["load_journey", "read_journey", "check_template_files", "TemplateCheck", "SCHEMA", "locale_chain",
+           "display_path", "Channels"]

@@ -45,7 +45,8 @@ class Timeline:
             day = (when - self.origin) / DAY
             print(f"day {day:5.1f}  {self.names.get(contact, contact):<16} {text}", file=self.out, flush=True)
 
-    def poll(self, block_ms: int = 100) -> None:
+    def poll(self, block_ms: int | None = 100) -> None:
+        """Show what the activity stream has since the last poll; block_ms=None does not wait."""
         replies = self.runtime.redis.xread({self.runtime.keys.activity: self.last_id}, count=500, block=block_ms)
         for _, entries in replies or []:
             for entry_id, fields in entries:
