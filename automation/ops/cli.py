@@ -487,6 +487,37 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The journeys' flow diagrams with counts, A/B results and send charts, as one HTML page."""
+    from datetime import date
+
+    from automation.engine.services import Engine
+    from automation.ops.report import build_report
+    from automation.runtime import open_runtime
+
+    since = None
+    if args.since:
+        try:
+            since = date.fromisoformat(args.since)
+        except ValueError:
+            raise InputError(f"--since {args.since!r}: write a date as YYYY-MM-DD") from None
+    runtime = open_runtime(_settings())
+    try:
+        engine = Engine.create(runtime, publish=False)
+        try:
+            journeys = engine.journeys.journeys
+            if args.journey and args.journey not in journeys:
+                raise InputError(f"no journey {args.journey!r} is served (journeys: {', '.join(sorted(journeys))})")
+            html = build_report(runtime, journeys, args.journey, since)
+        finally:
+            engine.close()
+    finally:
+        runtime.close()
+    args.out.write_text(html, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _export(settings: Settings) -> tuple[Settings, Any]:
     """Resolve Redis (starting the embedded server if needed) and export the settings, so that
     child processes see the same deployment. Returns the settings and the embedded server or None.
@@ -811,6 +842,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", metavar="REF", help="name the journey files that change the forecast against "
                                                     "another version: a git ref (HEAD, main) or a folder")
     p.set_defaults(func=cmd_forecast)
+
+    p = sub.add_parser("report", help="one HTML page: each journey's flow with counts, A/B lift with 95% "
+                                      "intervals, sends per day, delivery/open/click rates per step")
+    p.add_argument("--journey", metavar="J", help="only this journey")
+    p.add_argument("--since", metavar="DATE", help="sends per day from this date (YYYY-MM-DD)")
+    p.add_argument("--out", type=Path, default=Path("report.html"), help="the page to write (default report.html)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("schema", help="print the JSON Schema of journey files (for editors)")
     p.add_argument("--path", action="store_true", help="print its file path instead")

@@ -1,0 +1,70 @@
+"""The forecast of a population: 100,000 contacts followed over 30 days.
+
+100,000 contacts spread over the customer lifecycle (none to five purchases, the latest up
+to two years ago, in four time zones, some with SMS and push consent) are imported as history
+(no triggers), with every shipped journey served. `forecast_seconds_100k` is the time
+`lifecycle forecast --days 30` takes to follow all of them (loading them from Redis included);
+the target is a minute on 2 cores. Nothing is sent and nothing is written.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from automation.clock import SystemClock
+from automation.engine.forecast import forecast
+from automation.engine.services import Engine
+from automation.events import Event, check_attributes
+from automation.runtime import open_runtime
+from automation.store.contacts import ContactStore
+
+from .harness import ROOT, Bench, delete_namespace
+
+DAY = 86400.0
+SIZE = 100_000
+CHUNK = 5000
+ZONES = ("Europe/London", "America/New_York", "Asia/Tokyo", "Europe/Warsaw")
+
+
+def populate(store: ContactStore, size: int, now: float) -> None:
+    rng = random.Random(7)
+    for first in range(0, size, CHUNK):
+        ids = [f"u{n:07d}" for n in range(first, min(size, first + CHUNK))]
+        store.identify_many(((cid, check_attributes({
+            "email": f"{cid}@example.com", "phone": "+14155550100", "first_name": f"U{cid[1:]}",
+            "timezone": ZONES[n % len(ZONES)], "lifetime_value": rng.randrange(0, 1000),
+            "consent": {"email": True, "sms": n % 3 == 0, "push": n % 4 == 0}, "push_tokens": [f"t{cid}"]}))
+            for n, cid in enumerate(ids, start=first)), triggers=False)
+        events = []
+        for cid in ids:
+            latest = rng.uniform(0, 730)
+            for extra in range(rng.choice((0, 1, 1, 1, 2, 5))):
+                events.append(Event(cid, "purchase", now - (latest + 20 * extra) * DAY, {"item": "Merino shirt"}))
+        store.track_many(events, triggers=False)
+
+
+def run(bench: Bench) -> dict:
+    settings = bench.settings("fc", journeys_dir=ROOT / "journeys")
+    client = bench.client()
+    runtime = open_runtime(settings, clock=SystemClock())
+    engine = Engine.create(runtime, publish=False)
+    try:
+        started = time.perf_counter()
+        populate(ContactStore(runtime), SIZE, time.time())
+        # Every contact waits for its first evaluation, as after an import: the forecast makes it.
+        ContactStore(runtime).request_reevaluation(f"u{n:07d}" for n in range(SIZE))
+        imported = time.perf_counter() - started
+        started = time.perf_counter()
+        result = forecast(engine, days=30)[""]
+        elapsed = time.perf_counter() - started
+    finally:
+        engine.close()
+        runtime.close()
+        delete_namespace(client, settings.namespace)
+    return {
+        "forecast_contacts": result.contacts,
+        "forecast_messages_30d": sum(sum(values) for values in result.channel_days().values()),
+        "forecast_import_seconds": round(imported, 1),
+        "forecast_seconds_100k": round(elapsed, 1),
+    }
