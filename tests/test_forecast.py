@@ -81,3 +81,11 @@ def test_a_sample_is_scaled_up_to_the_population(runtime, engine: Engine, clock)
     result = forecast(engine, days=3, sample=6, seed=1)[""]
     assert (result.contacts, result.simulated) == (len(HISTORIES), 6)
     assert result.scale == len(HISTORIES) / 6
+
+
+def test_a_forecast_shared_out_to_two_processes_counts_the_same(runtime, engine: Engine, clock):
+    populate(runtime, Lifecycle(runtime), clock.now())
+    alone = forecast(engine, days=DAYS, processes=1)[""]
+    shared = forecast(engine, days=DAYS, processes=2, parallel_from=1)[""]
+    assert shared.simulated == alone.simulated == len(HISTORIES)
+    assert (shared.per_day(), shared.not_sent) == (alone.per_day(), alone.not_sent)

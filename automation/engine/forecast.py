@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -75,6 +77,13 @@ class Forecast:
 
     def day_of(self, instant: float) -> int:
         return int((instant - self.midnight) // DAY)
+
+    def add(self, other: "Forecast") -> None:
+        """Count in another part of the same forecast (other contacts)."""
+        self.simulated += other.simulated
+        self.stopped += other.stopped
+        self.sends.update(other.sends)
+        self.not_sent.update(other.not_sent)
 
     def per_day(self) -> dict[tuple[str, str], list[int]]:
         """(journey, channel) -> messages on each day, scaled to the whole population."""
@@ -163,19 +172,56 @@ def contact_ids(engine: Engine, sample: int | None, seed: int | None = None) -> 
 
 def forecast(engine: Engine, days: int = 30, sample: int | None = None,
              versions: Mapping[str, Engine] | None = None, seed: int | None = None,
-             start: float | None = None) -> dict[str, Forecast]:
+             start: float | None = None, processes: int | None = None,
+             parallel_from: int | None = None) -> dict[str, Forecast]:
     """Forecast with the engine's journeys ("" in the result) and with each of `versions` (engines
-    serving other journey files, by name), over the same contacts."""
+    serving other journey files, by name), over the same contacts.
+
+    Large populations are shared out to `processes` forked processes (default: one per core),
+    each loading and following its own contacts (from `parallel_from` contacts, default
+    PARALLEL_FROM); the counts are added up."""
     engines = {"": engine, **(versions or {})}
     at = engine.runtime.clock.now() if start is None else start
     total, ids = contact_ids(engine, sample, seed)
+    count = max(1, processes or os.cpu_count() or 1)
+    if count == 1 or len(ids) < (PARALLEL_FROM if parallel_from is None else parallel_from) or "fork" not in multiprocessing.get_all_start_methods():
+        return _follow(engines, at, days, total, ids)
+    global _SHARED
+    _SHARED = (engines, at, days, total, ids, count)
+    try:
+        with multiprocessing.get_context("fork").Pool(count) as pool:
+            parts = pool.map(_follow_part, range(count))
+    finally:
+        _SHARED = None
+    results = parts[0]
+    for part in parts[1:]:
+        for name, result in part.items():
+            results[name].add(result)
+    return results
+
+
+#: Fewer contacts than this are followed in this process: forking costs more than it saves.
+PARALLEL_FROM = 5000
+#: What forked processes inherit: (engines, start, days, contacts in Redis, ids, processes).
+_SHARED: tuple[Any, ...] | None = None
+
+
+def _follow_part(index: int) -> dict[str, Forecast]:
+    assert _SHARED is not None
+    engines, at, days, total, ids, count = _SHARED
+    return _follow(engines, at, days, total, ids[index::count])
+
+
+def _follow(engines: Mapping[str, Engine], at: float, days: int, total: int, ids: list[str]) -> dict[str, Forecast]:
+    engine = engines[""]
     results = {name: Forecast(at, days, contacts=total) for name in engines}
-    simulators = {name: Simulator(other, results[name]) for name, other in engines.items()}
+    simulators = [Simulator(other, results[name]) for name, other in engines.items()]
     for first in range(0, len(ids), CHUNK):
         loaded = load(engine, ids[first:first + CHUNK])
-        for simulator in simulators.values():
+        for simulator in simulators:
             for state, timers, listed in loaded:
-                simulator.run(copy_state(state), dict(timers), listed)
+                # Evaluations change a state in place: each version follows its own copy.
+                simulator.run(copy_state(state) if len(simulators) > 1 else state, dict(timers), listed)
     return results
 
 

@@ -18,7 +18,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #e2
 table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 10px;border-bottom:1px solid #edf2f7;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f7fafc}
 .note{color:#4a5568;font-size:.9em}.verdict{font-weight:600}
-svg text{font-family:inherit}figure{margin:12px 0}
+svg text{font-family:inherit}figure{margin:12px 0;overflow-x:auto}
 """.strip()
 
 

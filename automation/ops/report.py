@@ -153,6 +153,8 @@ def render(data: Mapping[str, Any], journeys: Mapping[str, Journey], since: date
         body.append(f"<figure>{journey_svg(journey, _node_counts(data, name), _scope_counts(data, name))}</figure>")
         rows = []
         for key, found in info["steps"].items():
+            if not found["sent"]:
+                continue                # nothing sent yet: no rate to draw
             rows.append((key, {"delivered": _rate(found["delivered"], found["sent"]),
                                "opened": _rate(found["opened"], found["delivered"] or found["sent"]),
                                "clicked": _rate(found["clicked"], found["delivered"] or found["sent"])}))
