@@ -8,6 +8,11 @@ is then run forward with the real executor, timer by timer; sends per day and ch
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import time
 from collections import Counter
 
 from automation.api import Lifecycle
@@ -89,3 +94,30 @@ def test_a_forecast_shared_out_to_two_processes_counts_the_same(runtime, engine:
     shared = forecast(engine, days=DAYS, processes=2, parallel_from=1)[""]
     assert shared.simulated == alone.simulated == len(HISTORIES)
     assert (shared.per_day(), shared.not_sent) == (alone.per_day(), alone.not_sent)
+
+
+def lifecycle(settings, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **settings.to_env(), "LIFECYCLE_HOME": str(settings.home)}
+    return subprocess.run([sys.executable, "-m", "automation", *args], cwd=settings.journeys_dir.parent, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_command_names_the_journey_files_that_change_the_forecast(runtime, settings, clock, tmp_path):
+    populate(runtime, Lifecycle(runtime), time.time())
+    edited = tmp_path / "edited"
+    shutil.copytree(settings.journeys_dir, edited)
+    path = edited / "customer-lifecycle.yaml"
+    path.write_text(path.read_text().replace("lapse_days: 90 ", "lapse_days: 60 "))
+    page = tmp_path / "forecast.html"
+    done = lifecycle(settings, "forecast", "--days", "10", "--journeys", str(edited),
+                     "--against", str(settings.journeys_dir), "--html", str(page))
+    assert done.returncode == 0, done.stderr
+    assert "1 of their files edited" in done.stdout
+    assert "customer-lifecycle.yaml: customer-lifecycle" in done.stdout
+    assert 'id="forecast-channels"' in page.read_text()
+    csv = lifecycle(settings, "forecast", "--days", "3", "--csv")
+    assert csv.stdout.startswith("day,journey,channel,messages\n") and ",customer-lifecycle,email," in csv.stdout
+    for bad in (["--days", "0"], ["--sample", "x"], ["--journeys", str(tmp_path / "none")],
+                ["--against", "no-such-ref"]):
+        refused = lifecycle(settings, "forecast", *bad)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, bad

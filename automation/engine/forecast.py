@@ -20,6 +20,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from automation.engine import runs
@@ -160,6 +161,7 @@ class Change:
     path: str
     before: int            # messages in the other version (-1: the journey is not there)
     after: int             # in this version (-1: not here)
+    edited: bool = True    # False: the file is the same; the journey follows others that changed
 
 
 def contact_ids(engine: Engine, sample: int | None, seed: int | None = None) -> tuple[int, list[str]]:
@@ -184,7 +186,8 @@ def forecast(engine: Engine, days: int = 30, sample: int | None = None,
     at = engine.runtime.clock.now() if start is None else start
     total, ids = contact_ids(engine, sample, seed)
     count = max(1, processes or os.cpu_count() or 1)
-    if count == 1 or len(ids) < (PARALLEL_FROM if parallel_from is None else parallel_from) or "fork" not in multiprocessing.get_all_start_methods():
+    smallest = PARALLEL_FROM if parallel_from is None else parallel_from
+    if count == 1 or len(ids) < smallest or "fork" not in multiprocessing.get_all_start_methods():
         return _follow(engines, at, days, total, ids)
     global _SHARED
     _SHARED = (engines, at, days, total, ids, count)
@@ -383,8 +386,9 @@ def _count(state: ContactState, caps: list[list[Any]], now: float) -> None:
 
 
 def changes_between(current: Forecast, other: Forecast, journeys: Mapping[str, Journey],
-                    others: Mapping[str, Journey]) -> list[Change]:
-    """The journeys whose forecast differs between two versions (added and removed ones included)."""
+                    others: Mapping[str, Journey], edited: set[str] | None = None) -> list[Change]:
+    """The journeys whose forecast differs between two versions (added and removed ones included);
+    `edited` names the journeys whose files differ (None: all of them)."""
     mine, theirs = current.totals(), other.totals()
     found = []
     for name in sorted(set(journeys) | set(others)):
@@ -393,7 +397,7 @@ def changes_between(current: Forecast, other: Forecast, journeys: Mapping[str, J
         before = theirs.get(name, 0) if there is not None else -1
         if after != before or _sends_differ(current, other, name):
             path = (here or there).path if (here or there) is not None else name
-            found.append(Change(name, path, before, after))
+            found.append(Change(name, Path(path).name, before, after, edited is None or name in edited))
     return found
 
 
@@ -406,10 +410,12 @@ def _sends_differ(one: Forecast, two: Forecast, journey: str) -> bool:
 def format_changes(changes: Iterable[Change], against: str) -> str:
     rows = list(changes)
     if not rows:
-        return f"against {against}: no journey file changes the forecast"
-    lines = [f"against {against}: {len(rows)} journey file(s) change the forecast"]
+        return f"against {against}: no journey forecasts differently"
+    edited = sum(1 for change in rows if change.edited)
+    lines = [f"against {against}: {len(rows)} journey(s) forecast differently, {edited} of their files edited"]
     for change in rows:
         before = "absent" if change.before < 0 else str(change.before)
         after = "absent" if change.after < 0 else str(change.after)
-        lines.append(f"  {change.path}: {change.journey} {before} -> {after} message(s)")
+        note = "" if change.edited else " (file unchanged: it follows journeys that changed)"
+        lines.append(f"  {change.path}: {change.journey} {before} -> {after} message(s){note}")
     return "\n".join(lines)

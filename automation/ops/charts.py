@@ -53,7 +53,7 @@ def _nice_max(value: float) -> float:
 def line_chart(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float]], chart_id: str,
                width: int = 820, height: int = 260) -> str:
     """One line per series over the labels (days), with axes, a legend and a tooltip per point."""
-    left, right, top, bottom = 56, 150, 28, 42
+    left, right, top, bottom = 56, 200, 28, 42
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = _nice_max(max((max(values) for values in series.values() if values), default=0))
     count = max(1, len(labels) - 1)

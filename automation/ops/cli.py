@@ -440,6 +440,14 @@ def _count(text: str) -> int:
     return value
 
 
+def _file_text(journey: Any) -> str | None:
+    """A journey's file as it is on disk (None: no such journey or file)."""
+    try:
+        return Path(journey.path).read_text(encoding="utf-8") if journey is not None else None
+    except OSError:
+        return None
+
+
 def cmd_forecast(args: argparse.Namespace) -> int:
     """Messages per journey, channel and day over the days ahead, if nothing new happens; reads only."""
     import dataclasses
@@ -470,8 +478,12 @@ def cmd_forecast(args: argparse.Namespace) -> int:
                 versions["against"] = dataclasses.replace(engine, journeys=other)
             results = forecast(engine, args.days, args.sample, versions)
             result = results[""]
-            changes = changes_between(result, results["against"], engine.journeys.journeys,
-                                      versions["against"].journeys.journeys) if args.against else None
+            changes = None
+            if args.against:
+                mine, theirs = engine.journeys.journeys, versions["against"].journeys.journeys
+                edited = {name for name in set(mine) | set(theirs)
+                          if _file_text(mine.get(name)) != _file_text(theirs.get(name))}
+                changes = changes_between(result, results["against"], mine, theirs, edited)
             print(result.to_csv() if args.csv else result.format(), end="" if args.csv else "\n")
             if changes is not None and not args.csv:
                 print(format_changes(changes, args.against))

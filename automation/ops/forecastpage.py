@@ -37,7 +37,9 @@ def forecast_page(result: Forecast, changes: Sequence[Change] | None = None, aga
         if not changes:
             body.append("<p>No journey file changes the forecast.</p>")
         else:
-            body.append(table(["file", "journey", f"messages ({against})", "messages (now)"],
+            body.append(table(["file", "journey", f"messages ({against})", "messages (now)", "file"],
                               [[c.path, c.journey, "absent" if c.before < 0 else c.before,
-                                "absent" if c.after < 0 else c.after] for c in changes], "changes"))
+                                "absent" if c.after < 0 else c.after,
+                                "edited" if c.edited else "unchanged (follows journeys that changed)"]
+                               for c in changes], "changes"))
     return page(f"Forecast from {labels[0]}", "\n".join(body))

@@ -25,15 +25,20 @@ def journeys_at(ref: str, journeys_dir: Path) -> tuple[Path, tempfile.TemporaryD
     top = _git(directory, "rev-parse", "--show-toplevel").strip()
     if not top:
         raise InputError(f"--against {ref}: not a folder, and {journeys_dir} is not in a git repository")
-    relative = directory.relative_to(Path(top).resolve()).as_posix()
-    listed = _git(directory, "ls-tree", "-r", "--name-only", f"{ref}:{relative}" if relative != "." else ref)
+    root = Path(top).resolve()
+    try:
+        relative = directory.relative_to(root).as_posix()
+    except ValueError:
+        raise InputError(f"--against {ref}: {journeys_dir} is not inside the git repository {root}") from None
+    # Run from the top: there `<ref>:<path>` names the path from the repository's root.
+    listed = _git(root, "ls-tree", "-r", "--name-only", f"{ref}:{relative}" if relative != "." else ref)
     temporary = tempfile.TemporaryDirectory(prefix="lifecycle-against-")
     target = Path(temporary.name)
     for name in listed.splitlines():
         if not name.endswith(JOURNEY_SUFFIXES):
             continue
         path = f"{relative}/{name}" if relative != "." else name
-        text = _git(directory, "show", f"{ref}:{path}")
+        text = _git(root, "show", f"{ref}:{path}")
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         (target / name).write_text(text, encoding="utf-8")
     return target, temporary
