@@ -61,9 +61,11 @@ def line_chart(title: str, labels: Sequence[str], series: Mapping[str, Sequence[
              f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
              f'<title>{escape(title)}</title>',
              f'<text x="{left}" y="16" font-size="13" font-weight="600">{escape(title)}</text>']
-    for tick in range(5):
-        value = peak * tick / 4
-        y = top + plot_h - plot_h * tick / 4
+    # Whole-number ticks where the axis allows them (0, 5 ... 25 rather than 0, 6.25 ... 25).
+    ticks = next((n for n in (5, 4, 2) if peak >= n and (peak / n).is_integer()), 4)
+    for tick in range(ticks + 1):
+        value = peak * tick / ticks
+        y = top + plot_h - plot_h * tick / ticks
         parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#e2e8f0"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{value:g}</text>')
     every = max(1, len(labels) // 10)

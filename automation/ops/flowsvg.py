@@ -18,6 +18,8 @@ from automation.language.flow import (BranchNode, CouponNode, ExitNode, Flow, No
 from automation.language.journey import RUN, Journey
 
 BOX_W, LINE_H, GAP, PAD = 230, 15, 26, 16
+#: Stages are drawn in rows no wider than this (the page's width).
+MAX_WIDTH = 1130
 #: Deeper nesting than this is drawn as one box saying so (the diagram stays readable).
 MAX_DEPTH = 8
 Counts = Callable[[str, Node], dict[str, object]]
@@ -114,6 +116,25 @@ def _side_by_side(blocks: list[Block]) -> Block:
     return Block(width, height, parts)
 
 
+def _wrapped(blocks: list[Block], max_width: float) -> Block:
+    """Blocks side by side in rows no wider than `max_width` (a stage journey's many stages), the rows
+    one under the other."""
+    rows: list[list[Block]] = [[]]
+    width = 0.0
+    for block in blocks:
+        if rows[-1] and width + GAP + block.width > max_width:
+            rows.append([])
+            width = 0.0
+        rows[-1].append(block)
+        width += (GAP if width else 0) + block.width
+    lines = [_side_by_side(row) for row in rows]
+    parts, y = [], 0.0
+    for line in lines:
+        parts.append(line.at(0, y))
+        y += line.height + 2 * GAP
+    return Block(max(line.width for line in lines), y - 2 * GAP, parts)
+
+
 def _sequence(flow: Flow, start: str | None, stop: str | None, counts: Counts, scope: str, depth: int) -> list[Block]:
     blocks: list[Block] = []
     seen: set[str] = set()
@@ -145,7 +166,7 @@ def _node(flow: Flow, node: Node, counts: Counts, scope: str, depth: int) -> Blo
             paths.append(("otherwise", node.next, False))
     elif isinstance(node, SplitNode):
         total = sum(variant.weight for variant in node.variants) or 1
-        paths = [(f"{variant.name} ({variant.weight / total:.0%})" + (", holdout" if variant.holdout else ""),
+        paths = [(f"{variant.name} ({variant.weight / total:.0%})" + (", holdout" if variant.holdout and variant.name != "holdout" else ""),
                   None if variant.holdout else variant.first, variant.holdout) for variant in node.variants]
     elif isinstance(node, WaitForNode):
         paths = [(f"on {node.event}", node.on_event, False), ("on timeout", node.on_timeout, False)]
@@ -168,7 +189,7 @@ def journey_svg(journey: Journey, counts: Counts, scope_counts: Callable[[str], 
         header = _box("stage" if scope != RUN else "run", scope if scope != RUN else journey.name,
                       scope_counts(scope), {"scope": scope}, fill="#edf2f7")
         columns.append(_stack([header, *_sequence(flow, flow.first, None, counts, scope, 0)]))
-    body = _side_by_side(columns)
+    body = _wrapped(columns, MAX_WIDTH)
     width, height = body.width + 20, body.height + 20
     arrow = f"arrow-{escape(journey.name)}"       # one marker id per diagram: ids are page-wide
     return (f'<svg class="flow" id="flow-{escape(journey.name)}" role="img" xmlns="http://www.w3.org/2000/svg" '

@@ -158,9 +158,14 @@ def render(data: Mapping[str, Any], journeys: Mapping[str, Journey], since: date
             rows.append((key, {"delivered": _rate(found["delivered"], found["sent"]),
                                "opened": _rate(found["opened"], found["delivered"] or found["sent"]),
                                "clicked": _rate(found["clicked"], found["delivered"] or found["sent"])}))
-        if rows:
+        reported = any(found[status] for found in info["steps"].values() for status in DELIVERY)
+        if rows and not reported:
+            body.append('<p class="note">No delivery reports from providers yet (the outbox and discard '
+                        "channels send none; SendGrid and Twilio report through their webhooks), so no rates.</p>")
+        if rows and reported:
             body.append(rate_bars("Delivery, open and click rates per step (opens and clicks of delivered)", rows,
                                   f"rates-{name}"))
+        if info["steps"]:
             body.append(table(["step", "sent", "delivered", "opened", "clicked", "failed", "why not sent"],
                               [[key, f["sent"], f["delivered"], f["opened"], f["clicked"], f["failed"],
                                 ", ".join(f"{c} {n}" for c, n in f["reasons"].items())]
