@@ -166,7 +166,8 @@ def _node(flow: Flow, node: Node, counts: Counts, scope: str, depth: int) -> Blo
             paths.append(("otherwise", node.next, False))
     elif isinstance(node, SplitNode):
         total = sum(variant.weight for variant in node.variants) or 1
-        paths = [(f"{variant.name} ({variant.weight / total:.0%})" + (", holdout" if variant.holdout and variant.name != "holdout" else ""),
+        paths = [(f"{variant.name} ({variant.weight / total:.0%})"
+                  + (", holdout" if variant.holdout and variant.name != "holdout" else ""),
                   None if variant.holdout else variant.first, variant.holdout) for variant in node.variants]
     elif isinstance(node, WaitForNode):
         paths = [(f"on {node.event}", node.on_event, False), ("on timeout", node.on_timeout, False)]
