@@ -14,6 +14,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from automation.api import Lifecycle
 from automation.engine.forecast import forecast
@@ -22,7 +25,7 @@ from automation.events import Event
 from automation.runtime import Runtime
 from automation.store.contacts import ContactStore
 from automation.store.timers import TimerStore
-from tests.conftest import DAY
+from tests.conftest import DAY, ROOT
 
 ZONES = ("Europe/London", "America/New_York", "Asia/Tokyo", "Asia/Tehran")
 #: Days since each purchase: from new customers to ones about to churn, one contact per history.
@@ -34,6 +37,12 @@ HISTORIES = ([], [2], [6], [40, 20], [89], [92], [95, 60], [100], [175], [179], 
              # lapses at 21:36 London time: its SMS three days later is held until 08:00, the next day
              [85.6])
 DAYS = 12
+
+
+@pytest.fixture(autouse=True)
+def with_the_shipped_guardrails(project: Path) -> None:
+    """The shipped workspace: frequency caps (one marketing email a day ...) and quiet hours."""
+    shutil.copy(ROOT / "journeys" / "_workspace.yaml", project / "journeys" / "_workspace.yaml")
 
 
 def populate(runtime: Runtime, lc: Lifecycle, now: float) -> None:
@@ -117,7 +126,7 @@ def test_the_command_names_the_journey_files_that_change_the_forecast(runtime, s
     assert 'id="forecast-channels"' in page.read_text()
     csv = lifecycle(settings, "forecast", "--days", "3", "--csv")
     assert csv.stdout.startswith("day,journey,channel,messages\n") and ",customer-lifecycle,email," in csv.stdout
-    for bad in (["--days", "0"], ["--sample", "x"], ["--journeys", str(tmp_path / "none")],
+    for bad in (["--days", "0"], ["--journeys", str(tmp_path / "none")],
                 ["--against", "no-such-ref"]):
         refused = lifecycle(settings, "forecast", *bad)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, bad
