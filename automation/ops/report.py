@@ -19,6 +19,7 @@ from automation.language.journey import RUN, Journey
 from automation.ops.charts import line_chart, page, rate_bars, table
 from automation.ops.flowsvg import journey_svg
 from automation.ops.lift import lift
+from automation.ops.status import collect_status
 from automation.store.keys import step_delivery_prefix, step_reason_stat
 
 OUTCOMES = ("sent", "skipped", "failed")
@@ -191,7 +192,5 @@ def render(data: Mapping[str, Any], journeys: Mapping[str, Journey], since: date
 def build_report(runtime: Any, journeys: Mapping[str, Journey], only: str | None = None,
                  since: date | None = None) -> str:
     """The page, from the stats hash as `lifecycle status` reads it."""
-    from automation.ops.status import collect_status
-
     stats = collect_status(runtime)["stats"]
     return render(collect(stats, journeys, only, since), journeys, since, runtime.clock.now())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from datetime import date
 from importlib import resources
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -34,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from automation.errors import InputError
 from automation.logs import bind, ensure_format, unbind
+from automation.ops.report import build_report
 from automation.runtime import Runtime, open_runtime
 from automation.secret import require_secret
 from automation.server.auth import CHALLENGE, KeyCheck, Unauthorized
@@ -169,11 +171,6 @@ class Server:
         return HTMLResponse(await run_in_threadpool(self._report, journey, since))
 
     def _report(self, journey: str | None, since: str | None) -> str:
-        from datetime import date
-
-        # Imported here: the report is the command line's page, served on request, not on start-up.
-        from automation.ops.report import build_report
-
         if self._journeys is None:
             self._journeys = served_journeys(self.runtime.settings)
         journeys = self._journeys.journeys
