@@ -131,6 +131,9 @@ def test_demo_delivers_the_lifecycle_messages_and_cleans_up(project: Path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    # The demo ends with the journeys' report next to its messages: diagrams and charts, offline
+    report = (project / "outbox" / "report.html").read_text(encoding="utf-8")
+    assert 'class="flow" id="flow-customer-lifecycle"' in report and 'id="sends-per-day"' in report
     lines = timeline(out)
     files = sorted((project / "outbox").glob("*/*--*"))
     delivered = Counter((path.name.split("--")[0], path.name.split("--")[2]) for path in files)

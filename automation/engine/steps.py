@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import uuid
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,7 @@ from automation.messages.unsubscribe import list_unsubscribe_headers, unsubscrib
 from automation.store import fields
 from automation.store.contacts import ContactState
 from automation.store.coupons import issued_in_run
-from automation.store.keys import parse_member, step_member
+from automation.store.keys import parse_member, sent_day_stat, step_member, step_reason_stat
 from automation.store.patience import REDIS_DOWN, until_redis_answers
 from automation.store.pauses import Pause
 from automation.store.suppression import ADDRESS_ATTRIBUTES, normalize
@@ -565,6 +566,12 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
                      f"{job.kind}:{job.code}" if job.code else "", f"step:{name}:{scope}:{step.id}:{job.kind}"):
             if stat:
                 always.append(["i", stat, "1"])
+        # For `lifecycle report`: why a step's messages were not sent, and sends per day.
+        if job.kind in ("failed", "skipped") and job.code:
+            always.append(["i", step_reason_stat(name, scope, step.id, job.code), "1"])
+        elif job.kind == "sent":
+            day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
+            always.append(["i", sent_day_stat(day, step.channel), "1"])
     if job.kind == "unknown":
         # In doubt until the provider confirms it or its time is up (mark.lua settles it then).
         always.append(["za", f"{job.state.id}|{job.ledger_field}", repr(now)])

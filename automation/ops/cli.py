@@ -554,6 +554,107 @@ def cmd_schema(args: argparse.Namespace) -> int:
 _watching = threading.Event()
 
 
+def _count(text: str) -> int:
+    """argparse type of --days and --sample: a whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not above zero")
+    return value
+
+
+def _file_text(journey: Any) -> str | None:
+    """A journey's file as it is on disk (None: no such journey or file)."""
+    try:
+        return Path(journey.path).read_text(encoding="utf-8") if journey is not None else None
+    except OSError:
+        return None
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    """Messages per journey, channel and day over the days ahead, if nothing new happens; reads only."""
+    import dataclasses
+
+    from automation.engine.forecast import changes_between, forecast, format_changes
+    from automation.engine.services import Engine
+    from automation.language.registry import JourneyRegistry
+    from automation.messages.templates import TemplateCheck
+    from automation.ops.forecastpage import forecast_page
+    from automation.ops.versions import journeys_at
+    from automation.runtime import open_runtime
+
+    settings = _settings()
+    if args.journeys:
+        if not Path(args.journeys).is_dir():
+            raise InputError(f"--journeys {args.journeys}: no such folder")
+        settings = settings.with_changes(journeys_dir=Path(args.journeys))
+    runtime = open_runtime(settings)
+    temporary = None
+    try:
+        engine = Engine.create(runtime, publish=False)
+        try:
+            versions = {}
+            if args.against:
+                folder, temporary = journeys_at(args.against, settings.journeys_dir)
+                other = JourneyRegistry(folder, engine.channels.adapters,
+                                        TemplateCheck(engine.catalog, engine.renderer), reload_seconds=1e9)
+                versions["against"] = dataclasses.replace(engine, journeys=other)
+            results = forecast(engine, args.days, args.sample, versions)
+            result = results[""]
+            changes = None
+            if args.against:
+                mine, theirs = engine.journeys.journeys, versions["against"].journeys.journeys
+                edited = {name for name in set(mine) | set(theirs)
+                          if _file_text(mine.get(name)) != _file_text(theirs.get(name))}
+                changes = changes_between(result, results["against"], mine, theirs, edited)
+            print(result.to_csv() if args.csv else result.format(), end="" if args.csv else "\n")
+            if changes is not None and not args.csv:
+                print(format_changes(changes, args.against))
+            if args.html:
+                args.html.write_text(forecast_page(result, changes, args.against or ""), encoding="utf-8")
+                print(f"wrote {args.html}", file=sys.stderr if args.csv else sys.stdout)
+        finally:
+            engine.close()
+    finally:
+        if temporary is not None:
+            temporary.cleanup()
+        runtime.close()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The journeys' flow diagrams with counts, A/B results and send charts, as one HTML page."""
+    from datetime import date
+
+    from automation.engine.services import Engine
+    from automation.ops.report import build_report
+    from automation.runtime import open_runtime
+
+    since = None
+    if args.since:
+        try:
+            since = date.fromisoformat(args.since)
+        except ValueError:
+            raise InputError(f"--since {args.since!r}: write a date as YYYY-MM-DD") from None
+    runtime = open_runtime(_settings())
+    try:
+        engine = Engine.create(runtime, publish=False)
+        try:
+            journeys = engine.journeys.journeys
+            if args.journey and args.journey not in journeys:
+                raise InputError(f"no journey {args.journey!r} is served (journeys: {', '.join(sorted(journeys))})")
+            html = build_report(runtime, journeys, args.journey, since)
+        finally:
+            engine.close()
+    finally:
+        runtime.close()
+    args.out.write_text(html, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _export(settings: Settings) -> tuple[Settings, Any]:
     """Resolve Redis (starting the embedded server if needed) and export the settings, so that
     child processes see the same deployment. Returns the settings and the embedded server or None.
@@ -924,6 +1025,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ingest: send contacts and events; admin: that and /metrics (default ingest)")
     p.add_argument("--name", help="a note saying who uses the key")
     p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("forecast", help="messages per journey, channel and day over the days ahead if nothing "
+                                        "new happens (caps and quiet hours applied); writes nothing")
+    p.add_argument("--days", type=_count, default=30, help="how many days ahead (default 30)")
+    p.add_argument("--sample", type=_count, metavar="N", help="follow a random sample of N contacts, scaled up")
+    p.add_argument("--journeys", metavar="PATH", help="forecast these journey files instead of the served ones")
+    p.add_argument("--csv", action="store_true", help="print day,journey,channel,messages rows")
+    p.add_argument("--html", type=Path, metavar="FILE", help="also write the forecast as a page with charts")
+    p.add_argument("--against", metavar="REF", help="name the journey files that change the forecast against "
+                                                    "another version: a git ref (HEAD, main) or a folder")
+    p.set_defaults(func=cmd_forecast)
+
+    p = sub.add_parser("report", help="one HTML page: each journey's flow with counts, A/B lift with 95% "
+                                      "intervals, sends per day, delivery/open/click rates per step")
+    p.add_argument("--journey", metavar="J", help="only this journey")
+    p.add_argument("--since", metavar="DATE", help="sends per day from this date (YYYY-MM-DD)")
+    p.add_argument("--out", type=Path, default=Path("report.html"), help="the page to write (default report.html)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("schema", help="print the JSON Schema of journey files (for editors)")
     p.add_argument("--path", action="store_true", help="print its file path instead")

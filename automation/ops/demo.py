@@ -15,6 +15,7 @@ in the outbox folder, and the next run removes those and nothing else.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -35,13 +36,17 @@ from automation.engine.scheduler import Scheduler
 from automation.engine.services import Engine
 from automation.events import Event, check_attributes
 from automation.ops.processes import start_workers, stop_process
+from automation.ops.report import build_report
 from automation.ops.timeline import DAY, Timeline
 from automation.runtime import Runtime, check_meta, open_runtime
 from automation.store.contacts import ContactStore
 from automation.store.timers import TimerStore
 
+logger = logging.getLogger(__name__)
 #: In the outbox folder: the files the last demo wrote there, one path (relative to it) a line.
 MANIFEST = ".demo-manifest"
+#: In the outbox folder: the report (lifecycle report) of what the demo did.
+REPORT = "report.html"
 #: Real seconds the demo gives itself to get ready (workers up, population evaluated) before simulated
 #: time runs; doubled for each new start if that was not enough.
 WARMUP_SECONDS = 4.0
@@ -218,10 +223,21 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
         # Also when the demo fails or is interrupted: the next one must find what this one wrote.
         written = written_files(runtime, Path(outbox))
         write_manifest(Path(outbox), written)
+        _write_report(runtime, engine, Path(outbox) / REPORT, out)
         dispatcher.close()
         engine.close()
         runtime.close(stop_embedded=True)  # the demo's own server
     return _summary(timeline, Path(outbox), written, out)
+
+
+def _write_report(runtime: Runtime, engine: Any, path: Path, out: TextIO) -> None:
+    """The journeys' report (lifecycle report) of what the demo did, next to its messages."""
+    try:
+        path.write_text(build_report(runtime, engine.journeys.journeys), encoding="utf-8")
+    except Exception:  # the demo's messages matter more than its report: say so and go on
+        logger.exception("could not write %s", path)
+        return
+    print(f"report: {path} (open it in a browser)", file=out)
 
 
 def load_contacts(runtime: Runtime, data: dict[str, Any], origin: float) -> None:

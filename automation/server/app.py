@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from datetime import date
 from importlib import resources
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -28,17 +29,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HttpRequest
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from automation.errors import InputError
 from automation.logs import bind, ensure_format, unbind
+from automation.ops.report import build_report
 from automation.runtime import Runtime, open_runtime
 from automation.secret import require_secret
 from automation.server.auth import CHALLENGE, KeyCheck, Unauthorized
 from automation.server.bodies import MAX_REQUEST_BYTES, parse_json, read_body
-from automation.server.health import Health, journeys_check, redis_check
+from automation.server.health import Health, journeys_check, redis_check, served_journeys
 from automation.server.ingest import MAX_EVENT_BYTES, TYPES, Ingest
 from automation.server.metrics import RedisCollector
 from automation.server.webhooks import HTTPError, Request, WebhookApp
@@ -96,6 +98,7 @@ class Server:
         self.keys = KeyCheck(runtime)
         self.metrics = CollectorRegistry(auto_describe=False)
         self.metrics.register(RedisCollector(runtime))
+        self._journeys: Any = None     # the journeys /report draws, loaded on its first request
         self.health = Health(ready={"redis": redis_check(settings), "journeys": journeys_check(settings)})
 
     def routes(self) -> list[Route]:
@@ -110,6 +113,7 @@ class Server:
             Route("/unsubscribe", webhook(self.webhooks.unsubscribe), methods=["POST"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/openapi.yaml", self.openapi, methods=["GET"]),
+            Route("/report", self.report, methods=["GET"]),
             *self.health.routes(),
         ]
 
@@ -158,6 +162,25 @@ class Server:
     async def prometheus(self, request: HttpRequest) -> Response:
         await self.authorize(request, "admin")
         return Response(await run_in_threadpool(generate_latest, self.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    async def report(self, request: HttpRequest) -> Response:
+        """`lifecycle report` as a page (admin keys only): it reads counters, never writes."""
+        await self.authorize(request, "admin")
+        journey = request.query_params.get("journey") or None
+        since = request.query_params.get("since") or None
+        return HTMLResponse(await run_in_threadpool(self._report, journey, since))
+
+    def _report(self, journey: str | None, since: str | None) -> str:
+        if self._journeys is None:
+            self._journeys = served_journeys(self.runtime.settings)
+        journeys = self._journeys.journeys
+        if journey is not None and journey not in journeys:
+            raise InputError(f"no journey {journey!r} is served")
+        try:
+            day = date.fromisoformat(since) if since else None
+        except ValueError:
+            raise InputError(f"since={since!r}: write a date as YYYY-MM-DD") from None
+        return build_report(self.runtime, journeys, journey, day)
 
     async def openapi(self, request: HttpRequest) -> Response:
         return Response(openapi_document(), media_type="application/yaml")

@@ -54,13 +54,18 @@ def redis_check(settings: Settings) -> Check:
     return check
 
 
-def journeys_check(settings: Settings) -> Check:
-    """Every journey file loads (or kept a good version), and there is at least one journey."""
+def served_journeys(settings: Settings) -> JourneyRegistry:
+    """The journeys as workers load them (for the readiness probe and `/report`)."""
     channels = ChannelRegistry(settings)
     catalog = TemplateCatalog(settings.templates_dir)
-    registry = JourneyRegistry(settings.journeys_dir, channels.adapters,
-                               TemplateCheck(catalog, Renderer(catalog, channels.parts_for)),
-                               max(settings.reload_seconds, 1.0))
+    return JourneyRegistry(settings.journeys_dir, channels.adapters,
+                           TemplateCheck(catalog, Renderer(catalog, channels.parts_for)),
+                           max(settings.reload_seconds, 1.0))
+
+
+def journeys_check(settings: Settings) -> Check:
+    """Every journey file loads (or kept a good version), and there is at least one journey."""
+    registry = served_journeys(settings)
 
     def check() -> str | None:
         registry.refresh()

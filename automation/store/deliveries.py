@@ -18,7 +18,7 @@ from automation.events import Event, InputError, check_contact_id
 from automation.runtime import Runtime
 from automation.store.contacts import ContactStore
 from automation.store import fields
-from automation.store.keys import ACTIVITY_LENGTH, step_member
+from automation.store.keys import ACTIVITY_LENGTH, step_delivery_prefix, step_member
 from automation.store.scripts import Scripts
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ class DeliveryLog:
                          keys.timers_for(contact_id), keys.ambiguous],
             [field_name, report.status, RANKS.get(report.status, 2), repr(report.at), report.detail[:300],
              ACTIVITY_LENGTH, contact_id, report.channel, f"{contact_id}|{field_name}",
-             step_member(journey, contact_id), repr(self.runtime.clock.now()), *waiting])
+             step_member(journey, contact_id), repr(self.runtime.clock.now()),
+             step_delivery_prefix(journey, scope, step), *waiting])
         if result == 2:
             logger.info("step %s reconciled from a %s report: it was sent", report.key, report.channel)
         # The contact changes even if the step has left the ledger: the report is about them.

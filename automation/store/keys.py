@@ -175,6 +175,25 @@ def due(timestamp: float) -> str:
     return repr(math.floor(timestamp * 1000) / 1000)
 
 
+# Counters in the stats hash (`<ns>:stats`) that `lifecycle report` draws per journey step and per day
+# (the others are named where they are counted: `sent:email`, `step:<journey>:<scope>:<step>:<outcome>`...).
+
+def step_reason_stat(journey: str, scope: str, step: str, code: str) -> str:
+    """Steps skipped or failed for this reason code (no_consent, invalid_number ...)."""
+    return f"reason:{journey}:{scope}:{step}:{code}"
+
+
+def step_delivery_prefix(journey: str, scope: str, step: str) -> str:
+    """Messages of a step a provider reported in each status (`<prefix><status>`: delivered,
+    opened, clicked, bounced ...), each message counted once per status."""
+    return f"dstep:{journey}:{scope}:{step}:"
+
+
+def sent_day_stat(day: str, channel: str) -> str:
+    """Messages sent on a day (`YYYY-MM-DD`, UTC, on the journey clock) on a channel."""
+    return f"day:{day}:{channel}"
+
+
 #: Timer member kinds: a run's next step, a contact's re-evaluation, a broadcast.
 STEP, RECHECK, BROADCAST = "s", "r", "b"
 

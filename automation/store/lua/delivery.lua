@@ -4,7 +4,8 @@
 -- ARGV[1] ledger field  ARGV[2] status  ARGV[3] rank of the status  ARGV[4] when (epoch seconds)
 -- ARGV[5] detail  ARGV[6] activity length  ARGV[7] contact  ARGV[8] channel
 -- ARGV[9] the step's member in the set of steps in doubt  ARGV[10] the run's step timer member
--- ARGV[11] now (journey clock), then field/value pairs of the contact hash that hold while the run
+-- ARGV[11] now (journey clock)  ARGV[12] the step's delivery counter prefix in the stats hash
+-- (keys.step_delivery_prefix), then field/value pairs of the contact hash that hold while the run
 -- still waits at this step
 -- A status never replaces one of higher rank (reports arrive out of order). A step recorded as
 -- "unknown" (its worker died mid-send) that the provider reports as accepted becomes "sent", leaves
@@ -30,7 +31,7 @@ if outcome.state == 'unknown' or outcome.state == 'sending' then
   redis.call('HINCRBY', KEYS[3], 'reconciled', 1)
   redis.call('ZREM', KEYS[6], ARGV[9])
   local waiting = true
-  for i = 12, #ARGV, 2 do
+  for i = 13, #ARGV, 2 do
     if redis.call('HGET', KEYS[4], ARGV[i]) ~= ARGV[i + 1] then waiting = false end
   end
   if waiting then
@@ -38,6 +39,12 @@ if outcome.state == 'unknown' or outcome.state == 'sending' then
     redis.call('ZADD', KEYS[5], 'XX', 'LT', ARGV[11], ARGV[10])
   end
   reply = 2
+end
+-- Per step, each status counts once per message (a second open is not a second reader).
+local seen = outcome.ds or ''
+if not string.find(seen, ',' .. ARGV[2] .. ',', 1, true) then
+  outcome.ds = (seen == '' and ',' or seen) .. ARGV[2] .. ','
+  redis.call('HINCRBY', KEYS[3], ARGV[12] .. ARGV[2], 1)
 end
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(outcome))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 't', ARGV[4], 'k', 'delivery', 'c', ARGV[7],
