@@ -122,7 +122,6 @@ class Settings:
                 if value not in AMBIGUOUS_POLICIES:
                     raise ConfigError(f"{key}={value!r}: use {' or '.join(AMBIGUOUS_POLICIES)}")
                 ambiguous[key[len("LIFECYCLE_AMBIGUOUS_"):].lower()] = value
-        origin = env.get("LIFECYCLE_CLOCK_ORIGIN")
         namespace = env.get("LIFECYCLE_NAMESPACE") or "lc"
         if any(c in namespace for c in " |:"):
             raise ConfigError(f"LIFECYCLE_NAMESPACE={namespace!r} must not contain spaces, '|' or ':'")
@@ -153,7 +152,7 @@ class Settings:
             retry_base_seconds=_float(env, "LIFECYCLE_RETRY_BASE_SECONDS", 30.0, minimum=0.01),
             retry_max_seconds=_float(env, "LIFECYCLE_RETRY_MAX_SECONDS", 3600.0, minimum=0.01),
             clock_speed=_float(env, "LIFECYCLE_CLOCK_SPEED", 1.0, minimum=0.001),
-            clock_origin=float(origin) if origin else None,
+            clock_origin=_optional_float(env, "LIFECYCLE_CLOCK_ORIGIN"),
             clock_start=_optional_float(env, "LIFECYCLE_CLOCK_START"),
             email_from=env.get("LIFECYCLE_EMAIL_FROM") or cls.email_from,
             unsubscribe_url=env.get("LIFECYCLE_UNSUBSCRIBE_URL") or cls.unsubscribe_url,

@@ -33,7 +33,7 @@ DAY = 86400.0
 
 #: Names every rule may use. Journey `vars` are added per journey.
 RULE_NAMES = frozenset({"contact", "events", "days_since", "hours_since", "stage", "journey", "stages", "scores",
-                        "coupons"})
+                        "coupons", "vars"})
 #: Templates see the rule names plus these.
 TEMPLATE_EXTRA_NAMES = frozenset(
     {"now", "first_name", "last_name", "last", "recent_events", "unsubscribe_url", "locale", "dir",
@@ -349,6 +349,7 @@ class References:
     events: frozenset[str] = frozenset()        # events.<name>, days_since('<name>'), hours_since('<name>')
     scores: frozenset[str] = frozenset()        # scores.<name>
     journeys: frozenset[str] = frozenset()      # stages['<journey>']
+    vars: frozenset[str] = frozenset()          # vars.<name>
 
 
 def references(source: str) -> References:
@@ -357,7 +358,8 @@ def references(source: str) -> References:
         ast = RULE_ENV.parse("{{ (" + source + ") }}")
     except TemplateSyntaxError:
         return References()
-    found: dict[str, set[str]] = {"contact": set(), "events": set(), "scores": set(), "stages": set()}
+    found: dict[str, set[str]] = {"contact": set(), "events": set(), "scores": set(), "stages": set(),
+                                  "vars": set()}
 
     def key_of(node: Any) -> str | None:
         if isinstance(node, nodes.Getattr):
@@ -378,7 +380,7 @@ def references(source: str) -> References:
             if isinstance(first, nodes.Const) and isinstance(first.value, str) and to_timestamp(first.value) is None:
                 found["events"].add(first.value)
     return References(frozenset(found["contact"]), frozenset(found["events"]), frozenset(found["scores"]),
-                      frozenset(found["stages"]))
+                      frozenset(found["stages"]), frozenset(found["vars"]))
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

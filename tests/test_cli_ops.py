@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,7 +36,8 @@ def test_run_serves_contacts_from_other_commands_on_the_embedded_redis(project: 
     env.pop("REDIS_URL", None)
     log = project / "run.log"
     port = free_port()
-    run = subprocess.Popen([sys.executable, "-m", "automation", "run", "--threads", "2", "--metrics-port", str(port)],
+    run = subprocess.Popen([sys.executable, "-m", "automation", "run", "--threads", "2", "--metrics-port", str(port),
+                            "--timeline"],
                            cwd=project, env=env,
                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -50,6 +52,11 @@ def test_run_serves_contacts_from_other_commands_on_the_embedded_redis(project: 
             raise AssertionError(log.read_text()) from None
         (path,) = outbox_files(project / "outbox", "email")
         assert path.name.startswith("zoe--customer-lifecycle--welcome--")
+        # and --timeline prints it as the demo does: the day on the journey clock, the contact, what happened
+        timeline = re.compile(r"^day +0\.0  zoe +(?P<text>.+)$", re.MULTILINE)
+        wait_for(lambda: len(timeline.findall(log.read_text())) >= 2, timeout=30, what="the timeline")
+        assert [line.split()[:4] for line in timeline.findall(log.read_text())][:2] == [
+            ["->", "enters", "stage", "'lead'"], ["sent", "email", "welcome", f"outbox/email/{path.name}"]]
         status = json.loads(lifecycle(project, env, "status", "--json").stdout)
         assert status["stats"]["sent"] == 1 and status["worker_processes"] >= 1
         info = lifecycle(project, env, "inspect", "zoe")

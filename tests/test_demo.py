@@ -53,6 +53,12 @@ EXPECTED = Counter({
     ("sora", "renewal-reminder"): 1, ("sora", "renewal-tomorrow"): 1,
     ("liam", "sms-welcome"): 1,
     ("hiro", "notify-account-team"): 1, ("grace", "notify-account-team"): 1, ("tara", "notify-account-team"): 1,
+    # saas-trial, saas-nps: Omid's reminder 3 days before his 4-day trial ends is skipped (if_past), his
+    # second turn in `paid` sends no second thank-you (once), his win-back is the 20% variant
+    ("wiktor", "saas-welcome"): 1, ("wiktor", "saas-trial-ending"): 1, ("wiktor", "saas-trial-tomorrow"): 1,
+    ("wiktor", "saas-thank-you"): 1,
+    ("omid", "saas-welcome"): 1, ("omid", "saas-tips"): 1, ("omid", "saas-trial-tomorrow"): 1,
+    ("omid", "saas-thank-you"): 1, ("omid", "saas-winback"): 1, ("omid", "saas-nps"): 1,
     # flash-sale, sent on day 14.5 for 10:00 local to active and loyal customers: a push to whoever
     # takes push (Quinn), an email to the others
     ("quinn", "flash-sale"): 1, ("hiro", "season-preview"): 1, ("farid", "season-preview"): 1,
@@ -220,5 +226,14 @@ def test_demo_delivers_the_lifecycle_messages_and_cleans_up(project: Path):
     path = next((project / "outbox" / "email").glob("zahra--*--trial-offer--*.eml"))
     html = email.message_from_bytes(path.read_bytes(), policy=email.policy.default).get_body(("html",)).get_content()
     assert '<html lang="fa" dir="rtl">' in html
+    # The SaaS trial: a reminder whose moment passed is skipped, not sent late; a thank-you goes once
+    assert "the date has passed (if_past: skip)" in one(lines, "omid", "skipped email saas-trial-ending").text
+    assert "sent before (once: true)" in one(lines, "omid", "skipped email saas-thank-you").text
+    assert one(lines, "omid", "skipped email saas-thank-you").day >= 24 - TENTH     # back from churn-risk
+    assert "if: events.project_created.count == 0" in one(lines, "wiktor", "skipped email saas-tips").text
+    path = next((project / "outbox" / "email").glob("omid--saas-trial--saas-winback--*.eml"))
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert message["Subject"] == "20 درصد تخفیف روی صورت‌حساب بعدی Northwind Cloud"
+    assert '<html lang="fa" dir="rtl">' in message.get_body(("html",)).get_content()
     # and nothing keeps running
     assert leftover_processes(project / ".lifecycle") == []

@@ -1170,10 +1170,11 @@ steps:
   - coupon: {name: later, percent: 10, prefix: "WB-2026"}
 """)
     assert result.problems == [
-        f"{path}:4:37: 'percent' must be a number above 0 and at most 100, without %",
+        f"{path}:4:37: 'percent' must be a number above 0 and at most 100, without %, or vars.<name>",
         f"{path}:5:48: 'prefix' must be at most 8 letters or digits",
     ], result.text
-    assert result.hint(result.problems[0]) == "e.g. percent: 20"
+    assert result.hint(result.problems[0]) == ("e.g. percent: 20, or percent: vars.discount for the value a split "
+                                               "variant sets")
     assert result.hint(result.problems[1]) == "the code starts with it: prefix: WB gives WB-7KQ9XP3MA2"
 
 

@@ -33,11 +33,19 @@ def coupons_view(state: ContactState, complete: Mapping[str, Coupon] | None = No
     return found
 
 
+def run_vars(journey: Journey, scope: str | None, assignments: Mapping[str, str]) -> dict[str, Any]:
+    """`vars.<name>`: the journey's vars, then what the run's split variants set."""
+    flow = journey.flow_of(scope) if scope else None
+    return {**journey.vars, **(flow.variant_vars(assignments) if flow is not None else {})}
+
+
 def rule_context(state: ContactState, journey: Journey, tracker: TimeTracker,
                  scores: Mapping[str, ScoreDef] | None = None) -> dict[str, Any]:
     enrollment = state.enrollments.get(journey.name)
     context: dict[str, Any] = dict(journey.vars)
     context.update(
+        vars=run_vars(journey, enrollment.stage if enrollment else None,
+                      enrollment.assignments if enrollment else {}),
         contact=contact_view(state),
         events=state.events,
         stage=enrollment.stage if enrollment else None,
@@ -61,8 +69,13 @@ def step_data(state: ContactState, journey: Journey, stage: str, step: str, now:
         "stages": stages_view(state),
         "scores": {name: round(float(value), 2) for name, value in scores_view(
             state.raw, scores or {}, TimeTracker(now)).items()},
-        "vars": dict(journey.vars),
+        "vars": run_vars(journey, stage, _assignments(state, journey)),
     }
+
+
+def _assignments(state: ContactState, journey: Journey) -> Mapping[str, str]:
+    enrollment = state.enrollments.get(journey.name)
+    return enrollment.assignments if enrollment else {}
 
 
 def _iso(timestamp: float | None) -> str | None:

@@ -353,6 +353,9 @@ class Simulator:
             self.result.not_sent[(name, job.code or job.kind)] += 1
         else:
             self.result.sends[(name, node.channel, self.result.day_of(now))] += 1
+            if node.once:    # as steps.record_plan marks it, so a later turn forecasts no second send
+                changes.jset(name, on=fields.add_once(state.raw.get(fields.run(name, "on")),
+                                                      [fields.once_tag(job.scope, node.id)]))
         if node.next is None and job.scope != RUN:
             changes.jset(name, sp=None, du=None)
         else:

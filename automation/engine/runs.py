@@ -157,7 +157,9 @@ def advance(changes: Changes, journey: Journey, scope: str, start: str | None, b
     flow = journey.flow_of(scope)
     enrollment = changes.enrollment(journey.name)
     context = WalkContext(journey.name, changes.state.id, base, lambda: changes.rules(journey),
-                          due_of(changes, journey), enrollment.assignments)
+                          due_of(changes, journey), enrollment.assignments,
+                          done_once=lambda node_id: fields.once_done(enrollment.once, fields.once_tag(scope, node_id)),
+                          now=changes.now)
     result = walk(flow, start, context) if flow is not None else Walk(ended="error:no such stage")
     record(changes, journey, scope, result, enrollment.occurrence)
     return result
@@ -172,6 +174,19 @@ def record(changes: Changes, journey: Journey, scope: str, result: Walk, occurre
         merged.update(result.assignments)
         changes.jset(name, ab=fields.encode_variants(merged))
     changes.stats.update(result.stats)
+    if result.once:
+        changes.jset(name, on=fields.add_once(changes.enrollment(name).once,
+                                              [fields.once_tag(scope, node_id) for node_id in result.once]))
+    flow = journey.flow_of(scope)
+    for node_id, code, why in result.skipped:
+        # Counted as a send step's skip is (steps.record_plan), so status and metrics show them alike.
+        node = flow.get(node_id) if flow is not None else None
+        channel = getattr(node, "channel", "")
+        changes.log("skipped", name, s=scope, p=node_id, ch=channel, d=why)
+        for stat in ("skipped", f"skipped:{channel}" if channel else "", f"skipped:{code}",
+                     f"step:{name}:{scope}:{node_id}:skipped"):
+            if stat:
+                changes.stats[stat] += 1
     changes.coupons += [(key, spec) for spec in result.coupons]
     changes.emits += [(event, properties, f"{key}:{node_id}") for node_id, event, properties in result.emits]
     changes.sets.update(result.sets)

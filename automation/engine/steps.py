@@ -221,6 +221,9 @@ def postpone(engine: Engine, claims: list[Claim], now: float) -> None:
 def check(engine: Engine, job: Job, now: float, paused: dict[str, Pause]) -> None:
     """Decide skips, failures and waits that need no provider call."""
     step, state, journey = job.step, job.state, job.journey
+    if step.once and fields.once_done(state.raw.get(fields.run(journey.name, "on")),
+                                      fields.once_tag(job.scope, step.id)):
+        return job.decide("skipped", "once", "sent before (once: true)")
     if step.condition is not None:
         try:
             if not step.condition.evaluate(rule_context(state, journey, TimeTracker(now), engine.scores())):
@@ -573,6 +576,12 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
         # In doubt until the provider confirms it or its time is up (mark.lua settles it then).
         always.append(["za", f"{job.state.id}|{job.ledger_field}", repr(now)])
     changes = Changes(job.state, now, scores)
+    if step.once and job.kind in ("sent", "unknown"):
+        # At most once: marked whatever the guard says (the message went out), and in the run's changes
+        # too, so a `once` step the run passes next adds to it rather than writing over it.
+        done = fields.add_once(job.state.raw.get(fields.run(name, "on")), [fields.once_tag(scope, step.id)])
+        always.append(["h", fields.run(name, "on"), done])
+        changes.jset(name, on=done)
     if job.kind in ("retry", "unknown") or job.kind in WAITING:
         changes.timers[step_member(name, job.state.id)] = job.retry_at
     elif step.next is None and scope != RUN:

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time as clock_time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from automation.expressions import Expression, RuleError
+
+#: `if_past` of a wait until a date: what a run does when the moment has already passed.
+SEND_NOW, SKIP = "send_now", "skip"
+IF_PAST = (SEND_NOW, SKIP)
 
 #: A run that would take more steps than this without waiting is stopped (a journey error).
 MAX_STEPS_WITHOUT_WAITING = 200
@@ -31,6 +35,7 @@ class Node:
     next: str | None            # where the run goes after this node; None ends the run
     line: int
     condition: Expression | None    # `if:`: when false the node is skipped
+    once: bool = field(default=False, kw_only=True)   # `once: true`: done at most once per contact and journey
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class WaitUntilNode(Node):
     date: Expression | None     # a date attribute, e.g. contact.renewal_date
     offset_days: int
     yearly: bool
+    if_past: str = SEND_NOW     # a date already passed: go on at once, or skip the step after the wait
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ class Variant:
     holdout: bool
     first: str | None
     line: int
+    vars: Mapping[str, Any] = field(default_factory=dict)   # values this variant gives `vars.<name>`
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,7 @@ class ExitNode(Node):
 @dataclass(frozen=True)
 class CouponNode(Node):
     spec: Any                   # coupons.CouponSpec
+    from_vars: Mapping[str, str] = field(default_factory=dict)   # spec key -> var name: percent: vars.discount
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,34 @@ class Flow:
     def get(self, node_id: str) -> Node | None:
         return self.nodes.get(node_id)
 
+    def variant_vars(self, assignments: Mapping[str, str]) -> dict[str, Any]:
+        """The `vars` the run's split variants set (split name -> variant name)."""
+        found: dict[str, Any] = {}
+        if not assignments:
+            return found
+        for node in self.nodes.values():
+            if isinstance(node, SplitNode) and node.name in assignments:
+                chosen = assignments[node.name]
+                for variant in node.variants:
+                    if variant.name == chosen:
+                        found.update(variant.vars)
+        return found
+
 
 EMPTY_FLOW = Flow(None, {})
+
+
+def sample_vars(flows: Iterable[Flow]) -> dict[str, Any]:
+    """A value for each name the split variants of these flows set (the first variant that sets it):
+    what a preview renders `vars.<name>` with before any contact has a variant."""
+    found: dict[str, Any] = {}
+    for flow in flows:
+        for node in flow.nodes.values():
+            if isinstance(node, SplitNode):
+                for variant in node.variants:
+                    for name, value in variant.vars.items():
+                        found.setdefault(name, value)
+    return found
 
 
 def assign_variant(split: SplitNode, contact_id: str, journey: str) -> Variant:
@@ -154,6 +188,8 @@ class Walk:
     sets: dict[str, Any] = field(default_factory=dict)
     stats: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)              # rule errors met on the way
+    once: list[str] = field(default_factory=list)               # ids of `once` steps done on the way
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)   # (node id, code, why) of steps passed by
 
 
 @dataclass
@@ -164,11 +200,21 @@ class WalkContext:
     rules: Callable[[], Mapping[str, Any]]   # the rule context (contact, events, scores ...), built on demand
     due_of: Callable[[Node, float], float | None]   # when a wait-until node is due, from `base`
     assignments: Mapping[str, str] = field(default_factory=dict)
+    done_once: Callable[[str], bool] = lambda node_id: False   # a `once` step this contact had already
+    now: float | None = None            # the real moment, when later than `base` (a late worker)
 
 
-def _holds(expression: Expression, context: WalkContext, walk: Walk) -> bool:
+def _rules(flow: Flow, context: WalkContext, walk: Walk) -> Mapping[str, Any]:
+    """The rule context, with the `vars` of variants this very walk chose (not recorded yet)."""
+    rules = context.rules()
+    if walk.assignments:
+        rules = {**rules, "vars": {**rules.get("vars", {}), **flow.variant_vars(walk.assignments)}}
+    return rules
+
+
+def _holds(expression: Expression, context: WalkContext, walk: Walk, flow: Flow) -> bool:
     try:
-        return expression.evaluate(context.rules())
+        return expression.evaluate(_rules(flow, context, walk))
     except RuleError as exc:
         walk.notes.append(str(exc))
         return False
@@ -187,7 +233,7 @@ def walk(flow: Flow, start: str | None, context: WalkContext) -> Walk:
             result.ended = f"error:no step {node_id!r}"
             return result
         if node.condition is not None and not isinstance(node, SendNode) \
-                and not _holds(node.condition, context, result):
+                and not _holds(node.condition, context, result, flow):
             node_id = node.next   # the send's own condition is checked when it is sent
             continue
         if isinstance(node, SendNode):
@@ -201,13 +247,24 @@ def walk(flow: Flow, start: str | None, context: WalkContext) -> Walk:
             if due is None:          # no such date on this contact: nothing to wait for
                 node_id = node.next
                 continue
+            if node.if_past == SKIP and node.date is not None and due < max(context.base, context.now or 0.0):
+                # Too late for what the wait was for (a reminder before the date): the step after it is
+                # skipped and the run goes on with the one after that.
+                after = flow.nodes.get(node.next) if node.next is not None else None
+                if after is not None:
+                    result.skipped.append((after.id, "date_passed", "the date has passed (if_past: skip)"))
+                    node_id = after.next
+                else:
+                    node_id = None
+                continue
             result.pending = (node.id, max(due, context.base))
             return result
         if isinstance(node, WaitForNode):
             result.pending = (node.id, context.base + node.timeout)
             return result
         if isinstance(node, BranchNode):
-            chosen = next((arm for arm in node.arms if arm.when is None or _holds(arm.when, context, result)), None)
+            chosen = next((arm for arm in node.arms
+                           if arm.when is None or _holds(arm.when, context, result, flow)), None)
             node_id = (chosen.first or node.next) if chosen else node.next
             continue
         if isinstance(node, SplitNode):
@@ -227,8 +284,18 @@ def walk(flow: Flow, start: str | None, context: WalkContext) -> Walk:
         if isinstance(node, ExitNode):
             result.ended = f"exit:{node.reason}"
             return result
+        if node.once:
+            if context.done_once(node.id) or node.id in result.once:
+                result.skipped.append((node.id, "once", "done before (once: true)"))
+                node_id = node.next
+                continue
+            result.once.append(node.id)
         if isinstance(node, CouponNode):
-            result.coupons.append(node.spec)
+            try:
+                result.coupons.append(_coupon_spec(node, _rules(flow, context, result)) if node.from_vars
+                                      else node.spec)
+            except ValueError as exc:    # a variant without the value: no coupon rather than a wrong one
+                result.notes.append(f"step {node.id!r}: {exc}")
         elif isinstance(node, TrackNode):
             result.emits.append((node.id, node.event, dict(node.properties)))
         elif isinstance(node, SetNode):
@@ -236,6 +303,12 @@ def walk(flow: Flow, start: str | None, context: WalkContext) -> Walk:
         node_id = node.next
     result.ended = f"error:more than {MAX_STEPS_WITHOUT_WAITING} steps without waiting"
     return result
+
+
+def _coupon_spec(node: CouponNode, rules: Mapping[str, Any]) -> Any:
+    """The coupon with the values it takes from `vars` (checked for every variant when the journey loaded)."""
+    values = rules.get("vars", {})
+    return replace(node.spec, **{key: values.get(name) for key, name in node.from_vars.items()})
 
 
 def resume_after(node: Node) -> str | None:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from jinja2 import nodes as jinja_nodes
 from ruamel.yaml.comments import CommentedMap
 
 from automation.calendar import CalendarError, parse_time_of_day, parse_weekdays
@@ -19,10 +20,12 @@ from automation.channels.base import Channel
 from automation.durations import HINT as DURATION_HINT
 from automation.durations import DurationError, parse_duration
 from automation.events import InputError, check_attributes, check_event_name
-from automation.expressions import Expression, did_you_mean
+from automation.expressions import Expression, did_you_mean, references
 from automation.language.couponspec import NAME_PATTERN, check_spec
 from automation.language.diagnostics import Diagnostic, Severity
 from automation.language.flow import (
+    IF_PAST,
+    SEND_NOW,
     Arm,
     BranchNode,
     CouponNode,
@@ -48,6 +51,8 @@ from automation.messages.locales import negotiate
 from automation.messages.sms import segments
 from automation.messages.templates import TemplateCheck, TemplateRenderError
 
+#: Steps that may carry `once: true`: those that do something to or for the contact.
+ONCE_KINDS = ("send", "coupon", "track", "set")
 KINDS = ("send", "wait_until", "wait_for", "branch", "split", "exit", "coupon", "track", "set")
 
 
@@ -70,13 +75,56 @@ class FlowContext:
     set_attributes: set[str] = field(default_factory=set)
     events: list[tuple[str, tuple[int, int], str]] = field(default_factory=list)   # (event, where, kind)
     fallbacks: list[tuple[str, str]] = field(default_factory=list)   # (channel, template) not in the locale
+    #: `vars.<name>` a step may use: name -> the values the journey's vars and the split variants give it
+    run_vars: Mapping[str, list[Any]] = field(default_factory=dict)
 
     def rule(self, node: Any, key: str, extra: Iterable[str] = ()) -> Expression | None:
         where = pos(node, key)
         expression = compile_at(node[key], where, self.names | set(extra), self.report, *declared(self.sources))
-        if expression is not None and self.note is not None:
-            self.note(expression, where)
+        if expression is not None:
+            check_vars(references(expression.source).vars, where, self.run_vars, self.report)
+            if self.note is not None:
+                self.note(expression, where)
         return expression
+
+
+#: A coupon value taken from the run's vars: `percent: vars.discount`.
+VARS_VALUE = re.compile(r"^\s*vars\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+def check_vars(used: Iterable[str], where: tuple[int, int], known: Mapping[str, Any], report: Report,
+               template: str = "") -> None:
+    """`vars.<name>` that neither the journey's vars nor any split variant sets: an error where it is used
+    (for a template, where the step names it)."""
+    for name in sorted(set(used) - set(known)):
+        message = (f"template {template} uses 'vars.{name}', which no split variant sets, nor the journey's vars"
+                   if template else f"'vars.{name}' is set by no split variant, nor by the journey's vars")
+        report.add(where, message, did_you_mean(name, known) or f"add vars: {{{name}: ...}} to the variants of a "
+                                                                 "split before this step (or to the journey's vars)")
+
+
+def collect_run_vars(doc: Any, journey_vars: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Every name `vars.<name>` can mean in a journey, with each value given to it: the journey's own
+    `vars`, and the `vars` of every split variant, wherever the split is."""
+    found: dict[str, list[Any]] = {name: [value] for name, value in journey_vars.items()}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, Mapping):
+            split = node.get("split")
+            if isinstance(split, Mapping) and isinstance(split.get("variants"), list):
+                for variant in split["variants"]:
+                    if isinstance(variant, Mapping) and isinstance(variant.get("vars"), Mapping):
+                        for name, value in plain(variant["vars"]).items():
+                            found.setdefault(str(name), []).append(value)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for item in node:
+                visit(item)
+
+    visit(doc.get("stages"))
+    visit(doc.get("steps"))
+    return found
 
 
 def kind_of(step: Mapping[str, Any]) -> str | None:
@@ -179,6 +227,9 @@ def _build_list(items: Any, continuation: str | None, ctx: FlowContext, nodes: d
         kind = kind_of(step)
         if kind is None:
             continue  # the schema reports an empty step
+        if step.get("once") is True and kind not in ONCE_KINDS:
+            report.add(pos(step, "once"), f"once is for steps that do something, not for {kind}",
+                       "put once: true on the send, coupon, track or set step itself")
         seconds = 0.0
         if "wait" in step:
             try:
@@ -224,7 +275,9 @@ def _build_node(step: CommentedMap, kind: str, seconds: float, next_id: str | No
     if kind == "wait-before":
         return WaitNode(id=f"{step_id}-wait", next=next_id, line=line, condition=None, seconds=seconds)
     condition = ctx.rule(step, "if") if "if" in step else None
-    common = {"id": step_id, "next": next_id, "line": line, "condition": condition}
+    common: dict[str, Any] = {"id": step_id, "next": next_id, "line": line, "condition": condition}
+    if step.get("once") is True and kind in ONCE_KINDS:
+        common["once"] = True
     if kind == "wait":
         return WaitNode(**common, seconds=seconds)
     if kind == "send":
@@ -303,8 +356,12 @@ def _wait_until(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) ->
         report.add(pos(step, "wait_until"), "wait_until needs a time, a date or both",
                    "e.g. wait_until: {time: '09:00', days: [mon, tue, wed, thu, fri]} "
                    "or wait_until: {date: contact.renewal_date, offset: -7d, time: '09:00'}")
+    if_past = spec.get("if_past") if spec.get("if_past") in IF_PAST else SEND_NOW   # the schema names bad ones
+    if "if_past" in spec and "date" not in spec:
+        report.add(pos(spec, "if_past"), "if_past is for waits until a date",
+                   "e.g. wait_until: {date: contact.trial_ends_at, offset: -3d, time: '10:00', if_past: skip}")
     return WaitUntilNode(**common, at=at, weekdays=weekdays, date=date, offset_days=offset,
-                         yearly=bool(spec.get("yearly", False)))
+                         yearly=bool(spec.get("yearly", False)), if_past=if_past)
 
 
 def parse_offset(spec: CommentedMap, report: Report) -> int:
@@ -395,7 +452,8 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
                        "remove the steps, or make it a normal variant")
         first = None if holdout else _build_list(variant.get("steps"), common["next"], ctx, nodes)
         where.append(pos(variants_doc, index))
-        variants.append(Variant(name, weight, holdout, first, where[-1][0]))
+        values = dict(plain(variant["vars"])) if isinstance(variant.get("vars"), CommentedMap) else {}
+        variants.append(Variant(name, weight, holdout, first, where[-1][0], values))
     total = sum(v.weight for v in variants)
     if variants and abs(total - 100) > 1e-6:
         report.add(pos(spec, "variants"), f"the weights of {title} add up to {total:g}, not 100",
@@ -415,6 +473,26 @@ def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Cou
         return None  # the schema reports the name at the name itself
     if any(ctx.report.told(pos(spec, key)) for key in spec):
         return None  # the schema told a value at itself (percent: 20%): one finding per mistake
+    from_vars: dict[str, str] = {}
+    for key in ("percent", "amount"):
+        if not isinstance(data.get(key), str):
+            continue
+        match = VARS_VALUE.match(data[key])
+        if match is None:
+            return None     # the schema reports it
+        from_vars[key] = match.group(1)
+        values = ctx.run_vars.get(match.group(1))
+        if values is None:
+            check_vars([match.group(1)], pos(spec, key), ctx.run_vars, ctx.report)
+            return None
+        for value in values:     # every value a run can give it must make a valid coupon
+            try:
+                check_spec({**data, key: value, "expires": None})
+            except ValueError as exc:
+                ctx.report.add(pos(spec, key), f"{exc} (vars.{match.group(1)} = {value!r})",
+                               f"each variant's vars.{match.group(1)} must be a valid {key}")
+                return None
+        data[key] = values[0]   # stands in until a run has its own value
     if "expires" in data:
         try:
             data["expires"] = parse_duration(data["expires"])
@@ -422,7 +500,7 @@ def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Cou
             ctx.report.add_once(pos(spec, "expires"), f"bad duration: {exc}", DURATION_HINT)
             data.pop("expires")
     try:
-        return CouponNode(**common, spec=check_spec(data))
+        return CouponNode(**common, spec=check_spec(data), from_vars=from_vars)
     except ValueError as exc:
         ctx.report.add(pos(step, "coupon"), str(exc),
                        "e.g. coupon: {name: winback, percent: 20, expires: 14d}")
@@ -492,6 +570,19 @@ def _check_template(step: CommentedMap, channel: str, template: str, ctx: FlowCo
                                            f"used by {report.path}:{where[0]}:{where[1]}"))
         if not problems:
             _check_names(variant, channel, template, where, ctx)
+            _check_template_vars(variant, where, ctx)
+
+
+def _check_template_vars(variant: Any, where: tuple[int, int], ctx: FlowContext) -> None:
+    """`{{ vars.discount }}` in a template that no variant (nor the journey) sets would print nothing."""
+    assert ctx.templates is not None
+    try:
+        ast = ctx.templates.renderer.env.parse(variant.path.read_text(encoding="utf-8"))
+    except Exception:   # noqa: BLE001 - syntax problems are reported by the template check
+        return
+    used = {node.attr for node in ast.find_all(jinja_nodes.Getattr)
+            if isinstance(node.node, jinja_nodes.Name) and node.node.name == "vars"}
+    check_vars(used, where, ctx.run_vars, ctx.report, template=display_path(variant.path))
 
 
 def _check_names(variant: Any, channel: str, template: str, where: tuple[int, int], ctx: FlowContext) -> None:
@@ -500,13 +591,17 @@ def _check_names(variant: Any, channel: str, template: str, where: tuple[int, in
     assert ctx.templates is not None
     try:
         ctx.templates.renderer.render(channel, template, variant.locale, ctx.locale,
-                                      sample_context(ctx.variables, channel))
+                                      sample_context(ctx.variables, channel, _sample_vars(ctx)))
     except TemplateRenderError as exc:
         match = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined", str(exc))
         if match:
             name = match.group(1)
             ctx.report.add(where, f"template {display_path(variant.path)} uses {name!r}, which this journey "
                                   "does not define", f"add it under vars: (e.g. {name}: ...) or change the template")
+
+
+def _sample_vars(ctx: FlowContext) -> dict[str, Any]:
+    return {name: values[-1] for name, values in ctx.run_vars.items() if values}
 
 
 def _check_options(step: CommentedMap, channel: str, adapter: "Channel", options: Mapping[str, Any],
@@ -533,7 +628,7 @@ def _check_segments(step: CommentedMap, template: str, ctx: FlowContext, limit: 
     for variant_locale in sorted(templates.catalog.variants("sms", template), key=str):
         try:
             rendered = templates.renderer.render("sms", template, variant_locale, ctx.locale,
-                                                 sample_context(ctx.variables, "sms"))
+                                                 sample_context(ctx.variables, "sms", _sample_vars(ctx)))
         except TemplateRenderError:
             continue  # reported by the template checks
         kind, count, length = segments(rendered.parts.get("body", ""))

@@ -30,7 +30,7 @@ from automation.durations import HINT as DURATION_HINT
 from automation.durations import DurationError, parse_duration
 from automation.expressions import RULE_NAMES, TEMPLATE_EXTRA_NAMES, Expression, did_you_mean, references
 from automation.language.diagnostics import Diagnostic, has_errors
-from automation.language.flowbuild import FlowContext, build_flow, parse_offset
+from automation.language.flowbuild import FlowContext, build_flow, check_vars, collect_run_vars, parse_offset
 from automation.language.hints import keys_meant_for, misplaced_key_hint, strayed
 from automation.language.journey import (
     RUN,
@@ -154,8 +154,15 @@ def _explain(error: ValidationError, doc: Any, report: Report) -> None:
                    "or track: {event: lead_qualified, properties: {source: scoring}}")
         return
     message = schema.get("x-message")
+    if message and kind == "oneOf" and isinstance(instance, (int, float)) and not isinstance(instance, bool):
+        # A number or vars.<name> (a coupon's percent): a number out of range says what its range is.
+        inner = [e for e in error.context or () if e.validator != "type"]
+        for sub in inner:
+            _explain(sub, doc, report)
+        if inner:
+            return
     if message and kind in {"pattern", "type", "minLength", "minItems", "enum", "minimum", "maximum",
-                            "exclusiveMinimum"}:
+                            "exclusiveMinimum", "oneOf"}:
         report.add(_where(doc, path), f"{_describe(path)} {message}" if not message[0].isupper() else message,
                    schema.get("x-hint"))
         return
@@ -234,6 +241,7 @@ class _Builder:
                        f"rename it; {var!r} already means something in rules and templates")
         self.variables = plain(variables)
         self.names = frozenset(set(variables) - reserved)
+        self.run_vars = collect_run_vars(doc, {k: v for k, v in self.variables.items() if k not in reserved})
         self.locale = doc.get("locale") if isinstance(doc.get("locale"), str) else "en"
         max_segments = doc.get("max_sms_segments")
         self.max_segments = max_segments if isinstance(max_segments, int) and max_segments > 0 \
@@ -248,6 +256,7 @@ class _Builder:
         where = pos(node, key)
         expression = compile_at(node[key], where, self.names | set(extra), self.report, *declared(self.sources))
         if expression is not None:
+            check_vars(references(expression.source).vars, where, self.run_vars, self.report)
             self.note(expression, where)
         return expression
 
@@ -270,7 +279,7 @@ class _Builder:
         return FlowContext(report=self.report, journey=self.name, channels=self.channels, templates=self.templates,
                            locale=self.locale, names=self.names, variables=self.variables,
                            max_segments=self.max_segments, scope=scope, sources=self.sources,
-                           note=self.note)
+                           note=self.note, run_vars=self.run_vars)
 
     def absorb(self, ctx: FlowContext) -> None:
         self.emits |= ctx.tracked

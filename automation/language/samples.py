@@ -40,7 +40,8 @@ class SampleDict(dict):
         return Sample()
 
 
-def sample_context(variables: Mapping[str, Any], channel: str) -> dict[str, Any]:
+def sample_context(variables: Mapping[str, Any], channel: str,
+                   run_vars: Mapping[str, Any] | None = None) -> dict[str, Any]:
     now = datetime(2026, 5, 4, 9, 30, tzinfo=timezone.utc)
     contact = SampleDict(first_name="Alexandra", last_name="Kowalska", email="alexandra@example.com",
                          phone="+48501234567", locale="en", id="sample-contact")
@@ -55,5 +56,6 @@ def sample_context(variables: Mapping[str, Any], channel: str) -> dict[str, Any]
         recent_events=[], stage="stage", step="step", channel=channel, journey="journey",
         unsubscribe_url="https://example.com/unsubscribe?token=c2FtcGxlLWNvbnRhY3Q.AAAAAAAAAAAAAAAAAAAAAA",
         days_since=lambda what: 30, hours_since=lambda what: 720,
+        vars={**variables, **(run_vars or {})},
     )
     return context

@@ -796,6 +796,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings.redis_url:  # its workers sign unsubscribe links: no key, no start
         require_secret(settings, "lifecycle run")
+    if settings.clock_speed != 1.0 and settings.clock_origin is None:
+        # A fast clock runs from one origin for the scheduler and every worker, or they disagree on the time.
+        settings = settings.with_changes(clock_origin=time.time())
     settings, embedded = _export(settings)
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -812,17 +815,32 @@ def cmd_run(args: argparse.Namespace) -> int:
             {"workers": workers_alive, "scheduler": _scheduler_ticking(started)}, journeys=True)
     print(f"lifecycle running: scheduler + {args.processes} worker process(es) x {args.threads} threads "
           f"on {settings.redis_url}; Ctrl-C stops", flush=True)
+    timeline, runtime = None, None
+    if args.timeline:
+        from automation.ops.timeline import Timeline, latest_activity
+        from automation.runtime import open_runtime
+
+        runtime = open_runtime(settings)
+        origin = runtime.clock.now()
+        timeline = Timeline(runtime, origin, since=latest_activity(runtime))
+        print(f"timeline: day 0 is {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(origin))} on the journey "
+              f"clock ({settings.clock_speed:g}x)", flush=True)
     try:
         while not stop.is_set():
             if workers.poll() is not None:
                 logger.error("worker processes exited with code %s; stopping", workers.returncode)
                 stop.set()
                 break
-            stop.wait(0.5)
+            if timeline is not None:
+                timeline.poll(block_ms=500)
+            else:
+                stop.wait(0.5)
     finally:
         stop.set()
         scheduler.join(timeout=10)
         stop_process(workers)
+        if runtime is not None:
+            runtime.close()
         _leave(embedded)
     return 0 if workers.returncode in (0, -signal.SIGTERM, None) else 1
 
@@ -899,6 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scheduler)
 
     p = sub.add_parser("run", help="scheduler and workers in one command, for small installs")
+    p.add_argument("--timeline", action="store_true",
+                   help="print what happens to contacts as it happens, as the demo does (rehearse with "
+                        "LIFECYCLE_CLOCK_SPEED)")
     p.add_argument("--processes", "-p", type=int, default=1)
     p.add_argument("--threads", "-t", type=int, default=8)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")

@@ -37,12 +37,12 @@ from automation.engine.services import Engine
 from automation.events import Event, check_attributes
 from automation.ops.processes import start_workers, stop_process
 from automation.ops.report import build_report
+from automation.ops.timeline import DAY, Timeline
 from automation.runtime import Runtime, check_meta, open_runtime
 from automation.store.contacts import ContactStore
 from automation.store.timers import TimerStore
 
 logger = logging.getLogger(__name__)
-DAY = 86400.0
 #: In the outbox folder: the files the last demo wrote there, one path (relative to it) a line.
 MANIFEST = ".demo-manifest"
 #: In the outbox folder: the report (lifecycle report) of what the demo did.
@@ -134,71 +134,6 @@ def write_manifest(outbox: Path, files: list[Path]) -> None:
     (outbox / MANIFEST).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-class Timeline:
-    """Prints activity-stream entries as readable lines, with the simulated day."""
-
-    def __init__(self, runtime: Runtime, origin: float, names: dict[str, str], outbox: Path, out: TextIO,
-                 quiet: bool) -> None:
-        self.runtime = runtime
-        self.origin = origin
-        self.names = names
-        self.outbox = outbox
-        self.out = out
-        self.quiet = quiet
-        self.last_id = "0-0"
-        self.counts: Counter[str] = Counter()
-        self.sent: Counter[str] = Counter()
-        self.skipped: Counter[str] = Counter()
-        self.failures: list[str] = []
-
-    def line(self, when: float, contact: str, text: str) -> None:
-        if not self.quiet:
-            day = (when - self.origin) / DAY
-            print(f"day {day:5.1f}  {self.names.get(contact, contact):<16} {text}", file=self.out, flush=True)
-
-    def poll(self, block_ms: int | None = 100) -> None:
-        """Show what the activity stream has since the last poll; block_ms=None does not wait."""
-        replies = self.runtime.redis.xread({self.runtime.keys.activity: self.last_id}, count=500, block=block_ms)
-        for _, entries in replies or []:
-            for entry_id, fields in entries:
-                self.last_id = entry_id
-                self._show(fields)
-
-    def _show(self, f: dict[str, str]) -> None:
-        kind, when, contact = f.get("k", ""), float(f.get("t", 0)), f.get("c", "")
-        self.counts[kind] += 1
-        step = f"{f.get('ch', '')} {f.get('p', '')}".strip()
-        if kind == "enter":
-            self.line(when, contact, f"-> enters stage '{f.get('s')}'  ({f.get('d', '')})")
-        elif kind == "start":
-            self.line(when, contact, f"-> starts journey '{f.get('j')}'  ({f.get('d', '')})")
-        elif kind == "converted":
-            self.line(when, contact, f"+  converts in '{f.get('j')}'  ({f.get('d', '')})")
-        elif kind == "resumed":
-            self.line(when, contact, f"   stops waiting in '{f.get('j')}': {f.get('d', '')}")
-        elif kind == "end":
-            self.line(when, contact, f"<- leaves journey '{f.get('j')}'  ({f.get('d', '')})")
-        elif kind == "cancelled":
-            self.line(when, contact, f"x  cancelled pending step '{f.get('p')}' (left '{f.get('s')}')")
-        elif kind == "sent":
-            self.sent[step] += 1
-            detail = f.get("d", "")
-            try:
-                detail = str(Path(detail).resolve().relative_to(Path.cwd()))
-            except ValueError:
-                pass
-            self.line(when, contact, f"   sent {step:<30} {detail}")
-        elif kind == "skipped":
-            self.skipped[f.get("d", "")] += 1
-            self.line(when, contact, f"   skipped {step:<27} {f.get('d', '')}")
-        elif kind in ("held", "deferred"):
-            self.counts[f"{kind}:{f.get('ch', '')}"] += 1
-            self.line(when, contact, f"   {kind} {step:<29} {f.get('d', '')}")
-        elif kind in ("failed", "unknown", "retry"):
-            self.failures.append(f"{contact} {step}: {f.get('d', '')}")
-            self.line(when, contact, f"!  {kind} {step}: {f.get('d', '')}")
-
-
 def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox"), threads: int = 4,
              quiet: bool = False, out: TextIO = sys.stdout) -> int:
     base = Settings.from_env()
@@ -251,7 +186,7 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
         return 1
     workers, dispatcher, stop, scheduler_thread = started
     origin, end = clock.clock.start, clock.end
-    timeline = Timeline(runtime, origin, names, Path(outbox), out, quiet)
+    timeline = Timeline(runtime, origin, names, out, quiet)
     written: list[Path] = []
     try:
         while runtime.clock.now() < end:

@@ -20,11 +20,11 @@ from typing import Any, Mapping, Sequence
 from jinja2 import Environment
 
 from automation.channels import ChannelRegistry
-from automation.engine.context import template_context
+from automation.engine.context import run_vars, template_context
 from automation.errors import InputError, LifecycleError, TemplateRenderError
 from automation.expressions import EventStats, EventsView, did_you_mean
 from automation.language.diagnostics import Diagnostic
-from automation.language.flow import CouponNode, Flow
+from automation.language.flow import CouponNode, Flow, sample_vars
 from automation.language.journey import RUN, Journey
 from automation.language.registry import JourneyRegistry
 from automation.language.samples import sample_context
@@ -188,11 +188,16 @@ def contact_reader(runtime: Any, contact_id: str) -> Reader:
 def _context(ref: MessageRef, reader: Reader, catalog: TemplateCatalog, locale: str | None,
              unsubscribe: bool) -> dict[str, Any]:
     journey = ref.journey or Journey(name="", path="")
-    sample = sample_context(journey.vars, ref.channel)
+    # `vars.<name>` a split variant sets: the first variant's value, unless the contact has a variant.
+    variant_vars = sample_vars(flow for _, flow in _flows(journey)) if ref.journey else {}
+    sample = sample_context(journey.vars, ref.channel, variant_vars)
     if reader.state is None:
         return sample
     contact_id = reader.state.id
-    extra: dict[str, Any] = {"coupons": dict(reader.coupons), "coupon": sample["coupon"]}
+    enrollment = reader.state.enrollments.get(journey.name)
+    extra: dict[str, Any] = {"coupons": dict(reader.coupons), "coupon": sample["coupon"],
+                             "vars": {**sample["vars"], **run_vars(journey, enrollment.stage if enrollment else None,
+                                                                   enrollment.assignments if enrollment else {})}}
     for _, flow in _flows(journey) if ref.journey else []:
         for node in flow.nodes.values():
             if isinstance(node, CouponNode) and node.spec.name in reader.coupons:

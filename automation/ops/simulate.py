@@ -44,7 +44,8 @@ from automation.engine.services import Engine
 from automation.events import Event
 from automation.expressions import did_you_mean
 from automation.language.diagnostics import Diagnostic
-from automation.ops.demo import DAY, ScriptedEvent, Timeline, load_contacts
+from automation.ops.demo import ScriptedEvent, load_contacts
+from automation.ops.timeline import DAY, Timeline
 from automation.runtime import Runtime, open_runtime, resolve_redis
 from automation.store import fields
 from automation.store.contacts import ContactState, ContactStore
@@ -369,7 +370,7 @@ class _Recorder(Timeline):
     """The demo's timeline, kept as entries with each contact's local time instead of printed."""
 
     def __init__(self, sandbox: Sandbox, start: float, zones: Mapping[str, Any], outbox: Path) -> None:
-        super().__init__(sandbox.runtime, start, {}, outbox, io.StringIO(), quiet=False)
+        super().__init__(sandbox.runtime, start, {}, io.StringIO(), quiet=False)
         self.zones = zones
         self.entries: list[Entry] = []
         self._fields: dict[str, str] = {}

@@ -18,6 +18,7 @@ from Python).
                          cw  "1" while a `when` trigger's rule holds
                          bt  the last broadcast occurrence it took part in
                          en  "time|why" of the latest run's end
+                         on  the `once` steps done, over all runs: "tag,tag,..." (once_tag)
     s:<score>          "value,at": a lead score's value at a moment (whole epoch seconds)
     k:<coupon>         "CODE|issued|expires|run-tag|value": the contact's coupon of that name
     f:<channel>        "t1,t2,...": when the latest marketing messages on a channel were marked for
@@ -32,6 +33,7 @@ bytes) in a compact encoding in which integers take 5 bytes.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -45,7 +47,7 @@ VERSION = "v"
 CREATED = "ct"
 
 #: The parts of a journey's run fields (`j:<journey>:<part>`).
-RUN_PARTS = ("st", "oc", "in", "sp", "du", "g", "ab", "cw", "bt", "en")
+RUN_PARTS = ("st", "oc", "in", "sp", "du", "g", "ab", "cw", "bt", "en", "on")
 #: Redis keeps a hash compact only while every value is at most this long.
 MAX_FIELD_BYTES = 64
 
@@ -109,6 +111,7 @@ class Enrollment:
     condition: bool = False             # a `when` trigger's rule held at the last evaluation
     broadcast: str | None = None        # the last broadcast occurrence taken part in
     ended: str | None = None            # "time|why" of the latest run's end
+    once: str | None = None             # the `once` steps done, over all runs (once_tag, comma-separated)
 
     @property
     def assignments(self) -> dict[str, str]:
@@ -145,6 +148,7 @@ def enrollment_of(parts: Mapping[str, str]) -> Enrollment:
         condition=parts.get("cw") == "1",
         broadcast=parts.get("bt"),
         ended=parts.get("en"),
+        once=parts.get("on"),
     )
 
 
@@ -168,6 +172,28 @@ def decode_variants(raw: str | None) -> dict[str, str]:
 
 def encode_variants(assignments: Mapping[str, str]) -> str | None:
     return ",".join(f"{k}={v}" for k, v in sorted(assignments.items())) or None
+
+
+def once_tag(scope: str, step: str) -> str:
+    """A `once` step's short tag: CRC32 of stage and step id in base 36 (at most 7 characters), so
+    about eight of them keep the field inside the compact encoding. Two steps of a journey would have
+    to collide (odds of 1 in 4 billion per pair) for one to count as the other."""
+    value = zlib.crc32(f"{scope}/{step}".encode())
+    digits = ""
+    while True:
+        value, digit = divmod(value, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+        if not value:
+            return digits
+
+
+def once_done(raw: str | None, tag: str) -> bool:
+    return tag in (raw or "").split(",")
+
+
+def add_once(raw: str | None, tags: list[str]) -> str:
+    done = [tag for tag in (raw or "").split(",") if tag]
+    return ",".join(done + [tag for tag in dict.fromkeys(tags) if tag not in done])
 
 
 # -- scores ---------------------------------------------------------------------------------------
