@@ -68,7 +68,7 @@ EXPECTED = Counter({
 BROADCAST = ("loyalty-points", {"hiro", "grace"})
 DAYS = 40
 #: The timeline prints days to a tenth: two printed days of the same order may be a tenth apart the other way.
-TENTH = 0.1
+TENTH = 0.1 + 1e-9   # and a hair more: 3.4 + 1 - 0.1 is 4.300000000000001 in floating point
 #: "day  12.3  Name (id)        text", or "day  12.3  id               text" for a contact without a name.
 LINE = re.compile(r"^day\s+(?P<day>-?\d+\.\d)\s+(?:[^()]*?\((?P<id>[\w-]+)\)|(?P<bare>[\w-]+))\s+(?P<text>\S.*?)\s*$")
 
