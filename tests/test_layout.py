@@ -108,6 +108,6 @@ def test_imports_are_at_the_top_of_modules_except_in_the_command_line():
 
 
 def test_wings_are_packages_with_a_docstring():
-    for wing in ("language", "store", "engine", "messages", "server", "ops", "channels"):
+    for wing in ("language", "store", "engine", "messages", "server", "ops", "channels", "insight"):
         init = PACKAGE / wing / "__init__.py"
         assert init.is_file() and ast.get_docstring(ast.parse(init.read_text())), wing

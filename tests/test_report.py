@@ -20,7 +20,7 @@ import requests
 
 from automation.api import Lifecycle
 from automation.engine.services import Engine
-from automation.ops.lift import lift, newcombe
+from automation.insight.lift import lift, newcombe
 from automation.server.app import create_app
 from automation.store.apikeys import ApiKeys
 from automation.store.contacts import ContactStore

@@ -581,7 +581,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     from automation.engine.services import Engine
     from automation.language.registry import JourneyRegistry
     from automation.messages.templates import TemplateCheck
-    from automation.ops.forecastpage import forecast_page
+    from automation.insight.forecastpage import forecast_page
     from automation.ops.versions import journeys_at
     from automation.runtime import open_runtime
 
@@ -629,7 +629,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from datetime import date
 
     from automation.engine.services import Engine
-    from automation.ops.report import build_report
+    from automation.insight.report import build_report
     from automation.runtime import open_runtime
 
     since = None

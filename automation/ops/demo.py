@@ -36,7 +36,7 @@ from automation.engine.scheduler import Scheduler
 from automation.engine.services import Engine
 from automation.events import Event, check_attributes
 from automation.ops.processes import start_workers, stop_process
-from automation.ops.report import build_report
+from automation.insight.report import build_report
 from automation.ops.timeline import DAY, Timeline
 from automation.runtime import Runtime, check_meta, open_runtime
 from automation.store.contacts import ContactStore

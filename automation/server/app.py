@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from automation.errors import InputError
 from automation.logs import bind, ensure_format, unbind
-from automation.ops.report import build_report
+from automation.insight.report import build_report
 from automation.runtime import Runtime, open_runtime
 from automation.secret import require_secret
 from automation.server.auth import CHALLENGE, KeyCheck, Unauthorized

@@ -6,7 +6,7 @@ from html import escape
 from typing import Sequence
 
 from automation.engine.forecast import Change, Forecast
-from automation.ops.charts import line_chart, page, table
+from automation.insight.charts import line_chart, page, table
 
 
 def forecast_page(result: Forecast, changes: Sequence[Change] | None = None, against: str = "") -> str:

@@ -1,10 +1,10 @@
 """`lifecycle report` and `/report`: one self-contained page on how the journeys are doing.
 
 Everything comes from the counters of the stats hash, the same numbers `lifecycle status --json`
-shows: per journey a flow diagram with counts on each node (automation.ops.flowsvg), per A/B
+shows: per journey a flow diagram with counts on each node (automation.insight.flowsvg), per A/B
 split each variant's conversion against the holdout with Newcombe's 95% interval
-(automation.ops.lift), sends per day and channel, and delivery, open and click rates per step
-from the providers' reports (automation.ops.charts). It reads only.
+(automation.insight.lift), sends per day and channel, and delivery, open and click rates per step
+from the providers' reports (automation.insight.charts). It reads only.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, Mapping
 
 from automation.language.flow import Node, SendNode, SplitNode
 from automation.language.journey import RUN, Journey
-from automation.ops.charts import line_chart, page, rate_bars, table
-from automation.ops.flowsvg import journey_svg
-from automation.ops.lift import lift
+from automation.insight.charts import line_chart, page, rate_bars, table
+from automation.insight.flowsvg import journey_svg
+from automation.insight.lift import lift
 from automation.ops.status import collect_status
 from automation.store.keys import step_delivery_prefix, step_reason_stat
 
