@@ -117,10 +117,14 @@ class EmbeddedRedis:
                 self._presence.close()
                 self._presence = None
             pid = self._running_pid()
-            if pid and (force or self._other_clients() == 0):
+            others = 0 if force or not pid else self._other_clients()
+            if pid and others == 0:
                 # SIGTERM is a graceful shutdown: the append-only file is flushed.
                 os.kill(pid, signal.SIGTERM)
                 _wait_for_exit(pid)
+            elif pid:
+                logger.info("embedded redis left running for %d other connection(s): %s", others,
+                            self._describe_clients())
         self.pid = None
 
     # -- the server process -------------------------------------------------------------------------
@@ -176,6 +180,16 @@ class EmbeddedRedis:
             return max(0, len(client.client_list()) - 1)
         except (redis.ConnectionError, OSError):
             return 0
+        finally:
+            client.close()
+
+    def _describe_clients(self) -> str:
+        client = self._probe()
+        try:
+            return "; ".join(f"{c.get('name') or '-'} cmd={c.get('cmd')} age={c.get('age')}s"
+                             for c in client.client_list())
+        except (redis.ConnectionError, OSError):
+            return "?"
         finally:
             client.close()
 

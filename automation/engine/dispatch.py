@@ -58,3 +58,6 @@ class DramatiqDispatcher:
 
     def close(self) -> None:
         self.broker.close()
+        # Dramatiq's close leaves the broker's connection pool open: an embedded Redis would count
+        # this process as still using it and stay up after `lifecycle run` stops.
+        self.broker.client.connection_pool.disconnect()
