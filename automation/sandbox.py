@@ -1,0 +1,258 @@
+"""The Jinja2 sandbox of rules and templates, with bounds on what one evaluation may cost.
+
+Jinja's own sandbox keeps a template away from Python's internals, but not from asking for a
+lot of work: `range(10**9)`, `'x' * 10**9`, `9 ** 9 ** 9`, or loops in loops that print nothing.
+One such template would hold a worker thread (and the steps of every other contact in its batch)
+for good. Here:
+
+- `range` makes at most `MAX_RANGE` items; `*` and `**` refuse to make a string or list longer
+  than the output budget, or a whole number longer than `MAX_INT_BITS` bits;
+- while a template renders (`metered`), every loop looks at the clock, and the output is counted
+  as it streams: past the time or size budget the render stops with `OverBudget`;
+- `unsafe_access` finds, before anything runs, the attribute names the sandbox would refuse
+  (`__class__`, `mro`, `_private`), so `lifecycle validate` can point at them.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+from jinja2 import nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import (
+    UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
+    UNSAFE_COROUTINE_ATTRIBUTES,
+    UNSAFE_GENERATOR_ATTRIBUTES,
+    SandboxedEnvironment,
+)
+
+if TYPE_CHECKING:
+    from automation.config import Settings
+
+#: The most items one `range(...)` may make.
+MAX_RANGE = 10_000
+#: The longest whole number `*` and `**` may make (about 1,200 digits).
+MAX_INT_BITS = 4096
+#: Output a template may make when no budget is running (rules): the default output budget.
+DEFAULT_MAX_BYTES = 1_000_000
+#: A loop looks at the clock once in this many items (a clock read costs more than a loop step).
+CLOCK_EVERY = 64
+#: Attribute names the sandbox refuses besides those starting with `_` (jinja2.sandbox.is_internal_attribute).
+UNSAFE_NAMES = frozenset({"mro"} | UNSAFE_GENERATOR_ATTRIBUTES | UNSAFE_COROUTINE_ATTRIBUTES
+                         | UNSAFE_ASYNC_GENERATOR_ATTRIBUTES)
+_BUDGETED = "_budgeted"   # the filter wrapped around every loop's items
+
+
+class OverLimit(SecurityError):
+    """A template or rule asked for more than one evaluation may make (a huge range, string, number)."""
+
+
+class OverBudget(OverLimit):
+    """A render ran past its time or output budget; `what` names the budget ("render budget (100 ms)")."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"exceeded its {what}")
+        self.what = what
+
+
+@dataclass(frozen=True)
+class RenderBudget:
+    """What one message may cost to render: wall time and output size (UTF-8 bytes, all parts)."""
+
+    time_ms: int = 100
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    @classmethod
+    def of(cls, settings: "Settings") -> "RenderBudget":
+        return cls(settings.template_time_ms, settings.template_max_bytes)
+
+
+class Meter:
+    """The running budget of one render: a deadline and the bytes made so far."""
+
+    __slots__ = ("budget", "deadline", "made", "repeated")
+
+    def __init__(self, budget: RenderBudget) -> None:
+        self.budget = budget
+        self.deadline = time.monotonic() + budget.time_ms / 1000.0
+        self.made = 0
+        self.repeated = 0   # what `*` repetitions made, printed or not (a macro's output is not streamed)
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise OverBudget(f"render budget ({self.budget.time_ms} ms)")
+
+    def add(self, size: int) -> None:
+        self.made += size
+        if self.made > self.budget.max_bytes:
+            raise OverBudget(f"output budget ({self.budget.max_bytes} bytes)")
+
+    def join(self, chunks: Iterable[str]) -> str:
+        """The rendered text, counted and timed chunk by chunk as the template makes it."""
+        out: list[str] = []
+        for chunk in chunks:
+            self.add(len(chunk) if chunk.isascii() else len(chunk.encode("utf-8", "surrogatepass")))
+            self.check_time()
+            out.append(chunk)
+        return "".join(out)
+
+
+_running: ContextVar[Meter | None] = ContextVar("lifecycle_render_meter", default=None)
+
+
+@contextmanager
+def metered(budget: RenderBudget) -> Iterator[Meter]:
+    """Run a render under `budget`: the bounded operations of this thread see its meter."""
+    meter = Meter(budget)
+    token = _running.set(meter)
+    try:
+        yield meter
+    finally:
+        _running.reset(token)
+
+
+def bounded_range(*args: int) -> range:
+    items = range(*args)
+    if len(items) > MAX_RANGE:
+        raise OverLimit(f"range of {len(items)} items: a template or rule may use at most {MAX_RANGE}")
+    return items
+
+
+class _Budgeted:
+    """A loop's items, looking at the render's clock as they go (a loop may print nothing)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Any) -> None:
+        self.items = items
+
+    def __len__(self) -> int:   # TypeError when the items have no length: `loop.length` counts them then
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Any]:
+        meter = _running.get()
+        if meter is None:
+            yield from self.items
+            return
+        for count, item in enumerate(self.items):
+            if not count % CLOCK_EVERY:
+                meter.check_time()
+            yield item
+
+
+def _repeat_size(left: Any, right: Any) -> int | None:
+    """The length `left * right` would have when it repeats a string or list, else None."""
+    for seq, times in ((left, right), (right, left)):
+        if isinstance(seq, (str, bytes, list, tuple)) and isinstance(times, int):
+            return len(seq) * max(times, 0)
+    return None
+
+
+class BoundedSandbox(SandboxedEnvironment):
+    """Jinja's sandbox with bounded `range`, repetition and powers, and loops that watch the clock."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.globals["range"] = bounded_range
+        self.filters[_BUDGETED] = _Budgeted
+
+    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        meter = _running.get()
+        if meter is not None:
+            meter.check_time()
+        if operator_name == "*":
+            size = _repeat_size(left, right)
+            if size is not None:
+                limit = meter.budget.max_bytes if meter is not None else DEFAULT_MAX_BYTES
+                if meter is not None:   # all repetitions of one render together
+                    meter.repeated += size
+                    size = meter.repeated
+                if size > limit:
+                    raise OverLimit(f"repetition would make {size} items: at most {limit} in one render "
+                                    "(the output budget)")
+                return operator.mul(left, right)
+            if _ints(left, right) and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+                raise OverLimit(f"a product of more than {MAX_INT_BITS} bits: numbers that large are refused")
+            return operator.mul(left, right)
+        if operator_name == "**" and _ints(left, right) and right > 0 \
+                and max(abs(left).bit_length() - 1, 0) * right > MAX_INT_BITS:
+            raise OverLimit(f"{left} ** {right} has more than {MAX_INT_BITS} bits: numbers that large are refused")
+        return self.binop_table[operator_name](left, right)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        # Every `{% for %}` iterates through `_Budgeted`, so nested loops that print nothing still stop
+        # at the deadline (a Jinja for-loop has no hook of its own).
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, _BUDGETED, [], [], None, None, lineno=loop.iter.lineno)
+        return tree
+
+
+def _ints(left: Any, right: Any) -> bool:
+    return type(left) is int and type(right) is int
+
+
+# -- static check --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Unsafe:
+    """An attribute the sandbox would refuse, where it is written (1-based line and column)."""
+
+    line: int
+    column: int
+    name: str
+
+    @property
+    def message(self) -> str:
+        return f"unsafe attribute access {self.name!r}: templates may not reach Python internals or private names"
+
+    @property
+    def hint(self) -> str:
+        return ("templates may read a value's data, not Python internals (names starting with '_', "
+                "'mro', frames and code); use the value itself, or pass what you need in the journey's vars")
+
+
+def is_unsafe_name(name: str) -> bool:
+    return name.startswith("_") or name in UNSAFE_NAMES
+
+
+def unsafe_access(env: SandboxedEnvironment, source: str) -> list[Unsafe]:
+    """Attribute reads with a constant, unsafe name (`x.__class__`, `x['mro']`, `x|attr('_y')`), in order."""
+    tree = env.parse(source)
+    found: list[tuple[int, str]] = []
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        if isinstance(node, nodes.Getattr):
+            name: Any = node.attr
+        elif isinstance(node, nodes.Getitem):
+            name = node.arg.value if isinstance(node.arg, nodes.Const) else None
+        else:
+            name = node.args[0].value if node.name == "attr" and node.args \
+                and isinstance(node.args[0], nodes.Const) else None
+        if isinstance(name, str) and is_unsafe_name(name):
+            found.append((node.lineno, name))
+    lines = source.splitlines()
+    taken: set[tuple[int, int]] = set()
+    result = []
+    for lineno, name in found:
+        column = _column(lines[lineno - 1] if lineno <= len(lines) else "", name, lineno, taken)
+        result.append(Unsafe(lineno, column, name))
+    return sorted(result, key=lambda u: (u.line, u.column))
+
+
+def _column(line: str, name: str, lineno: int, taken: set[tuple[int, int]]) -> int:
+    """The 1-based column of `name` as an attribute on `line`, the first one not reported yet."""
+    pattern = re.compile(r"(?:\.\s*|\[\s*['\"]|attr\(\s*['\"])(" + re.escape(name) + r")(?![A-Za-z0-9_])")
+    for match in pattern.finditer(line):
+        column = match.start(1) + 1
+        if (lineno, column) not in taken:
+            taken.add((lineno, column))
+            return column
+    return 1
