@@ -16,7 +16,7 @@ from automation.sandbox import RenderBudget
 from tests.conftest import outbox_files, write
 
 #: Ten thousand loops of ten thousand: every range is allowed, the whole is far over any budget.
-NESTED = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}done"
+NESTED = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}"
 
 
 def render(tmp_path: Path, body: str, budget: RenderBudget | None = None) -> str:
