@@ -6,7 +6,9 @@ One such template would hold a worker thread (and the steps of every other conta
 for good. Here:
 
 - `range` makes at most `MAX_RANGE` items; `*` and `**` refuse to make a string or list longer
-  than the output budget, or a whole number longer than `MAX_INT_BITS` bits;
+  than the output budget, or a whole number longer than `MAX_INT_BITS` bits; what takes a width
+  (`center`, `indent`, `format`, `'%9999s' % x`, `'{:>9999}'.format(x)`, `ljust`, `zfill`, `replace`)
+  refuses one that would make more than the output budget;
 - while a template renders (`metered`), every loop looks at the clock, and the output is counted
   as it streams: past the time or size budget the render stops with `OverBudget`;
 - `unsafe_access` finds, before anything runs, the attribute names the sandbox would refuse
@@ -17,14 +19,16 @@ from __future__ import annotations
 
 import operator
 import re
+import string
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError
+from jinja2.filters import do_center, do_format, do_indent
 from jinja2.sandbox import (
     UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
     UNSAFE_COROUTINE_ATTRIBUTES,
@@ -146,6 +150,75 @@ class _Budgeted:
             yield item
 
 
+def _limit() -> int:
+    meter = _running.get()
+    return meter.budget.max_bytes if meter is not None else DEFAULT_MAX_BYTES
+
+
+def _check_size(size: int, what: str) -> None:
+    limit = _limit()
+    if size > limit:
+        raise OverLimit(f"{what} would make {size} characters: at most {limit} (the output budget)")
+
+
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _numbers(values: Iterable[Any]) -> Iterator[int]:
+    return (v for v in values if type(v) is int)
+
+
+def _check_printf(fmt: str, values: Any) -> None:
+    """`fmt % values`: a width or precision (written, or taken from the values by `*`) over the limit."""
+    for spec in _PRINTF.finditer(fmt):
+        for part in spec.groups():
+            if part == "*":
+                for number in _numbers(values if isinstance(values, tuple) else (values,)):
+                    _check_size(abs(number), "a width taken from the values")
+            elif part:
+                _check_size(int(part), f"the format {spec.group(0)!r}")
+
+
+def _check_format(fmt: str, args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
+    """`fmt.format(...)`: a width or precision over the limit, written or nested (`{:{w}}`)."""
+    for _, _, spec, _ in string.Formatter().parse(fmt):
+        if not spec:
+            continue
+        for digits in re.findall(r"\d+", spec):
+            _check_size(int(digits), f"the format spec {spec!r}")
+        if "{" in spec:
+            for number in _numbers([*args, *kwargs.values()]):
+                _check_size(abs(number), "a width taken from the values")
+
+
+#: str methods that take a size: what they would make, from the string and the arguments.
+_SIZED_METHODS: dict[str, Any] = {
+    "center": lambda s, width=0, *_: width, "ljust": lambda s, width=0, *_: width,
+    "rjust": lambda s, width=0, *_: width, "zfill": lambda s, width=0: width,
+    "expandtabs": lambda s, tabsize=8: len(s) + s.count("\t") * tabsize,
+    "replace": lambda s, old="", new="", count=-1:
+        len(s) + (s.count(old) if count < 0 else min(count, s.count(old))) * (len(new) - len(old))
+        if isinstance(old, str) and isinstance(new, str) and old else 0,
+}
+
+
+def _center(value: Any, width: int = 80) -> str:
+    if isinstance(width, int):
+        _check_size(width, "center")
+    return do_center(value, width)
+
+
+def _indent(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    if isinstance(width, int):
+        _check_size((str(s).count("\n") + 1) * width + len(str(s)), "indent")
+    return do_indent(s, width, first, blank)
+
+
+def _format(value: str, *args: Any, **kwargs: Any) -> str:
+    _check_printf(str(value), tuple(kwargs.values()) or args)
+    return do_format(value, *args, **kwargs)
+
+
 def _repeat_size(left: Any, right: Any) -> int | None:
     """The length `left * right` would have when it repeats a string or list, else None."""
     for seq, times in ((left, right), (right, left)):
@@ -157,12 +230,41 @@ def _repeat_size(left: Any, right: Any) -> int | None:
 class BoundedSandbox(SandboxedEnvironment):
     """Jinja's sandbox with bounded `range`, repetition and powers, and loops that watch the clock."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.globals["range"] = bounded_range
-        self.filters[_BUDGETED] = _Budgeted
+        self.filters.update({_BUDGETED: _Budgeted, "center": _center, "indent": _indent, "format": _format})
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        # (Jinja's own double-underscore names: a template may pass `obj=` or `context=` as keywords.)
+        meter = _running.get()
+        if meter is not None:
+            meter.check_time()
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str) and getattr(__obj, "__name__", None) in _SIZED_METHODS:
+            try:
+                size = _SIZED_METHODS[__obj.__name__](owner, *args, **kwargs)
+            except TypeError:
+                size = 0   # wrong arguments: the call itself says what is wrong
+            if isinstance(size, int):
+                _check_size(size, f"{__obj.__name__}()")
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            mapping = args[0] if value.__name__ == "format_map" and args else kwargs
+            _check_format(fmt, args if value.__name__ == "format" else (),
+                          mapping if isinstance(mapping, Mapping) else {})
+            return wrapped(*args, **kwargs)
+
+        return checked
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         meter = _running.get()
@@ -182,6 +284,8 @@ class BoundedSandbox(SandboxedEnvironment):
             if _ints(left, right) and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
                 raise OverLimit(f"a product of more than {MAX_INT_BITS} bits: numbers that large are refused")
             return operator.mul(left, right)
+        if operator_name == "%" and isinstance(left, str):
+            _check_printf(left, right)
         if operator_name == "**" and _ints(left, right) and right > 0 \
                 and max(abs(left).bit_length() - 1, 0) * right > MAX_INT_BITS:
             raise OverLimit(f"{left} ** {right} has more than {MAX_INT_BITS} bits: numbers that large are refused")

@@ -29,6 +29,14 @@ def render(tmp_path: Path, body: str, budget: RenderBudget | None = None) -> str
     ("{{ 'ab' * 500001 }}", "{{ 'ab' * 3 }}", "repetition would make 1000002 items"),
     ("{{ [0] * 2000000 }}", "{{ [0] * 2 }}", "repetition would make 2000000 items"),
     ("{{ 2 ** 100000 }}", "{{ 2 ** 64 }}", "has more than 4096 bits"),
+    # What takes a width: filters, printf and str.format specs (written or passed in), str methods
+    ("{{ 'a' | center(10 ** 8) }}", "{{ 'a' | center(9) }}", "center would make 100000000 characters"),
+    ("{{ '%999999999s' | format('a') }}", "{{ '%5s' | format('a') }}", "the format '%999999999'"),
+    ("{{ '%*d' % (10 ** 8, 1) }}", "{{ '%*d' % (3, 1) }}", "a width taken from the values"),
+    ("{{ '{:>{}}'.format('a', 10 ** 8) }}", "{{ '{:>{}}'.format('a', 3) }}", "a width taken from the values"),
+    ("{{ 'a'.ljust(10 ** 8) }}", "{{ 'a'.ljust(3) }}", r"ljust\(\) would make 100000000 characters"),
+    ("{{ ('x' * 10000).replace('x', 'yyyyyyyyyy' * 100) }}", "{{ 'axa'.replace('x', 'yy') }}",
+     r"replace\(\) would make 10000000 characters"),
 ])
 def test_a_huge_range_repetition_or_power_fails_the_render_with_the_reason(tmp_path, body, fine, reason):
     assert render(tmp_path, fine)
