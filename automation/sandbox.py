@@ -320,8 +320,8 @@ class Unsafe:
 
     @property
     def hint(self) -> str:
-        return ("templates may read a value's data, not Python internals (names starting with '_', "
-                "'mro', frames and code); use the value itself, or pass what you need in the journey's vars")
+        return ("print the data itself ({{ contact.email }}), or pass what the message needs in the "
+                "journey's vars")
 
 
 def is_unsafe_name(name: str) -> bool:
