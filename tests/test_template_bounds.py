@@ -118,7 +118,7 @@ def test_validate_reports_unsafe_attributes_and_budget_overruns_at_file_line_col
     peek = project / "templates" / "sms" / "peek.en.txt"
     for where, name in (("2:12", "__class__"), ("2:41", "mro"), ("3:25", "_secret")):
         assert f"{peek}:{where}: unsafe attribute access {name!r}" in out, out
-    assert "contact.email" not in out and out.count("unsafe attribute access") == 3
+    assert out.count("unsafe attribute access") == 3   # not contact.email
     assert "hint: print the data itself ({{ contact.email }})" in out
     spin = project / "templates" / "sms" / "spin.en.txt"
     assert f"{spin}:1:1: template 'sms/spin' exceeded its render budget (100 ms), rendered with sample data" in out
