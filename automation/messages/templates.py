@@ -35,7 +35,7 @@ from ruamel.yaml import YAML
 from automation.errors import TemplateLimitError, TemplateRenderError
 from automation.expressions import configure
 from automation.messages.locales import locale_chain, negotiate, text_direction
-from automation.sandbox import BoundedSandbox, Meter, OverBudget, OverLimit, RenderBudget, metered, unsafe_access
+from automation.sandbox import BoundedSandbox, Meter, OverBudget, OverLimit, RenderBudget, unsafe_access
 
 #: Parts of the built-in message kinds: (required, optional).
 MESSAGE_PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -356,7 +356,7 @@ class Renderer:
             for name, _ in self._sources(template.loader_name, set()):
                 self.env.get_template(name)
             self._compiled.add(template.loader_name)
-        with metered(self.budget) as meter:
+        with Meter(self.budget) as meter:
             return self._render_metered(compiled, chain, dict(variables), parts, meter)
 
     def _render_metered(self, compiled: Any, chain: list[Any] | None, variables: dict[str, Any],
