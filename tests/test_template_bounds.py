@@ -44,12 +44,14 @@ def test_a_huge_range_repetition_or_power_fails_the_render_with_the_reason(tmp_p
         render(tmp_path, body)
 
 
-def test_output_over_the_size_budget_stops_the_render(tmp_path):
-    # Many small chunks, each fine: only their sum is over 2,000 bytes
-    body = "{% for i in range(1000) %}{{ i }} é {% endfor %}"
+@pytest.mark.parametrize("body", [
+    "{% for i in range(1000) %}{{ i }} {% endfor %}",    # many small chunks: only their sum is over
+    "{% for i in range(1500) %}é{% endfor %}",           # 1,500 characters, 3,000 bytes
+])
+def test_output_over_the_size_budget_stops_the_render(tmp_path, body):
     with pytest.raises(TemplateLimitError, match=r"template 'sms/t' exceeded its output budget \(2000 bytes\)"):
         render(tmp_path, body, RenderBudget(max_bytes=2000))
-    assert len(render(tmp_path, body, RenderBudget(max_bytes=100_000))) > 2000
+    assert len(render(tmp_path, body, RenderBudget(max_bytes=100_000)).encode()) > 2000
 
 
 def test_loops_that_print_nothing_stop_at_the_time_budget(tmp_path):
@@ -58,6 +60,10 @@ def test_loops_that_print_nothing_stop_at_the_time_budget(tmp_path):
     # Loops over a long string, not a range, watch the clock too
     with pytest.raises(TemplateLimitError, match="exceeded its render budget"):
         render(tmp_path, "{% set s = 'x' * 9999 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+               RenderBudget(time_ms=10))
+    # And calls: a macro that calls itself twice, 2^21 calls without a loop
+    with pytest.raises(TemplateLimitError, match="exceeded its render budget"):
+        render(tmp_path, "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(20) }}",
                RenderBudget(time_ms=10))
 
 
