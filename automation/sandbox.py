@@ -9,8 +9,9 @@ for good. Here:
   than the output budget, or a whole number longer than `MAX_INT_BITS` bits; what takes a width
   (`center`, `indent`, `format`, `'%9999s' % x`, `'{:>9999}'.format(x)`, `ljust`, `zfill`, `replace`)
   refuses one that would make more than the output budget;
-- while a template renders (`with Meter(budget)`), every loop looks at the clock, and the output is counted
-  as it streams: past the time or size budget the render stops with `OverBudget`;
+- while a template renders (`with Meter(budget)`), loops, calls and operators look at the clock
+  (the thread's CPU time) and the output is counted as it streams: past the time or size budget
+  the render stops with `OverBudget`;
 - `unsafe_access` finds, before anything runs, the attribute names the sandbox would refuse
   (`__class__`, `mro`, `_private`), so `lifecycle validate` can point at them.
 """
@@ -68,7 +69,8 @@ class OverBudget(OverLimit):
 
 @dataclass(frozen=True)
 class RenderBudget:
-    """What one message may cost to render: wall time and output size (UTF-8 bytes, all parts)."""
+    """What one message may cost to render: CPU time of the rendering thread and output size
+    (UTF-8 bytes, all parts together)."""
 
     time_ms: int = 100
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -115,7 +117,7 @@ class Meter:
             raise OverBudget(f"render budget ({self.budget.time_ms} ms)")
 
     def tick(self) -> None:
-        """One chunk of output or one bounded operation: look at the clock now and then."""
+        """One loop item, call or operator: look at the clock now and then."""
         self.ticks += 1
         if not self.ticks % TICKS_PER_CLOCK:
             self.check_time()

@@ -511,7 +511,8 @@ class _Builder:
 
 
 def check_template_files(templates: TemplateCheck) -> list[Diagnostic]:
-    """Syntax problems of every template on disk, used or not."""
+    """Problems of every template on disk, used or not: syntax, unsafe attributes, and the render
+    budget with sample data."""
     found: list[Diagnostic] = []
     for variant in templates.catalog.files():
         problems = templates.renderer.check(variant)
