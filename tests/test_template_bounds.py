@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from automation.api import Lifecycle
-from automation.errors import RuleError
+from automation.config import Settings
+from automation.errors import ConfigError, RuleError
 from automation.expressions import compile_rule
 from automation.messages.templates import Renderer, TemplateCatalog, TemplateLimitError
 from automation.ops.cli import main
@@ -75,6 +76,19 @@ def test_rules_share_the_bounds():
     assert compile_rule("(2 ** 10) * 3 > 3000").evaluate({})
 
 
+def test_the_budget_is_read_from_the_environment_and_passed_on():
+    settings = Settings.from_env({"LIFECYCLE_TEMPLATE_TIME_MS": "50", "LIFECYCLE_TEMPLATE_MAX_BYTES": "2000"})
+    assert RenderBudget.of(settings) == RenderBudget(50, 2000)
+    assert RenderBudget.of(Settings.from_env(settings.to_env())) == RenderBudget(50, 2000)   # to worker processes
+    with pytest.raises(ConfigError, match="LIFECYCLE_TEMPLATE_MAX_BYTES=10 must be at least 1000"):
+        Settings.from_env({"LIFECYCLE_TEMPLATE_MAX_BYTES": "10"})
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.with_changes(template_time_ms=50)
+
+
 LOOPS_SMS = """journey: loops-sms
 vars: {brand: Northwind}
 trigger: {event: ping}
@@ -101,7 +115,7 @@ def test_a_step_over_budget_fails_alone_and_the_batch_goes_on(runtime, make_engi
     # Then the heavy one fails with the reason, and the light one is sent
     heavy = lc.history("heavy")["loops-sms:run:1:loops"]
     assert heavy["state"] == "failed" and heavy["code"] == "template_error"
-    assert "template 'sms/loops' exceeded its render budget (100 ms)" in heavy["reason"]
+    assert "template 'sms/loops' exceeded its render budget (50 ms)" in heavy["reason"]   # the configured one
     assert lc.history("light")["loops-sms:run:1:loops"]["state"] == "sent"
     sent = outbox_files(settings.outbox_dir, "sms")
     assert len(sent) == 1 and "Northwind: hi" in sent[0].read_text(encoding="utf-8")
