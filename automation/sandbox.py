@@ -8,7 +8,8 @@ for good. Here:
 - `range` makes at most `MAX_RANGE` items; `*` and `**` refuse to make a string or list longer
   than the output budget, or a whole number longer than `MAX_INT_BITS` bits; what takes a width
   (`center`, `indent`, `format`, `'%9999s' % x`, `'{:>9999}'.format(x)`, `ljust`, `zfill`, `replace`)
-  refuses one that would make more than the output budget;
+  refuses one that would make more than the output budget, and so do `+` and `~` (a string
+  doubled in a loop);
 - while a template renders (`with Meter(budget)`), loops, calls and operators look at the clock
   (the thread's CPU time) and the output is counted as it streams: past the time or size budget
   the render stops with `OverBudget`;
@@ -53,6 +54,7 @@ TICKS_PER_CLOCK = 32
 UNSAFE_NAMES = frozenset({"mro"} | UNSAFE_GENERATOR_ATTRIBUTES | UNSAFE_COROUTINE_ATTRIBUTES
                          | UNSAFE_ASYNC_GENERATOR_ATTRIBUTES)
 _BUDGETED = "_budgeted"   # the filter wrapped around every loop's items
+_SIZED = "_sized"         # ... and around every operand of `~`
 
 
 class OverLimit(SecurityError):
@@ -231,6 +233,13 @@ _SIZED_METHODS: dict[str, Any] = {
 }
 
 
+def _sized(value: Any) -> Any:
+    """An operand of `~`, refused past the output budget: a string doubled in a loop stops there."""
+    if isinstance(value, str):
+        _check_size(len(value), "joining with ~")
+    return value
+
+
 def _center(value: Any, width: int = 80) -> str:
     if isinstance(width, int):
         _check_size(width, "center")
@@ -259,12 +268,13 @@ def _repeat_size(left: Any, right: Any) -> int | None:
 class BoundedSandbox(SandboxedEnvironment):
     """Jinja's sandbox with bounded `range`, repetition and powers, and loops that watch the clock."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.globals["range"] = bounded_range
-        self.filters.update({_BUDGETED: _Budgeted, "center": _center, "indent": _indent, "format": _format})
+        self.filters.update({_BUDGETED: _Budgeted, _SIZED: _sized, "center": _center, "indent": _indent,
+                             "format": _format})
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         # (Jinja's own double-underscore names: a template may pass `obj=` or `context=` as keywords.)
@@ -313,6 +323,8 @@ class BoundedSandbox(SandboxedEnvironment):
             if _ints(left, right) and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
                 raise OverLimit(f"a product of more than {MAX_INT_BITS} bits: numbers that large are refused")
             return operator.mul(left, right)
+        if operator_name == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, type(left)):
+            _check_size(len(left) + len(right), "adding with +")
         if operator_name == "%" and isinstance(left, str):
             _check_printf(left, right)
         if operator_name == "**" and _ints(left, right) and right > 0 \
@@ -323,9 +335,13 @@ class BoundedSandbox(SandboxedEnvironment):
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         # Every `{% for %}` iterates through `_Budgeted`, so nested loops that print nothing still stop
         # at the deadline (a Jinja for-loop has no hook of its own).
+        # And every operand of `~` is sized, so a string doubled in a loop stops at the output budget.
         tree = super()._parse(source, name, filename)
         for loop in tree.find_all(nodes.For):
             loop.iter = nodes.Filter(loop.iter, _BUDGETED, [], [], None, None, lineno=loop.iter.lineno)
+        for concat in tree.find_all(nodes.Concat):
+            concat.nodes = [nodes.Filter(part, _SIZED, [], [], None, None, lineno=part.lineno)
+                            for part in concat.nodes]
         return tree
 
 

@@ -20,6 +20,9 @@ from tests.conftest import outbox_files, write
 NESTED = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}"
 
 
+DOUBLED = "{% set ns = namespace(s='ab') %}{% for i in range(21) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}"
+
+
 def render(tmp_path: Path, body: str, budget: RenderBudget | None = None) -> str:
     write(tmp_path / "sms" / "t.en.txt", body)
     return Renderer(TemplateCatalog(tmp_path), budget=budget).render("sms", "t", "en", "en", {}).parts["body"]
@@ -38,6 +41,9 @@ def render(tmp_path: Path, body: str, budget: RenderBudget | None = None) -> str
     ("{{ 'a'.ljust(10 ** 8) }}", "{{ 'a'.ljust(3) }}", r"ljust\(\) would make 100000000 characters"),
     ("{{ ('x' * 10000).replace('x', 'yyyyyyyyyy' * 100) }}", "{{ 'axa'.replace('x', 'yy') }}",
      r"replace\(\) would make 10000000 characters"),
+    # A string doubled in a loop
+    (DOUBLED.replace("+", "~"), DOUBLED.replace("+", "~").replace("21", "3"), "joining with ~ would make 1048576"),
+    (DOUBLED, DOUBLED.replace("21", "3"), r"adding with \+ would make 1048576"),
 ])
 def test_a_huge_range_repetition_or_power_fails_the_render_with_the_reason(tmp_path, body, fine, reason):
     assert render(tmp_path, fine)
