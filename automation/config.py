@@ -100,6 +100,9 @@ class Settings:
     #: A port serving /healthz and /readyz for workers, schedulers and `lifecycle run` (unset: none).
     health_port: int | None = None
     pause_seconds: float = 300.0
+    #: What rendering one message may take: wall time and output size (all parts, UTF-8 bytes).
+    template_time_ms: int = 100
+    template_max_bytes: int = 1_000_000
     channels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CHANNELS))
     #: Messages per second per adapter name (LIFECYCLE_RATE_TWILIO=10), shared by all workers.
     rate_limits: Mapping[str, float] = field(default_factory=dict)
@@ -164,6 +167,8 @@ class Settings:
             request_timeout_seconds=_float(env, "LIFECYCLE_REQUEST_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             health_port=_int(env, "LIFECYCLE_HEALTH_PORT", 0, minimum=0) or None,
             pause_seconds=_float(env, "LIFECYCLE_PAUSE_SECONDS", 300.0, minimum=1.0),
+            template_time_ms=_int(env, "LIFECYCLE_TEMPLATE_TIME_MS", 100),
+            template_max_bytes=_int(env, "LIFECYCLE_TEMPLATE_MAX_BYTES", 1_000_000, minimum=1000),
             channels=channels,
             rate_limits=rate_limits,
             ambiguous=ambiguous,
@@ -207,6 +212,8 @@ class Settings:
             "LIFECYCLE_SENDGRID_TOLERANCE_SECONDS": repr(self.sendgrid_tolerance_seconds),
             "LIFECYCLE_REQUEST_TIMEOUT_SECONDS": repr(self.request_timeout_seconds),
             "LIFECYCLE_PAUSE_SECONDS": repr(self.pause_seconds),
+            "LIFECYCLE_TEMPLATE_TIME_MS": str(self.template_time_ms),
+            "LIFECYCLE_TEMPLATE_MAX_BYTES": str(self.template_max_bytes),
         }
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url

@@ -46,5 +46,10 @@ class TemplateRenderError(LifecycleError):
     """A template that could not produce a complete message."""
 
 
+class TemplateLimitError(TemplateRenderError):
+    """A template that asked for more than a message may cost: its time or output budget, or a bound
+    of the sandbox (a huge range, repetition or power)."""
+
+
 class CouponError(LifecycleError, RuntimeError):
     """A coupon could not be issued (no free code found: the code space is filling up)."""

@@ -28,6 +28,7 @@ from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from automation.errors import ExpressionError, RuleError
+from automation.sandbox import BoundedSandbox
 
 DAY = 86400.0
 
@@ -313,7 +314,7 @@ def configure(env: SandboxedEnvironment) -> SandboxedEnvironment:
     return env
 
 
-RULE_ENV = configure(SandboxedEnvironment(undefined=Missing))
+RULE_ENV = configure(BoundedSandbox(undefined=Missing))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from automation.language.flow import WaitForNode
 from automation.language.journey import Journey, ScoreDef
 from automation.language.registry import JourneyRegistry
 from automation.messages.templates import Renderer, TemplateCatalog, TemplateCheck
+from automation.sandbox import RenderBudget
 from automation.runtime import Runtime
 from automation.store.contacts import ContactStore
 from automation.store.pauses import ChannelPauses
@@ -51,7 +52,7 @@ class Engine:
         settings = runtime.settings
         channels = channels or ChannelRegistry(settings)
         catalog = TemplateCatalog(settings.templates_dir)
-        renderer = Renderer(catalog, channels.parts_for)
+        renderer = Renderer(catalog, channels.parts_for, RenderBudget.of(settings))
         journeys = JourneyRegistry(settings.journeys_dir, channels.adapters, TemplateCheck(catalog, renderer),
                                    settings.reload_seconds)
         if not journeys.journeys:

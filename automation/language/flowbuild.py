@@ -49,7 +49,8 @@ from automation.language.sources import Sources, declared
 from automation.language.workspace import MESSAGE_TYPES
 from automation.messages.locales import negotiate
 from automation.messages.sms import segments
-from automation.messages.templates import TemplateCheck, TemplateRenderError
+from automation.messages.templates import TemplateCheck, TemplateFile, TemplateLimitError, TemplateRenderError
+from automation.sandbox import MAX_RANGE
 
 #: Steps that may carry `once: true`: those that do something to or for the contact.
 ONCE_KINDS = ("send", "coupon", "track", "set")
@@ -565,9 +566,10 @@ def _check_template(step: CommentedMap, channel: str, template: str, ctx: FlowCo
                         f"add {template}.<locale>.<ext>, or take the locale out of journeys/_contact.yaml")
     for variant in variants.values():
         problems = templates.renderer.check(variant)
-        for line, message in problems:
-            report.items.append(Diagnostic(display_path(variant.path), line, 1, message,
-                                           f"used by {report.path}:{where[0]}:{where[1]}"))
+        for problem in problems:
+            used_by = f"used by {report.path}:{where[0]}:{where[1]}"
+            report.items.append(Diagnostic(display_path(problem.path), problem.line, problem.column,
+                                           problem.message, f"{problem.hint}; {used_by}" if problem.hint else used_by))
         if not problems:
             _check_names(variant, channel, template, where, ctx)
             _check_template_vars(variant, where, ctx)
@@ -592,6 +594,8 @@ def _check_names(variant: Any, channel: str, template: str, where: tuple[int, in
     try:
         ctx.templates.renderer.render(channel, template, variant.locale, ctx.locale,
                                       sample_context(ctx.variables, channel, _sample_vars(ctx)))
+    except TemplateLimitError as exc:
+        ctx.report.items.append(limit_diagnostic(variant, exc))
     except TemplateRenderError as exc:
         match = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined", str(exc))
         if match:
@@ -602,6 +606,25 @@ def _check_names(variant: Any, channel: str, template: str, where: tuple[int, in
 
 def _sample_vars(ctx: FlowContext) -> dict[str, Any]:
     return {name: values[-1] for name, values in ctx.run_vars.items() if values}
+
+
+def sample_limits(templates: TemplateCheck, variant: TemplateFile) -> list[Diagnostic]:
+    """A template that goes over the render budget with sample data would fail every message it makes."""
+    try:
+        templates.renderer.render(variant.channel, variant.name, variant.locale, variant.locale or "en",
+                                  sample_context({}, variant.channel))
+    except TemplateLimitError as exc:
+        return [limit_diagnostic(variant, exc)]
+    except TemplateRenderError:
+        pass   # names a journey's vars would define: checked with each journey that uses the template
+    return []
+
+
+def limit_diagnostic(variant: TemplateFile, exc: TemplateLimitError) -> Diagnostic:
+    reason = str(exc).removeprefix(f"{variant.path}: ")
+    return Diagnostic(display_path(variant.path), 1, 1, f"{reason}, rendered with sample data",
+                      f"range() makes at most {MAX_RANGE} items and loops stop at the deadline; the budget is "
+                      "LIFECYCLE_TEMPLATE_TIME_MS and LIFECYCLE_TEMPLATE_MAX_BYTES (docs/templates.md, Limits)")
 
 
 def _check_options(step: CommentedMap, channel: str, adapter: "Channel", options: Mapping[str, Any],

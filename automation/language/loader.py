@@ -30,7 +30,8 @@ from automation.durations import HINT as DURATION_HINT
 from automation.durations import DurationError, parse_duration
 from automation.expressions import RULE_NAMES, TEMPLATE_EXTRA_NAMES, Expression, did_you_mean, references
 from automation.language.diagnostics import Diagnostic, has_errors
-from automation.language.flowbuild import FlowContext, build_flow, check_vars, collect_run_vars, parse_offset
+from automation.language.flowbuild import (FlowContext, build_flow, check_vars, collect_run_vars, parse_offset,
+                                          sample_limits)
 from automation.language.hints import keys_meant_for, misplaced_key_hint, strayed
 from automation.language.journey import (
     RUN,
@@ -535,11 +536,14 @@ class _Builder:
 
 
 def check_template_files(templates: TemplateCheck) -> list[Diagnostic]:
-    """Syntax problems of every template on disk, used or not."""
+    """Problems of every template on disk, used or not: syntax, unsafe attributes, and the render
+    budget with sample data."""
     found: list[Diagnostic] = []
     for variant in templates.catalog.files():
-        for line, message in templates.renderer.check(variant):
-            found.append(Diagnostic(display_path(variant.path), line, 1, message))
+        problems = templates.renderer.check(variant)
+        found.extend(Diagnostic(display_path(p.path), p.line, p.column, p.message, p.hint) for p in problems)
+        if not problems:
+            found.extend(sample_limits(templates, variant))
     return found
 
 

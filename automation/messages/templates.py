@@ -30,12 +30,12 @@ from typing import Any, Callable, Iterable, Mapping
 
 from jinja2 import ChainableUndefined, FileSystemLoader, TemplateError, TemplateSyntaxError, nodes
 from jinja2.exceptions import UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
 from ruamel.yaml import YAML
 
-from automation.errors import TemplateRenderError
+from automation.errors import TemplateLimitError, TemplateRenderError
 from automation.expressions import configure
 from automation.messages.locales import locale_chain, negotiate, text_direction
+from automation.sandbox import BoundedSandbox, Meter, OverBudget, OverLimit, RenderBudget, unsafe_access
 
 #: Parts of the built-in message kinds: (required, optional).
 MESSAGE_PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -75,6 +75,17 @@ class TemplateFile:
     @property
     def loader_name(self) -> str:
         return f"{self.channel}/{self.path.name}"
+
+
+@dataclass(frozen=True)
+class TemplateProblem:
+    """What `lifecycle validate` reports about a template file, at a 1-based line and column."""
+
+    path: Path
+    line: int
+    column: int
+    message: str
+    hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -254,10 +265,10 @@ def _plain(rendered: str) -> str:
     return html_lib.unescape(rendered) if "&" in rendered else rendered
 
 
-def _environment(root: Path) -> SandboxedEnvironment:
+def _environment(root: Path) -> BoundedSandbox:
     # No auto_reload (a stat per template per message): the catalog's periodic refresh
     # notices changed files and the renderer drops its compiled templates then.
-    env = SandboxedEnvironment(
+    env = BoundedSandbox(
         loader=FileSystemLoader(str(root)),
         autoescape=True,
         undefined=MissingValue,
@@ -271,12 +282,15 @@ def _environment(root: Path) -> SandboxedEnvironment:
 class Renderer:
     """Renders the parts of a message from a template file and a context."""
 
-    def __init__(self, catalog: TemplateCatalog, parts_for: PartsFor | None = None) -> None:
+    def __init__(self, catalog: TemplateCatalog, parts_for: PartsFor | None = None,
+                 budget: RenderBudget | None = None) -> None:
         self.catalog = catalog
         self.parts_for = parts_for or (lambda channel: MESSAGE_PARTS.get(channel, (("body",), ())))
+        self.budget = budget or RenderBudget()
         self.env = _environment(catalog.root)
         self._seen_version = catalog.version
         self._chains: dict[str, list[Any] | None] = {}
+        self._compiled: set[str] = set()
         self._strings: dict[str, dict[str, Any]] = {}
 
     def _sync(self) -> None:
@@ -286,6 +300,7 @@ class Renderer:
             if self.env.cache is not None:
                 self.env.cache.clear()
             self._chains.clear()
+            self._compiled.clear()
             self._strings.clear()
 
     def render(self, channel: str, name: str, locale: str | None, default_locale: str | None,
@@ -309,6 +324,11 @@ class Renderer:
         wanted = tuple(required) + tuple(optional)
         try:
             parts = self._render_parts(template, variables, wanted)
+        except OverBudget as exc:   # stopped at the deadline or size: the worker thread is free again
+            raise TemplateLimitError(f"{template.path}: template '{channel}/{name}' exceeded its {exc.what}") \
+                from None
+        except OverLimit as exc:
+            raise TemplateLimitError(f"{template.path}: template '{channel}/{name}': {exc}") from None
         except UndefinedError as exc:
             raise TemplateRenderError(f"{template.path}: missing value: {exc.message}") from None
         except TemplateError as exc:
@@ -330,26 +350,36 @@ class Renderer:
     def _render_parts(self, template: TemplateFile, variables: Mapping[str, Any],
                       parts: tuple[str, ...]) -> dict[str, str]:
         compiled = self.env.get_template(template.loader_name)
-        context = compiled.new_context(dict(variables))
-        if not compiled.blocks and parts == ("body",):
-            return {"body": _plain("".join(compiled.root_render_func(context)))}
         chain = self._chain(template.loader_name)
+        if template.loader_name not in self._compiled:
+            # Layouts, imports and includes compile before the clock starts: compiling is not rendering.
+            for name, _ in self._sources(template.loader_name, set()):
+                self.env.get_template(name)
+            self._compiled.add(template.loader_name)
+        with Meter(self.budget) as meter:
+            return self._render_metered(compiled, chain, dict(variables), parts, meter)
+
+    def _render_metered(self, compiled: Any, chain: list[Any] | None, variables: dict[str, Any],
+                        parts: tuple[str, ...], meter: Meter) -> dict[str, str]:
+        context = compiled.new_context(variables)
+        if not compiled.blocks and parts == ("body",):
+            return {"body": _plain(meter.join(compiled.root_render_func(context)))}
         if chain is not None:
             # Only blocks and `extends` at the top level: wire the inherited blocks into the context
             # the way Jinja's `extends` does and render each wanted part once, from its block.
             for parent in chain[1:]:
                 for name, block in parent.blocks.items():
                     context.blocks.setdefault(name, []).append(block)
-            render = lambda part: "".join(context.blocks[part][0](context))  # noqa: E731
+            render = lambda part: meter.join(context.blocks[part][0](context))  # noqa: E731
         else:
             # Top-level code (imports, sets, super()): run the template once, keeping each block's output.
             captured: dict[str, str] = {}
             for name, blocks in context.blocks.items():
                 blocks[0] = _Capture(name, blocks[0], captured)
-            "".join(compiled.root_render_func(context))
+            meter.join(compiled.root_render_func(context))
 
             def render(part: str) -> str:
-                return captured[part] if part in captured else "".join(context.blocks[part][0](context))
+                return captured[part] if part in captured else meter.join(context.blocks[part][0](context))
         result: dict[str, str] = {}
         for part in parts:  # text parts first: the layout shows the subject and preheader
             if part not in HTML_PARTS and part in context.blocks:
@@ -397,22 +427,42 @@ class Renderer:
             chain += rest
         return chain
 
-    def check(self, template: TemplateFile) -> list[tuple[int, str]]:
-        """Problems in a template file as (line, message): syntax errors and missing parts."""
+    def check(self, template: TemplateFile) -> list[TemplateProblem]:
+        """Problems in a template file: syntax errors, missing parts, and attributes the sandbox
+        refuses (in the file or the layouts and macros it uses)."""
         self._sync()
-        problems: list[tuple[int, str]] = []
+        path = template.path
         try:
             compiled = self.env.get_template(template.loader_name)
         except TemplateSyntaxError as exc:
-            return [(exc.lineno or 1, f"template syntax error: {exc.message}")]
+            return [TemplateProblem(path, exc.lineno or 1, 1, f"template syntax error: {exc.message}")]
         except TemplateError as exc:
-            return [(1, f"template error: {exc}")]
+            return [TemplateProblem(path, 1, 1, f"template error: {exc}")]
+        problems = [TemplateProblem(self.catalog.root / name, u.line, u.column, u.message, u.hint)
+                    for name, source in self._sources(template.loader_name, set())
+                    for u in unsafe_access(self.env, source)]
         required, _ = self.parts_for(template.channel)
         blocks = set(self._all_blocks(compiled))
         missing = [p for p in required if p not in blocks]
         if missing and not (required == ("body",) and not blocks):
-            problems.append((1, f"{template.channel} template has no {' or '.join(repr(m) for m in missing)} block"))
+            problems.append(TemplateProblem(
+                path, 1, 1, f"{template.channel} template has no {' or '.join(repr(m) for m in missing)} block"))
         return problems
+
+    def _sources(self, name: str, seen: set[str]) -> Iterable[tuple[str, str]]:
+        """(name, source) of a template and of the layouts, imports and includes it names."""
+        if name in seen:
+            return
+        seen.add(name)
+        try:
+            source = self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
+            tree = self.env.parse(source)
+        except TemplateError:
+            return   # a missing or broken layout is reported when the template compiles
+        yield name, source
+        for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+            if isinstance(node.template, nodes.Const) and isinstance(node.template.value, str):
+                yield from self._sources(node.template.value, seen)
 
     def _all_blocks(self, compiled: Any) -> Iterable[str]:
         yield from compiled.blocks
@@ -438,9 +488,11 @@ class _Capture:
         self.name, self.block, self.captured = name, block, captured
 
     def __call__(self, context: Any) -> Iterable[str]:
-        out = "".join(self.block(context))
-        self.captured.setdefault(self.name, out)
-        yield out
+        out = []
+        for chunk in self.block(context):   # passed on as it comes, so the render's meter counts it
+            out.append(chunk)
+            yield chunk
+        self.captured.setdefault(self.name, "".join(out))
 
     def __eq__(self, other: object) -> bool:
         return other is self or other is self.block

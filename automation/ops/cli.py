@@ -84,12 +84,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from automation.language.diagnostics import has_errors
     from automation.language.registry import validate_paths
     from automation.messages.templates import Renderer, TemplateCatalog, TemplateCheck
+    from automation.sandbox import RenderBudget
 
     settings = _settings()
     channels = ChannelRegistry(settings)
     templates_dir = Path(args.templates) if args.templates else settings.templates_dir
     catalog = TemplateCatalog(templates_dir)
-    check = TemplateCheck(catalog, Renderer(catalog, channels.parts_for))
+    check = TemplateCheck(catalog, Renderer(catalog, channels.parts_for, RenderBudget.of(settings)))
     paths = [Path(p) for p in args.paths] or [settings.journeys_dir]
     journeys, diagnostics = validate_paths(paths, channels.adapters, check, include_all_templates=not args.paths)
     errors = [d for d in diagnostics if d.is_error]

@@ -29,6 +29,7 @@ from automation.channels import ChannelRegistry
 from automation.config import Settings
 from automation.language.registry import JourneyRegistry
 from automation.messages.templates import Renderer, TemplateCatalog, TemplateCheck
+from automation.sandbox import RenderBudget
 
 logger = logging.getLogger(__name__)
 #: A check answers None when all is well, else what is wrong.
@@ -59,7 +60,7 @@ def served_journeys(settings: Settings) -> JourneyRegistry:
     channels = ChannelRegistry(settings)
     catalog = TemplateCatalog(settings.templates_dir)
     return JourneyRegistry(settings.journeys_dir, channels.adapters,
-                           TemplateCheck(catalog, Renderer(catalog, channels.parts_for)),
+                           TemplateCheck(catalog, Renderer(catalog, channels.parts_for, RenderBudget.of(settings))),
                            max(settings.reload_seconds, 1.0))
 
 
