@@ -18,6 +18,7 @@ from Python).
                          cw  "1" while a `when` trigger's rule holds
                          bt  the last broadcast occurrence it took part in
                          en  "time|why" of the latest run's end
+                         vr  the journey version the run's step ids belong to (12 hex digits)
     s:<score>          "value,at": a lead score's value at a moment (whole epoch seconds)
     k:<coupon>         "CODE|issued|expires|run-tag|value": the contact's coupon of that name
     f:<channel>        "t1,t2,...": when the latest marketing messages on a channel were marked for
@@ -45,7 +46,7 @@ VERSION = "v"
 CREATED = "ct"
 
 #: The parts of a journey's run fields (`j:<journey>:<part>`).
-RUN_PARTS = ("st", "oc", "in", "sp", "du", "g", "ab", "cw", "bt", "en")
+RUN_PARTS = ("st", "oc", "in", "sp", "du", "g", "ab", "cw", "bt", "en", "vr")
 #: Redis keeps a hash compact only while every value is at most this long.
 MAX_FIELD_BYTES = 64
 
@@ -109,6 +110,7 @@ class Enrollment:
     condition: bool = False             # a `when` trigger's rule held at the last evaluation
     broadcast: str | None = None        # the last broadcast occurrence taken part in
     ended: str | None = None            # "time|why" of the latest run's end
+    version: str | None = None          # the journey version its step ids belong to
 
     @property
     def assignments(self) -> dict[str, str]:
@@ -145,6 +147,7 @@ def enrollment_of(parts: Mapping[str, str]) -> Enrollment:
         condition=parts.get("cw") == "1",
         broadcast=parts.get("bt"),
         ended=parts.get("en"),
+        version=parts.get("vr"),
     )
 
 
