@@ -183,7 +183,12 @@ def _flow_changes(scope: str, old: Flow, new: Flow, matches: dict[str, str | Non
     for new_id in new.nodes:
         if new_id not in matched:
             changes.append(StepChange(scope, "added", None, new_id))
-    return changes
+
+    def order(change: StepChange) -> list[tuple[int, str]]:
+        place = old.positions.get(change.old or "") or new.positions.get(change.new or "") or ""
+        return [(int(part), "") if part.isdigit() else (0, part) for part in place.partition(":")[0].split(".")]
+
+    return sorted(changes, key=order)
 
 
 def _stage_changes(old: Journey, new: Journey) -> list[str]:
