@@ -22,7 +22,7 @@ from automation.store import fields, versions
 from automation.store.keys import due as due_text
 from automation.store.keys import step_member
 
-from .harness import Bench
+from .harness import Bench, delete_namespace
 
 N = 100_000
 JOURNEY = """\
@@ -92,6 +92,7 @@ def run(bench: Bench) -> dict[str, Any]:
         return figures
     finally:
         runtime.close()
+        delete_namespace(bench.client(), settings.namespace)
 
 
 def _populate(runtime: Any, version: str, now: float) -> None:

@@ -226,7 +226,9 @@ def _count(jp: JourneyPlan, cache: Versions, contact_id: str, read: tuple[str, s
     change = diff.affected(st, sp)
     if change is not None or fate.action != "stay" or fate.step != sp:
         jp.waiting.setdefault((st, sp), Counter())[fate.why] += 1
-    if moves is not None and (vr != new.version or fate.step != sp or fate.due != float(du)):
+    # Only runs whose step or due time changes are written: the others keep the version they are on,
+    # whose step ids stay readable (workers match them step by step, Engine.step_of).
+    if moves is not None and (fate.action == "exit" or fate.step != sp or fate.due != float(du)):
         moves.append(Move(contact_id, new.name, read, fate, new.version))
 
 
@@ -288,6 +290,11 @@ def follow(runtime: Runtime, candidates: list[Candidate], channels: Channels, ow
     try:
         current = versions.pointers(runtime)
         fresh = [c for c in candidates if current.get(c.journey.name) != c.journey.version]
+        for first in [c for c in fresh if c.journey.name not in current]:
+            # Nothing deployed before: the runs in it (if any) are read as this version.
+            versions.record(runtime, first.journey.name, first.journey.version, first.journey.path, first.text,
+                            "worker")
+        fresh = [c for c in fresh if c.journey.name in current]
         if not fresh:
             return None
         result = _deploy(runtime, fresh, channels, "worker", None, True, 2)
@@ -367,9 +374,7 @@ def _write(runtime: Runtime, moves: list[Move], candidates: list[Candidate], cha
 
 
 def _action(move: Move) -> str:
-    if move.fate.action == "exit":
-        return "exit"
-    return "tag" if move.fate.step == move.read[1] and move.fate.due == float(move.read[2]) else "move"
+    return "exit" if move.fate.action == "exit" else "move"
 
 
 def _call(runtime: Runtime, move: Move) -> tuple[str, list[str], list[Any]]:

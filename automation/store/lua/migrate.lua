@@ -4,7 +4,7 @@
 -- KEYS[4] stats hash
 -- ARGV[1] the run's field prefix (j:<journey>:)  ARGV[2] its timer member
 -- ARGV[3..6] st, sp, du, vr as read ("" for none)
--- ARGV[7] action: tag (only the version changes), move (step and due time too), exit (the run ends)
+-- ARGV[7] action: move (its step, due time and version) or exit (the run ends)
 -- ARGV[8] new step  ARGV[9] new due (the timer's score as text)  ARGV[10] new version
 -- ARGV[11] now (journey clock)  ARGV[12] activity length  ARGV[13] contact id  ARGV[14] end field
 -- value ("time|why") when a triggered run ends, "" for a stage's run (the contact stays in the stage)
@@ -17,12 +17,8 @@ for i, part in ipairs(read) do
   end
 end
 local action = ARGV[7]
-if action ~= 'tag' and ARGV[4] ~= '' and not redis.call('ZSCORE', KEYS[2], ARGV[2]) then
+if not redis.call('ZSCORE', KEYS[2], ARGV[2]) then
   return 0    -- a worker holds the step: its outcome moves the run; plan it again after
-end
-if action == 'tag' then
-  redis.call('HSET', KEYS[1], prefix .. 'vr', ARGV[10])
-  return 1
 end
 if action == 'move' then
   redis.call('HSET', KEYS[1], prefix .. 'sp', ARGV[8], prefix .. 'du', ARGV[9], prefix .. 'vr', ARGV[10])
