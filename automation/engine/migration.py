@@ -176,6 +176,31 @@ def _contact_chunks(runtime: Runtime) -> Iterator[list[str]]:
 _PARTS = ("st", "sp", "du", "vr")
 
 
+def _read(runtime: Runtime, wanted: list[str], full: bool,
+          only: Iterable[str] | None) -> Iterator[tuple[list[str], list[Any]]]:
+    """(contact ids, their hashes or `wanted` fields) chunk by chunk: whole hashes when stage rules
+    are evaluated; else the run fields, read by `scan_runs.lua` with the SCAN step itself."""
+    client = runtime.redis
+    if full or only is not None:
+        for chunk in ([list(only)] if only is not None else _contact_chunks(runtime)):
+            pipe = client.pipeline(transaction=False)
+            for contact_id in chunk:
+                key = runtime.keys.contact(contact_id)
+                pipe.hgetall(key) if full else pipe.hmget(key, wanted)
+            yield chunk, pipe.execute()
+        return
+    scripts = Scripts(client)
+    prefix = len(runtime.keys.contact(""))
+    width = len(wanted)
+    cursor = "0"
+    while True:
+        cursor, keys, values = scripts.call("scan_runs", [], [cursor, runtime.keys.contact_pattern, CHUNK, *wanted])
+        if keys:
+            yield [key[prefix:] for key in keys], [values[i * width:(i + 1) * width] for i in range(len(keys))]
+        if str(cursor) == "0":
+            return
+
+
 def plan(runtime: Runtime, candidates: Iterable[Candidate], channels: Channels,
          moves: list[Move] | None = None, only: Iterable[str] | None = None) -> Plan:
     """What deploying these journey versions would do to the live population (`moves`: collect the
@@ -193,14 +218,8 @@ def plan(runtime: Runtime, candidates: Iterable[Candidate], channels: Channels,
     scores = definitions([p.journey for p in plans]) if full else {}
     names = [p.journey.name for p in plans]
     wanted = [fields.run(name, part) for name in names for part in _PARTS]
-    client = runtime.redis
-    chunks: Iterable[list[str]] = _contact_chunks(runtime) if only is None else [list(only)]
-    for chunk in chunks:
-        pipe = client.pipeline(transaction=False)
-        for contact_id in chunk:
-            key = runtime.keys.contact(contact_id)
-            pipe.hgetall(key) if full else pipe.hmget(key, wanted)
-        for contact_id, reply in zip(chunk, pipe.execute(), strict=True):
+    for chunk, replies in _read(runtime, wanted, full, only):
+        for contact_id, reply in zip(chunk, replies, strict=True):
             raw = [reply.get(name) for name in wanted] if full else reply
             for index, jp in enumerate(plans):
                 st, sp, du, vr = (value or "" for value in raw[index * 4:index * 4 + 4])
@@ -225,7 +244,10 @@ def _count(jp: JourneyPlan, cache: Versions, contact_id: str, read: tuple[str, s
     fate = diff.fate(st, sp, float(du), now)
     change = diff.affected(st, sp)
     if change is not None or fate.action != "stay" or fate.step != sp:
-        jp.waiting.setdefault((st, sp), Counter())[fate.why] += 1
+        counts = jp.waiting.get((st, sp))
+        if counts is None:
+            counts = jp.waiting[(st, sp)] = Counter()
+        counts[fate.why] += 1
     # Only runs whose step or due time changes are written: the others keep the version they are on,
     # whose step ids stay readable (workers match them step by step, Engine.step_of).
     if moves is not None and (fate.action == "exit" or fate.step != sp or fate.due != float(du)):

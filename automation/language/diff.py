@@ -57,20 +57,41 @@ class JourneyDiff:
     matches: dict[str, dict[str, str | None]] = field(default_factory=dict)   # scope -> old id -> new id
     steps: list[StepChange] = field(default_factory=list)
     stages: list[str] = field(default_factory=list)      # stage rule changes, for people
+    _routes: dict[tuple[str | None, str], tuple[str, str | None, tuple[float, float] | None, str]] = \
+        field(default_factory=dict, repr=False)
+    _affected: dict[tuple[str, str | None], StepChange] | None = field(default=None, repr=False)
 
     @property
     def changed(self) -> bool:
         return bool(self.steps or self.stages)
 
     def affected(self, scope: str, step: str) -> StepChange | None:
-        return next((c for c in self.steps if c.scope == scope and c.old == step), None)
+        if self._affected is None:
+            self._affected = {(c.scope, c.old): c for c in self.steps if c.old is not None}
+        return self._affected.get((scope, step))
 
     def fate(self, scope: str | None, step: str, due: float, now: float) -> Fate:
         """Where a run of `scope` waiting at old step `step`, due at `due`, waits in the new version."""
+        key = (scope, step)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = self._route(scope, step)
+        action, target, lengths, why = route
+        if lengths is None:
+            return Fate(action, target, due if target is not None else None, why)
+        before, after = lengths
+        started = due - before
+        if started + after <= now:     # a due time past is due at once
+            return Fate("stay", target, started + after, "continue now (waited long enough)")
+        return Fate("stay", target, started + after,
+                    f"stay, due {format_duration(abs(after - before))} {'later' if after > before else 'sooner'}")
+
+    def _route(self, scope: str | None, step: str) -> tuple[str, str | None, tuple[float, float] | None, str]:
+        """(action, new step, (old length, new length) when the wait changed, why) for a step."""
         new_flow = self.new.flow_of(scope) if scope else None
         old_flow = (self.old.flow_of(scope) if self.old and scope else None) or EMPTY_FLOW
         if new_flow is None:
-            return Fate("exit", None, None, f"exit: {'stage' if scope != RUN else 'journey'} removed")
+            return "exit", None, None, f"exit: {'stage' if scope != RUN else 'journey'} removed"
         scope_matches = self.matches.get(scope or "")
         if scope_matches is None or step not in scope_matches:
             # A step the old version does not know (a run on another version): by id alone.
@@ -78,18 +99,13 @@ class JourneyDiff:
         else:
             target = scope_matches[step]
         if target is None:
-            return Fate("exit", None, None, "exit: step removed")
+            return "exit", None, None, "exit: step removed"
         if target != step and step not in new_flow.nodes and new_flow.aliases.get(step) == target:
-            return Fate("continue", target, due, f"continue at {target}")
-        old_node, new_node = old_flow.get(step), new_flow.nodes[target]
-        before, after = _length(old_node), _length(new_node)
+            return "continue", target, None, f"continue at {target}"
+        before, after = _length(old_flow.get(step)), _length(new_flow.nodes[target])
         if before is None or after is None or before == after:
-            return Fate("stay", target, due, "stay" if target == step else f"stay (now step {target})")
-        started = due - before
-        if started + after <= now:     # a due time past is due at once
-            return Fate("stay", target, started + after, "continue now (waited long enough)")
-        return Fate("stay", target, started + after,
-                    f"stay, due {format_duration(abs(after - before))} {'later' if after > before else 'sooner'}")
+            return "stay", target, None, "stay" if target == step else f"stay (now step {target})"
+        return "stay", target, (before, after), ""
 
 
 def _length(node: Node | None) -> float | None:
