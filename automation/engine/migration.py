@@ -1,8 +1,8 @@
 """Moving live runs to a new version of their journey: the plan (what would happen to whom) and
 the deploy that carries it out while workers keep running.
 
-A plan reads every contact once, in chunks (SCAN, then one pipeline of HMGETs per chunk, so
-workers are never held up), and counts for each journey the runs waiting at each step that
+A plan reads every contact once, in chunks (`scan_runs.lua`: a SCAN step and the run fields of
+its keys in one short script, so workers are never held up), and counts for each journey the runs waiting at each step that
 changed, moved or was removed, and what happens to them (`diff.Fate`). When stage rules changed,
 it evaluates the old and the new rules on every contact and counts who would change stage.
 
