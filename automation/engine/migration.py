@@ -2,9 +2,10 @@
 the deploy that carries it out while workers keep running.
 
 A plan reads every contact once, in chunks (`scan_runs.lua`: a SCAN step and the run fields of
-its keys in one short script, so workers are never held up), and counts for each journey the runs waiting at each step that
-changed, moved or was removed, and what happens to them (`diff.Fate`). When stage rules changed,
-it evaluates the old and the new rules on every contact and counts who would change stage.
+its keys in one short script, so workers are never held up), and counts for each journey the
+runs waiting at each step that changed, moved or was removed, and what happens to them
+(`diff.Fate`). When stage rules changed, it evaluates the old and the new rules on every
+contact and counts who would change stage.
 
 A deploy recomputes the plan, refuses it when it is not the plan that was shown (`--plan-hash`)
 or leaves contacts at a removed step with nowhere to go, records the new versions

@@ -227,7 +227,11 @@ class JourneyRegistry:
 
     def _current(self) -> dict[Path, object]:
         if self.deployed is not None:
-            return {Path(name): version for name, version in self.deployed.pointers().items()}
+            try:
+                return {Path(name): version for name, version in self.deployed.pointers().items()}
+            except Exception:  # Redis unreachable for a moment: keep serving what is loaded
+                logger.warning("cannot read the deployed journey versions; serving the loaded ones", exc_info=True)
+                return {path: loaded.stamp for path, loaded in self._files.items()}
         return {p: self._stamp(p) for p in journey_files([self.directory])} if self.directory.is_dir() else {}
 
     def _text(self, path: Path, stamp: object) -> tuple[Path, str | None] | None:
