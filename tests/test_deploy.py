@@ -136,6 +136,29 @@ def test_a_shorter_wait_releases_those_who_waited_long_enough(project, settings,
     assert lc.contact("late").enrollments["onboarding"].due == clock.now() + DAY
 
 
+def test_a_step_added_before_and_a_longer_wait_keep_them_until_the_new_length(project, settings, runtime, clock, lc,
+                                                                               start, provider, run_due):
+    only(project, onboarding=ONBOARDING)
+    engine = start()
+    signed_up(lc, "ana")
+    run_due(engine)
+    signed_up_at = clock.now()
+    clock.advance(DAY)
+    # When a step is added at the top and the welcome's wait grows from 2 days to 4
+    write(project / "journeys" / "onboarding.yaml", ONBOARDING.replace(
+        "steps:\n  - wait: 2d\n", "steps:\n  - send: email\n    template: thank-you\n  - wait: 4d\n"))
+    assert engine.journeys.refresh()
+    # Then she stays at the welcome, due four days after she started waiting, and never gets the new first step
+    assert lc.contact("ana").enrollments["onboarding"].step == "welcome"
+    assert lc.contact("ana").enrollments["onboarding"].due == signed_up_at + 4 * DAY
+    clock.advance(2 * DAY)
+    run_due(engine)
+    assert sent(provider) == []
+    clock.advance(DAY)
+    run_due(engine)
+    assert sent(provider) == [("ana", "welcome")]
+
+
 REMOVED = VARS + """\
 journey: onboarding
 trigger: {event: signup}
