@@ -221,7 +221,7 @@ STAGES = VARS + """\
 journey: tiers
 stages:
   - name: vip
-    when: contact.value >= 100
+    when: contact.lifetime_value >= 100
   - name: everyone
 """
 
@@ -229,9 +229,10 @@ stages:
 def test_a_stage_rule_change_counts_the_contacts_that_would_change_stage(project, settings, runtime, lc):
     # Given 2,000 contacts with values 0..399 and the deployed tiers
     only(project, tiers=STAGES)
-    ContactStore(runtime).identify_many((f"c{n}", {"value": n % 400}) for n in range(2000))
+    ContactStore(runtime).identify_many((f"c{n}", {"lifetime_value": n % 400}) for n in range(2000))
     channels = ChannelRegistry(settings)
-    candidates, _ = file_candidates(settings, channels, [])
+    candidates, problems = file_candidates(settings, channels, [])
+    assert candidates, [p.format() for p in problems]
     versions.record(runtime, "tiers", candidates[0].journey.version, "journeys/tiers.yaml", candidates[0].text)
     # When the VIP threshold goes up to 250
     write(project / "journeys" / "tiers.yaml", STAGES.replace(">= 100", ">= 250"))
@@ -239,7 +240,8 @@ def test_a_stage_rule_change_counts_the_contacts_that_would_change_stage(project
     shown = plan(runtime, candidates, channels.adapters).to_json()
     # Then those with 100..249 would leave vip: 150 values, 5 contacts each
     [journey] = shown["journeys"]
-    assert journey["stage_rules"] == ["stage vip: when contact.value >= 100 -> contact.value >= 250"]
+    assert journey["stage_rules"] == \
+        ["stage vip: when contact.lifetime_value >= 100 -> contact.lifetime_value >= 250"]
     assert journey["stage_changes"] == [{"from": "vip", "to": "everyone", "contacts": 750}]
 
 

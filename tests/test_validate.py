@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,16 @@ from tests.conftest import write
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The last line `validate` prints, after the findings and on the same stream.
+SUMMARY = re.compile(r"(\d+ journey\(s\) OK|\d+ error\(s\))(, \d+ warning\(s\))?")
+
+
 def validate(capsys, *args: str) -> tuple[int, list[str]]:
+    """The exit code and the findings printed (the summary line after them is checked and left off)."""
     code = main(["validate", *args])
-    out = capsys.readouterr().out
-    return code, out.splitlines()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and SUMMARY.fullmatch(lines[-1]), lines
+    return code, lines[:-1]
 
 
 def error_lines(lines: list[str]) -> list[str]:

@@ -46,6 +46,9 @@ class Delivery:
     metadata: Mapping[str, str] = field(default_factory=dict)   # our ids, for provider callbacks
     options: Mapping[str, Any] = field(default_factory=dict)    # the step's `options:` (and `url:`)
     data: Mapping[str, Any] = field(default_factory=dict)       # JSON-able step data (webhooks, provider templates)
+    #: A test message (`lifecycle test-send`): adapters pass the mark on with our ids, so the
+    #: provider's reports about it are ignored by the webhooks.
+    test: bool = False
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,8 @@ class SendGridChannel(Channel):
                             "lc_stage": delivery.stage, "lc_step": delivery.step},
             "headers": dict(delivery.headers),
         }
+        if delivery.test:
+            personalization["custom_args"]["lc_test"] = "1"
         if delivery.options.get(TEMPLATE_OPTION):
             personalization["dynamic_template_data"] = dict(delivery.data)
         return personalization

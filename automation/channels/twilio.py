@@ -240,7 +240,7 @@ class TwilioChannel(Channel):
             return ""
         url = urlsplit(self.status_callback)
         ids = [("lc_key", delivery.key), ("lc_contact", delivery.contact_id), ("lc_journey", delivery.journey),
-               ("lc_stage", delivery.stage), ("lc_step", delivery.step)]
+               ("lc_stage", delivery.stage), ("lc_step", delivery.step)] + ([("lc_test", "1")] if delivery.test else [])
         query = parse_qsl(url.query, keep_blank_values=True) + ids
         return urlunsplit(url._replace(query=urlencode(query)))
 

@@ -12,7 +12,7 @@ from collections import defaultdict
 from typing import Iterable
 
 from automation.expressions import did_you_mean
-from automation.language.diagnostics import Diagnostic, Severity
+from automation.language.diagnostics import Diagnostic
 from automation.language.journey import Journey
 from automation.language.sources import BUILT_IN_ATTRIBUTES, BUILT_IN_EVENTS, Sources
 
@@ -164,6 +164,8 @@ def _cycle_from(start: str, edges: dict[str, set[str]]) -> list[str] | None:
 
 
 def _unknown_names(journeys: list[Journey], sources: Sources) -> list[Diagnostic]:
+    """Errors: with the sources file present, a name it does not declare is a typo or a source
+    nobody added, and the rule or wait would never be true."""
     events = set(sources.events) | BUILT_IN_EVENTS
     attributes = set(sources.attributes) | BUILT_IN_ATTRIBUTES
     for journey in journeys:
@@ -175,12 +177,11 @@ def _unknown_names(journeys: list[Journey], sources: Sources) -> list[Diagnostic
             if ref.kind in EVENT_KINDS and ref.name not in events:
                 found.append(Diagnostic(
                     journey.path, ref.line, ref.column,
-                    f"event {ref.name!r} is not sent by any source or journey", _hint(ref.name, events, "events"),
-                    Severity.WARNING))
+                    f"event {ref.name!r} is not sent by any source or journey", _hint(ref.name, events, "events")))
             elif ref.kind == "attribute" and ref.name not in attributes:
                 found.append(Diagnostic(
                     journey.path, ref.line, ref.column, f"contact attribute {ref.name!r} is not known",
-                    _hint(ref.name, attributes, "attributes"), Severity.WARNING))
+                    _hint(ref.name, attributes, "attributes")))
     return found
 
 

@@ -38,9 +38,11 @@ from automation.language.flow import (
     WaitNode,
     WaitUntilNode,
 )
+from automation.language.hints import closest, split_name
+from automation.language.journey import RUN
 from automation.language.samples import sample_context
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos
-from automation.language.sources import Sources
+from automation.language.sources import Sources, declared
 from automation.language.workspace import MESSAGE_TYPES
 from automation.messages.locales import negotiate
 from automation.messages.sms import segments
@@ -74,7 +76,7 @@ class FlowContext:
 
     def rule(self, node: Any, key: str, extra: Iterable[str] = ()) -> Expression | None:
         where = pos(node, key)
-        expression = compile_at(node[key], where, self.names | set(extra), self.report)
+        expression = compile_at(node[key], where, self.names | set(extra), self.report, *declared(self.sources))
         if expression is not None and self.note is not None:
             self.note(expression, where)
         return expression
@@ -204,7 +206,7 @@ def _build_list(items: Any, continuation: str | None, ctx: FlowContext, nodes: d
             try:
                 seconds = parse_duration(step["wait"])
             except DurationError as exc:
-                report.add(pos(step, "wait"), f"bad duration: {exc}", DURATION_HINT)
+                report.add_once(pos(step, "wait"), f"bad duration: {exc}", DURATION_HINT)
         if kind == "wait":
             units.append((step, "wait", seconds, index))
         elif kind == "send":
@@ -355,7 +357,7 @@ def _wait_for(step: CommentedMap, common: dict[str, Any], ctx: FlowContext,
         try:
             timeout = parse_duration(spec["timeout"])
         except DurationError as exc:
-            report.add(pos(spec, "timeout"), f"bad duration: {exc}", DURATION_HINT)
+            report.add_once(pos(spec, "timeout"), f"bad duration: {exc}", DURATION_HINT)
     where = ctx.rule(spec, "where", {"event"}) if "where" in spec else None
     ctx.events.append((spec["event"], pos(spec, "event"), "wait-event"))
     after = common["next"]
@@ -388,6 +390,14 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
     if not isinstance(spec, CommentedMap):
         return None
     report = ctx.report
+    title = f"split {spec['name']!r}" if isinstance(spec.get("name"), str) else "this split"
+    if "name" not in spec and not any(did_you_mean(str(key), ["name"]) for key in spec):   # a misspelt one is told
+        # Its stats are filed under the name: an unnamed split would count under a name nobody chose.
+        number = re.fullmatch(r"split-ab(?:-(\d+))?", common["id"])
+        suggested = split_name(ctx.journey, None if ctx.scope == RUN else ctx.scope,
+                               int(number.group(1) or 1) if number else 1)
+        report.add(pos(step, "split", of_key=True), "this split has no name",
+                   f"every split needs a name, which files its results: add  name: {suggested}")
     variants_doc = spec.get("variants") if isinstance(spec.get("variants"), list) else []
     variants: list[Variant] = []
     where: list[tuple[int, int]] = []
@@ -410,7 +420,7 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
         variants.append(Variant(name, weight, holdout, first, where[-1][0]))
     total = sum(v.weight for v in variants)
     if variants and abs(total - 100) > 1e-6:
-        report.add(pos(spec, "variants"), f"the weights of split {spec.get('name', '')!r} add up to {total:g}, not 100",
+        report.add(pos(spec, "variants"), f"the weights of {title} add up to {total:g}, not 100",
                    "weights are percentages of contacts: " + " + ".join(f"{v.name} {v.weight:g}" for v in variants))
     for variant, at in zip(variants, where, strict=True):
         if variant.weight <= 0:
@@ -425,11 +435,13 @@ def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Cou
     data = dict(plain(spec))
     if not isinstance(data.get("name"), str) or not NAME_PATTERN.match(data["name"]):
         return None  # the schema reports the name at the name itself
+    if any(ctx.report.told(pos(spec, key)) for key in spec):
+        return None  # the schema told a value at itself (percent: 20%): one finding per mistake
     if "expires" in data:
         try:
             data["expires"] = parse_duration(data["expires"])
         except DurationError as exc:
-            ctx.report.add(pos(spec, "expires"), f"bad duration: {exc}", DURATION_HINT)
+            ctx.report.add_once(pos(spec, "expires"), f"bad duration: {exc}", DURATION_HINT)
             data.pop("expires")
     try:
         return CouponNode(**common, spec=check_spec(data))
@@ -476,7 +488,7 @@ def _check_template(step: CommentedMap, channel: str, template: str, ctx: FlowCo
     if not variants:
         existing = templates.catalog.names(channel)
         report.add(where, f"no template {template!r} for channel {channel!r}",
-                   did_you_mean(template, existing)
+                   closest(template, existing)
                    or f"create {display_path(templates.catalog.root / channel / f'{template}.{locale}.<ext>')}")
         return
     fallback = templates.catalog.resolve(channel, template, None, locale)

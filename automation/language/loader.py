@@ -34,6 +34,7 @@ from automation.expressions import RULE_NAMES, TEMPLATE_EXTRA_NAMES, Expression,
 from automation.language.diagnostics import Diagnostic, has_errors
 from automation.language.flow import Flow
 from automation.language.flowbuild import FlowContext, build_flow, parse_offset
+from automation.language.hints import keys_meant_for, misplaced_key_hint, strayed
 from automation.language.journey import (
     RUN,
     ExitRule,
@@ -47,7 +48,7 @@ from automation.language.journey import (
     Trigger,
 )
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos, read_text, read_yaml
-from automation.language.sources import Sources
+from automation.language.sources import Sources, declared
 from automation.language.workspace import MESSAGE_TYPES, quiet_hours_of
 from automation.messages.templates import TemplateCheck, locale_chain
 
@@ -116,12 +117,13 @@ def _explain(error: ValidationError, doc: Any, report: Report) -> None:
         for key in instance:
             if key not in allowed:
                 report.add(pos(instance, key, of_key=True), f"unknown key {key!r} in {_container_name(path)}",
-                           did_you_mean(str(key), allowed) or f"allowed keys: {', '.join(allowed)}")
+                           misplaced_key_hint(SCHEMA, doc, path, str(key), _container_name(path[:-1]))
+                           or did_you_mean(str(key), allowed) or f"allowed keys: {', '.join(allowed)}")
         return
     if kind == "required":
         where = _where(doc, path)
         for missing in error.validator_value:
-            if isinstance(instance, dict) and missing not in instance:
+            if isinstance(instance, dict) and missing not in instance and not strayed(SCHEMA, doc, path, missing):
                 report.add(where, f"missing required key {missing!r} in {_container_name(path)}",
                            _REQUIRED_HINTS.get(missing))
         return
@@ -135,6 +137,8 @@ def _explain(error: ValidationError, doc: Any, report: Report) -> None:
                         report.add(pos(instance, given, of_key=True), f"{given!r} needs {need!r} in the same step",
                                    hint)
         return
+    if kind == "type" and instance is None and keys_meant_for(SCHEMA, doc, path):
+        return  # `wait_for:` with its keys unindented below it: each key's hint says to indent it
     if kind == "minProperties":
         what = "step" if _container_name(path) == "step" else _describe(path)
         report.add(_where(doc, path), f"empty {what}",
@@ -155,7 +159,8 @@ def _explain(error: ValidationError, doc: Any, report: Report) -> None:
                    "or track: {event: lead_qualified, properties: {source: scoring}}")
         return
     message = schema.get("x-message")
-    if message and kind in {"pattern", "type", "minLength", "minItems", "enum"}:
+    if message and kind in {"pattern", "type", "minLength", "minItems", "enum", "minimum", "maximum",
+                            "exclusiveMinimum"}:
         report.add(_where(doc, path), f"{_describe(path)} {message}" if not message[0].isupper() else message,
                    schema.get("x-hint"))
         return
@@ -203,6 +208,16 @@ def load_journey(path: Path, channels: Channels, templates: TemplateCheck | None
     when there is any error.
 
     `default_timezone` (the workspace's) is the journey's zone when its file names none."""
+    journey, diagnostics = read_journey(path, channels, templates, sources, default_timezone, text)
+    return (None if has_errors(diagnostics) else journey), diagnostics
+
+
+def read_journey(path: Path, channels: Channels, templates: TemplateCheck | None,
+                 sources: "Sources | None" = None,
+                 default_timezone: str = "UTC", text: str | None = None) -> tuple[Journey | None, list[Diagnostic]]:
+    """Like load_journey, but the journey is as much of it as could be built, errors or not (None only
+    when the file is no YAML mapping): `lifecycle validate` checks its names against the other
+    journeys beside its other errors. Never serve it when there are errors."""
     report = Report(display_path(path))
     if text is None:
         text = read_text(path, report)
@@ -217,7 +232,7 @@ def load_journey(path: Path, channels: Channels, templates: TemplateCheck | None
     journey = _Builder(doc, Path(path), report, channels, templates, sources, default_timezone).build()
     if text is not None:
         journey = replace(journey, version=version_of(text))
-    return (None if has_errors(report.items) else journey), sorted(set(report.items))
+    return journey, sorted(set(report.items))
 
 
 class _Builder:
@@ -246,7 +261,7 @@ class _Builder:
     # expressions, with what they read noted for the cross-journey checks
     def rule(self, node: Any, key: str, extra: Iterable[str] = ()) -> Expression | None:
         where = pos(node, key)
-        expression = compile_at(node[key], where, self.names | set(extra), self.report)
+        expression = compile_at(node[key], where, self.names | set(extra), self.report, *declared(self.sources))
         if expression is not None:
             self.note(expression, where)
         return expression
@@ -263,7 +278,7 @@ class _Builder:
         try:
             return parse_duration(node[key])
         except DurationError as exc:
-            self.report.add(pos(node, key), f"bad duration: {exc}", DURATION_HINT)
+            self.report.add_once(pos(node, key), f"bad duration: {exc}", DURATION_HINT)
             return default
 
     def _migrate(self, stages: tuple[Stage, ...], flow: Flow | None) -> tuple[tuple[Stage, ...], Flow | None]:
@@ -567,5 +582,5 @@ def check_template_files(templates: TemplateCheck) -> list[Diagnostic]:
     return found
 
 
-__all__ = ["load_journey", "check_template_files", "TemplateCheck", "SCHEMA", "locale_chain", "display_path",
-           "Channels"]
+__all__ = ["load_journey", "read_journey", "check_template_files", "TemplateCheck", "SCHEMA", "locale_chain",
+           "display_path", "Channels"]

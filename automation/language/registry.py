@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Protocol
 from automation.language.crosscheck import check_journeys
 from automation.language.diagnostics import Diagnostic, Severity, has_errors
 from automation.language.journey import Journey
-from automation.language.loader import Channels, check_template_files, display_path, load_journey
+from automation.language.loader import Channels, check_template_files, display_path, load_journey, read_journey
 from automation.language.sources import FILE_NAME as SOURCES_FILE
 from automation.language.sources import Sources, load_sources
 from automation.language.workspace import DEFAULT as DEFAULT_WORKSPACE
@@ -84,9 +84,12 @@ def validate_paths(paths: Iterable[Path], channels: Channels, templates: Templat
     """Check journey files (and, if asked, every template); every problem, not just the first.
 
     The other journeys in the same folders are loaded too, without reporting on them, so
-    that a file's references to them (stage triggers, scores) can be checked.
+    that a file's references to them (stage triggers, scores) can be checked. A file with
+    errors takes part in these checks with what could be read of it, so its misspelt event
+    is told beside its other errors, not after they are fixed.
     """
     journeys: list[Journey] = []
+    context: list[Journey] = []     # the journeys above, and what could be read of files with errors
     diagnostics: list[Diagnostic] = []
     paths = [Path(p) for p in paths]
     files = journey_files(paths)
@@ -107,18 +110,19 @@ def validate_paths(paths: Iterable[Path], channels: Channels, templates: Templat
         if not path.exists():
             diagnostics.append(Diagnostic(display_path(path), 1, 1, "no such file or directory"))
             continue
-        journey, found = load_journey(path, channels, templates, sources, workspace.timezone)
+        journey, found = read_journey(path, channels, templates, sources, workspace.timezone)
         diagnostics.extend(found)
         if journey is not None:
-            journeys.append(journey)
-    context = list(journeys)
+            context.append(journey)
+            if not has_errors(found):
+                journeys.append(journey)
+    reported = {j.path for j in context}
     checked = {p.resolve() for p in files}
     for path in journey_files(folders):
         if path.resolve() not in checked:
-            journey, _ = load_journey(path, channels, templates, sources, workspace.timezone)
+            journey, _ = read_journey(path, channels, templates, sources, workspace.timezone)
             if journey is not None:
                 context.append(journey)
-    reported = {j.path for j in journeys}
     diagnostics.extend(d for d in check_journeys(context, sources) if d.path in reported)
     if include_all_templates:
         diagnostics.extend(check_template_files(templates))

@@ -8,7 +8,7 @@ diagnostics of one file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -16,6 +16,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from automation.expressions import Expression, ExpressionError, compile_rule
 from automation.language.diagnostics import Diagnostic, Severity
+from automation.language.hints import rule_name_hint
 
 
 def display_path(path: Path) -> str:
@@ -39,6 +40,15 @@ class Report:
     def warn(self, where: tuple[int, int], message: str, hint: str | None = None) -> None:
         self.add(where, message, hint, Severity.WARNING)
 
+    def told(self, where: tuple[int, int]) -> bool:
+        """Whether an error is already reported at `where` (the schema checks before the meaning)."""
+        return any((d.line, d.column) == where for d in self.items if d.is_error)
+
+    def add_once(self, where: tuple[int, int], message: str, hint: str | None = None) -> None:
+        """An error, unless one is already told at that very place: one finding per mistake."""
+        if not self.told(where):
+            self.add(where, message, hint)
+
 
 def pos(node: Any, key: Any = None, *, of_key: bool = False) -> tuple[int, int]:
     """1-based (line, column) of a mapping value/key or a sequence item."""
@@ -56,14 +66,17 @@ def pos(node: Any, key: Any = None, *, of_key: bool = False) -> tuple[int, int]:
         return (1, 1)
 
 
-def compile_at(source: Any, where: tuple[int, int], names: Iterable[str], report: Report) -> Expression | None:
-    """Compile a rule, reporting problems at `where`; None if it does not compile."""
+def compile_at(source: Any, where: tuple[int, int], names: Iterable[str], report: Report,
+               attributes: Collection[str] = (), events: Collection[str] = ()) -> Expression | None:
+    """Compile a rule, reporting problems at `where`; None if it does not compile. `attributes` and
+    `events` (those journeys/_contact.yaml declares) turn `trial_ends_at` into `contact.trial_ends_at`."""
     if not isinstance(source, str):
         return None  # the schema reports the wrong type
+    names = frozenset(names)
     try:
         return compile_rule(source, names)
     except ExpressionError as exc:
-        report.add(where, exc.message, exc.hint)
+        report.add(where, exc.message, rule_name_hint(source, names, attributes, events) or exc.hint)
         return None
 
 

@@ -1,8 +1,8 @@
 """What the outside world sends: the contact attributes and events a team's sources produce.
 
 `journeys/_contact.yaml` lists them (and the locales the team writes templates for), so
-`lifecycle validate` can warn about a rule reading `contact.lifetme_value` or a journey
-waiting for an event that nothing ever sends. Without the file those warnings are off:
+`lifecycle validate` can report a rule reading `contact.lifetme_value` or a journey
+waiting for an event that nothing ever sends (errors). Without the file those checks are off:
 the engine cannot know what a team's sources send.
 
     attributes: [first_name, email, phone, lifetime_value, birthday]
@@ -39,6 +39,13 @@ class Sources:
     attributes: frozenset[str]
     events: frozenset[str]
     locales: tuple[str, ...] = ()
+
+
+def declared(sources: Sources | None) -> tuple[frozenset[str], frozenset[str]]:
+    """The attributes and events a rule may name: the built-ins, and what the sources file lists."""
+    if sources is None:
+        return BUILT_IN_ATTRIBUTES, BUILT_IN_EVENTS
+    return sources.attributes | BUILT_IN_ATTRIBUTES, sources.events | BUILT_IN_EVENTS
 
 
 def load_sources(journeys_dir: Path) -> tuple[Sources | None, list[Diagnostic]]:

@@ -105,7 +105,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         summary = f"{len(journeys)} journey(s) OK" if not errors else f"{len(errors)} error(s)"
         if warnings:
             summary += f", {len(warnings)} warning(s)"
-        print(summary, file=sys.stderr)
+        print(summary)   # on the same stream as the findings it counts, after them
     if has_errors(diagnostics) or (args.strict and warnings):
         return 1
     return 0
@@ -320,6 +320,131 @@ def cmd_broadcast(args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     return 0
+
+
+def _reader(settings: Settings, contact: str | None, sample: str | None) -> Any:
+    """Who a preview or a test send is for: a contact read from Redis (never written), or sample data."""
+    from automation.ops.preview import contact_reader, sample_reader
+
+    if not contact:
+        return sample_reader(sample or "sample")
+    from automation.runtime import open_runtime
+
+    runtime = open_runtime(settings)
+    try:
+        return contact_reader(runtime, contact)
+    finally:
+        runtime.close()
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from automation.ops.preview import PreviewFailed, Workbench, format_summary, messages_of, preview, write_folder
+
+    settings = _settings()
+    reader = _reader(settings, args.contact, args.sample)
+    bench = Workbench.open(settings)
+    try:
+        broken = bench.errors_about(args.target)
+        if broken:   # the journey (or one sending the template) does not load: say why, as validate does
+            for diagnostic in broken:
+                print(diagnostic.format(), file=sys.stderr)
+            return 1
+        refs = messages_of(args.target, bench.journeys, bench.catalog)
+        try:
+            messages = preview(refs, bench.catalog, bench.renderer, reader, args.locale, args.all_locales)
+        except PreviewFailed as failed:
+            for diagnostic in failed.diagnostics:
+                print(diagnostic.format(), file=sys.stderr)
+            return 1
+    finally:
+        bench.close()
+    if args.out:
+        index = write_folder(Path(args.out), args.target, messages, reader)
+        print(f"{len(messages)} message(s) written to {index}")
+    else:
+        print(format_summary(messages, reader))
+    return 0
+
+
+def _instant(text: str) -> float:
+    """argparse type of --start: ISO 8601 (UTC unless it has an offset) or epoch seconds."""
+    from datetime import datetime, timezone
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time (2026-01-01T12:00) or epoch seconds") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from automation.ops.simulate import JourneysDoNotLoad, load_script, simulate
+
+    settings = _settings()
+    script = load_script(args.events)
+    ids = [c for c in args.contact if not _is_file(c)]
+    files = [c for c in args.contact if _is_file(c)]
+    if len(files) > 1 or (files and ids):
+        raise InputError("--contact takes contact ids, or one profile file")
+    live = None
+    if ids:
+        from automation.runtime import open_runtime
+
+        live = open_runtime(settings)
+    try:
+        result = simulate(settings, args.journeys, args.days, ids, Path(files[0]) if files else None, script,
+                          args.start, live=live)
+    except JourneysDoNotLoad as failed:
+        for diagnostic in failed.diagnostics:
+            print(diagnostic.format(), file=sys.stderr)
+        return 1
+    finally:
+        if live is not None:
+            live.close()
+    print(json.dumps(result.to_json(), indent=2, ensure_ascii=False) if args.json else result.format())
+    return 0
+
+
+def _is_file(text: str) -> bool:
+    return text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file()
+
+
+def cmd_test_send(args: argparse.Namespace) -> int:
+    from automation.channels.base import Sent
+    from automation.ops.preview import PreviewFailed, Workbench
+    from automation.ops.testsend import send_test
+
+    settings = _settings()
+    reader = _reader(settings, args.contact, None)
+    bench = Workbench.open(settings)
+    try:
+        broken = bench.errors_about(args.journey)
+        if broken:   # the journey does not load: say why, as validate does
+            for diagnostic in broken:
+                print(diagnostic.format(), file=sys.stderr)
+            return 1
+        try:
+            done = send_test(bench, args.journey, args.step, args.to, reader, args.locale)
+        except PreviewFailed as failed:
+            for diagnostic in failed.diagnostics:
+                print(diagnostic.format(), file=sys.stderr)
+            return 1
+    finally:
+        bench.close()
+    delivery, result = done.delivery, done.result
+    what = (f"{delivery.channel} {delivery.template} ({delivery.locale}) of {delivery.journey} "
+            f"{delivery.stage}/{delivery.step}")
+    if isinstance(result, Sent):
+        print(f"test {what} sent to {args.to}: {result.detail or result.provider_id or 'accepted'} "
+              "(marked as a test; in no ledger and no counter)")
+        return 0
+    print(f"test {what} to {args.to} not sent: {type(result).__name__.lower()}: "
+          f"{getattr(result, 'reason', '')}", file=sys.stderr)
+    return 1
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -793,6 +918,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cancel", metavar="ID", help="stop a one-off broadcast (contacts not reached yet are not)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_broadcast)
+
+    p = sub.add_parser("preview", help="render a template or a journey's messages as they would go out, "
+                                       "in every locale (sends nothing)")
+    p.add_argument("target", metavar="TEMPLATE|JOURNEY")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--contact", metavar="ID", help="a real contact (read from Redis, never written)")
+    who.add_argument("--sample", metavar="NAME", help="sample data: 'sample' (default) or a demo contact, e.g. farid")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--locale", help="this locale only (negotiated as for a contact: zh-HK gets zh-TW)")
+    where.add_argument("--all-locales", action="store_true",
+                       help="every locale the template has (the default without --contact)")
+    p.add_argument("--out", metavar="DIR", help="write an index.html with the messages side by side here")
+    p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("simulate", help="time travel: run journeys for a contact or a few on the real engine, "
+                                        "in a sandbox, and print the timeline (sends nothing, changes nothing)")
+    p.add_argument("journeys", nargs="+", metavar="JOURNEY")
+    p.add_argument("--contact", action="append", default=[], metavar="ID|FILE",
+                   help="a live contact to copy (read only; repeatable), or a YAML/JSON profile file "
+                        "(default: the shipped sample profile)")
+    p.add_argument("--events", action="append", default=[], metavar="SCRIPT",
+                   help="what happens: a script file, or lines like 'day 3: purchase value=40' (repeatable)")
+    p.add_argument("--days", type=_positive, required=True, help="simulated days to run")
+    p.add_argument("--start", type=_instant, help="when day 0 is: ISO time, UTC unless it has an offset "
+                                                  "(default: now)")
+    p.add_argument("--json", action="store_true", help="the timeline as JSON")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("test-send", help="send one step's message to a test address through the configured "
+                                         "channel, marked as a test (no ledger, no counters)")
+    p.add_argument("journey")
+    p.add_argument("step", help="the step's id, as `lifecycle inspect` shows it (winback-coupon), or stage/id")
+    p.add_argument("--to", required=True, metavar="ADDRESS", help="the test address: email, phone (+E.164) ...")
+    p.add_argument("--contact", metavar="ID", help="render it for this contact (read only; default: sample data)")
+    p.add_argument("--locale", help="with sample data: the locale to send (default: the journey's)")
+    p.set_defaults(func=cmd_test_send)
 
     p = sub.add_parser("check-config", help="what is configured and what is missing, per channel (sends nothing)")
     p.set_defaults(func=cmd_check_config)

@@ -151,7 +151,8 @@ class Timeline:
             day = (when - self.origin) / DAY
             print(f"day {day:5.1f}  {self.names.get(contact, contact):<16} {text}", file=self.out, flush=True)
 
-    def poll(self, block_ms: int = 100) -> None:
+    def poll(self, block_ms: int | None = 100) -> None:
+        """Show what the activity stream has since the last poll; block_ms=None does not wait."""
         replies = self.runtime.redis.xread({self.runtime.keys.activity: self.last_id}, count=500, block=block_ms)
         for _, entries in replies or []:
             for entry_id, fields in entries:
@@ -288,7 +289,8 @@ def run_demo(days: float = 40, speed: float = DAY, outbox: Path = Path("outbox")
     return _summary(timeline, Path(outbox), written, out)
 
 
-def _load_population(runtime: Runtime, data: dict[str, Any], origin: float) -> None:
+def load_contacts(runtime: Runtime, data: dict[str, Any], origin: float) -> None:
+    """The contacts of `data` (as in demo.yaml) with their history, `day`s counted from `origin`."""
     store = ContactStore(runtime)
     events = []
     identities = []
@@ -318,7 +320,7 @@ def _start_in_time(runtime: Runtime, engine: Any, settings: Settings, clock: _St
         runtime.redis.flushdb()      # the demo's own embedded server: start from a clean slate
         check_meta(runtime)
         engine.publish(engine.journeys.journeys)     # what journeys react to; broadcasts from the start on
-        _load_population(runtime, data, scaled.start)
+        load_contacts(runtime, data, scaled.start)
         timed = settings.with_changes(clock_origin=scaled.origin)
         workers = start_workers(timed, processes=1, threads=threads, log=log)
         if not _wait_for_workers(runtime, timed, workers, timeout=60):

@@ -81,8 +81,8 @@ class Request:
 def sendgrid_report(event: Mapping[str, Any]) -> DeliveryReport | None:
     """A SendGrid event as a delivery report, if it is about a message we sent."""
     key, contact = event.get("lc_key"), event.get("lc_contact")
-    if not isinstance(key, str) or not isinstance(contact, str):
-        return None
+    if not isinstance(key, str) or not isinstance(contact, str) or event.get("lc_test"):
+        return None     # not ours, or a test message (lifecycle test-send): no contact's business
     kind = str(event.get("event", ""))
     at = float(event.get("timestamp") or time.time())
     reason = str(event.get("reason") or event.get("response") or "")
@@ -120,7 +120,7 @@ def sendgrid_report(event: Mapping[str, Any]) -> DeliveryReport | None:
 def twilio_report(params: Mapping[str, str], query: Mapping[str, str]) -> DeliveryReport | None:
     key, contact = query.get("lc_key"), query.get("lc_contact")
     status = params.get("MessageStatus") or params.get("SmsStatus")
-    if not key or not contact or not status:
+    if not key or not contact or not status or query.get("lc_test"):
         return None
     code = params.get("ErrorCode") or ""
     detail = f"error {code}" if code else ""

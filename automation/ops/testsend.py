@@ -1,0 +1,115 @@
+"""`lifecycle test-send`: one message of a journey, through the configured adapter, to a test address.
+
+The message is rendered as `lifecycle preview` renders it (for a real contact, read only, or the
+sample data) and handed straight to the channel's adapter: it never goes through the engine's
+mark and record phases, so it is in no contact's ledger and in no counter. It is marked as a
+test where people and machines look: `[TEST]` before an email's subject (and in a push title),
+an `X-Lifecycle-Test` header, and `Delivery.test`, which adapters pass on with our ids (SendGrid
+`lc_test` custom arg, `lc_test=1` on Twilio's status callback, FCM data), so the webhooks ignore
+whatever the provider reports about it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from automation.channels import Delivery
+from automation.channels.base import Result, Sent
+from automation.errors import InputError
+from automation.expressions import did_you_mean
+from automation.language.flow import SendNode
+from automation.language.journey import Journey
+from automation.ops.preview import MessageRef, Reader, Workbench, preview
+
+#: Put before the subject of a test email and the title of a test push.
+TEST_PREFIX = "[TEST] "
+#: Marks a test message in its headers (email) and metadata (every channel).
+TEST_HEADER = "X-Lifecycle-Test"
+_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+@dataclass(frozen=True)
+class TestMessage:
+    delivery: Delivery
+    result: Result
+
+    @property
+    def sent(self) -> bool:
+        return isinstance(self.result, Sent)
+
+
+def find_step(journey: Journey, step: str) -> tuple[str, SendNode]:
+    """A journey's send step by its id (as `lifecycle inspect` and the ledger name it), or `stage/id`."""
+    scope_wanted, _, step_id = step.rpartition("/")
+    flows = [("run", journey.flow)] if journey.trigger is not None else \
+        [(stage.name, stage.flow) for stage in journey.stages]
+    steps = [(scope, node) for scope, flow in flows for node in sorted(flow.sends(), key=lambda n: n.line)]
+    found = [(scope, node) for scope, node in steps if node.id == step_id and scope_wanted in ("", scope)]
+    names = [f"{scope}/{node.id}" for scope, node in steps]
+    if not found:
+        hint = did_you_mean(step, names) or did_you_mean(step_id, [n.rpartition("/")[2] for n in names])
+        raise InputError(f"journey {journey.name!r} has no send step {step!r}" + (f"; {hint}" if hint else "")
+                         + f" (its steps: {', '.join(names)})")
+    if len(found) > 1:
+        raise InputError(f"step {step!r} is in several stages of {journey.name!r}: name one, e.g. "
+                         f"{found[0][0]}/{step_id}")
+    return found[0]
+
+
+def check_address(channel: str, to: str) -> None:
+    """A test address that cannot be one for the channel is a usage error, not a provider's refusal."""
+    if channel == "email" and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", to):
+        raise InputError(f"--to {to!r} is not an email address")
+    if channel == "sms" and not _PHONE.match(to):
+        raise InputError(f"--to {to!r} is not a phone number in E.164 form, e.g. +447700900123")
+
+
+def marked_delivery(bench: Workbench, journey: Journey, scope: str, node: SendNode, reader: Reader,
+                    to: str, locale: str | None = None) -> Delivery:
+    """The step's message for `reader`, addressed to `to` and marked as a test."""
+    if not node.template:
+        raise InputError(f"step {scope}/{node.id} sends no template ({node.channel}); test-send sends "
+                         "templated messages")
+    adapter = bench.channels.get(node.channel)
+    if adapter is None:
+        raise InputError(f"no adapter serves channel {node.channel!r} (lifecycle check-config)")
+    ref = MessageRef(node.channel, node.template, journey, scope, node.id)
+    # The reader's locale, or (sample data) the one asked for, else the journey's.
+    (message,) = preview([ref], bench.catalog, bench.renderer, reader, reader.locale or locale or journey.locale,
+                         unsubscribe=lambda channel: adapter.unsubscribe_link(channel))
+    parts = dict(message.parts)
+    for part in ("subject", "title"):
+        if part in parts:
+            parts[part] = TEST_PREFIX + parts[part]
+    contact_id = reader.state.id if reader.state is not None else "sample-contact"
+    # Never a step's real key: the provider must not deduplicate it against the real message.
+    key = f"test:{journey.name}:{scope}:{node.id}:{uuid.uuid4().hex[:12]}"
+    metadata = {"journey": journey.name, "stage": scope, "step": node.id, "contact_id": contact_id, "key": key,
+                "test": "1"}
+    headers = {TEST_HEADER: "1", "X-Lifecycle-Journey": journey.name, "X-Lifecycle-Step": f"{scope}/{node.id}",
+               "X-Lifecycle-Key": key}
+    address: object = [to] if node.channel == "push" else to
+    return Delivery(key=key, contact_id=contact_id, journey=journey.name, stage=scope, step=node.id,
+                    channel=node.channel, template=node.template, locale=message.locale, to=address, parts=parts,
+                    at=time.time(), headers=headers, metadata=metadata, options=node.options, test=True)
+
+
+def send_test(bench: Workbench, journey_name: str, step: str, to: str, reader: Reader,
+              locale: str | None = None) -> TestMessage:
+    """Send one step's message to `to` through the configured adapter; nothing is written to Redis."""
+    journey = bench.journeys.get(journey_name)
+    if journey is None:
+        hint = did_you_mean(journey_name, bench.journeys)
+        raise InputError(f"no journey {journey_name!r} is served" + (f"; {hint}" if hint else ""))
+    scope, node = find_step(journey, step)
+    check_address(node.channel, to)
+    delivery = marked_delivery(bench, journey, scope, node, reader, to, locale)
+    adapter = bench.channels.get(node.channel)
+    assert adapter is not None
+    return TestMessage(delivery, adapter.send(delivery))
+
+
+__all__ = ["TEST_PREFIX", "TEST_HEADER", "TestMessage", "find_step", "send_test", "marked_delivery"]

@@ -1,0 +1,104 @@
+"""`lifecycle test-send`: one step's message to a test address, through the real SDKs, marked as a test,
+in no contact's ledger and no counter."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from automation.api import Lifecycle
+from automation.channels import ChannelRegistry
+from automation.channels.sendgrid import SendGridChannel
+from automation.channels.twilio import TwilioChannel
+from automation.ops.cli import main
+from automation.ops.preview import Workbench, contact_reader
+from automation.ops.testsend import TEST_PREFIX, send_test
+from automation.server.webhooks import sendgrid_report, twilio_report
+from tests.conftest import DAY
+from tests.providers.sendgrid_api import SendGridStandIn
+from tests.providers.twilio_api import TwilioStandIn
+from tests.test_sendgrid import env_for
+from tests.test_twilio import twilio_env
+
+
+@pytest.fixture
+def lapsed(runtime, engine, run_due, clock):
+    """Jo, lapsed: the win-back email went out and the SMS waits; the ledger and counters have entries."""
+    lc = Lifecycle(runtime)
+    lc.identify("jo", {"email": "jo@example.com", "phone": "+14155550100", "first_name": "Jo",
+                       "consent": {"email": True, "sms": True}})
+    lc.track("jo", "purchase", {"item": "Trail shoes"}, at=clock.now() - 95 * DAY)
+    run_due(engine)
+    assert "customer-lifecycle:lapsed:1:winback-coupon" in lc.history("jo")
+    return lc
+
+
+def state_of(runtime) -> tuple[dict, dict, int]:
+    """What a test send must not touch: jo's ledger, the counters, the activity stream."""
+    redis, keys = runtime.redis, runtime.keys
+    return redis.hgetall(keys.ledger("jo")), redis.hgetall(keys.stats), redis.xlen(keys.activity)
+
+
+def test_an_email_goes_to_the_test_address_once_marked_as_a_test(runtime, lapsed):
+    before = state_of(runtime)
+    with SendGridStandIn() as stand_in:
+        adapter = SendGridChannel(runtime.settings, env=env_for(stand_in))
+        bench = Workbench.open(runtime.settings, ChannelRegistry(runtime.settings, instances={"email": adapter}))
+        try:
+            # When the win-back email is test-sent for jo to a marketer's address
+            done = send_test(bench, "customer-lifecycle", "winback-coupon", "me@northwind.test",
+                             contact_reader(runtime, "jo"))
+        finally:
+            bench.close()
+        exchanges = stand_in.exchanges
+    # Then SendGrid received exactly one request, for the test address only, marked as a test
+    assert done.sent
+    (exchange,) = exchanges
+    body = exchange.request.json()
+    (personalization,) = body["personalizations"]
+    assert personalization["to"] == [{"email": "me@northwind.test"}]
+    assert body["subject"].startswith(TEST_PREFIX) and "Jo" in body["subject"]
+    assert personalization["headers"]["X-Lifecycle-Test"] == "1"
+    assert personalization["custom_args"]["lc_test"] == "1"
+    # And what SendGrid reports about it is ignored by the event webhook
+    assert sendgrid_report({**personalization["custom_args"], "event": "delivered"}) is None
+    # And jo's ledger, the counters and the activity stream are as they were
+    assert state_of(runtime) == before
+
+
+def test_an_sms_goes_to_the_test_number_once_and_its_callbacks_are_ignored(runtime, lapsed):
+    before = state_of(runtime)
+    with TwilioStandIn() as stand_in:
+        adapter = TwilioChannel(runtime.settings, env=twilio_env(stand_in.url))
+        bench = Workbench.open(runtime.settings, ChannelRegistry(runtime.settings, instances={"sms": adapter}))
+        try:
+            # When the win-back SMS (named stage/step) is test-sent for jo to a marketer's phone
+            done = send_test(bench, "customer-lifecycle", "lapsed/winback-reminder", "+15557654321",
+                             contact_reader(runtime, "jo"))
+        finally:
+            bench.close()
+        delivered, requests = stand_in.delivered(), len(stand_in.exchanges)
+    # Then Twilio received exactly one request, for the test number
+    assert done.sent and requests == 1
+    (message,) = delivered
+    assert message["To"] == "+15557654321"
+    assert "Jo" in message["Body"]
+    callback = parse_qs(urlsplit(message["StatusCallback"]).query)
+    assert callback["lc_test"] == ["1"]
+    # And its status callbacks will be ignored; jo's ledger and the counters are as they were
+    query = {name: values[0] for name, values in callback.items()}
+    assert twilio_report({"MessageStatus": "delivered", "MessageSid": message["Sid"]}, query) is None
+    assert state_of(runtime) == before
+
+
+def test_a_wrong_step_or_address_is_one_line_and_exit_2(runtime, capsys, monkeypatch):
+    for name, value in runtime.settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REDIS_URL", runtime.redis_url)
+    assert main(["test-send", "customer-lifecycle", "winback", "--to", "me@northwind.test"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lifecycle test-send: journey 'customer-lifecycle' has no send step 'winback'")
+    assert len(err.strip().splitlines()) == 1
+    assert main(["test-send", "customer-lifecycle", "winback-reminder", "--to", "me@northwind.test"]) == 2
+    assert "is not a phone number" in capsys.readouterr().err
