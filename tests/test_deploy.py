@@ -284,6 +284,46 @@ def test_rollback_goes_back_to_the_previous_version(project, settings, clock, lc
     assert refused.returncode == 2 and "LIFECYCLE_DEPLOY=required" in refused.stderr
 
 
+WAITING = VARS + """\
+journey: follow-up
+trigger: {event: signup}
+steps:
+  - wait_for: {event: purchase, timeout: 5d}
+    on_event:
+      - send: email
+        template: thank-you
+"""
+
+
+def test_a_worker_on_the_new_version_reads_a_run_of_the_old_one_step_by_step(project, settings, clock, provider,
+                                                                              run_due):
+    # Given a contact waiting for a purchase in the deployed version, served by workers that follow deploys
+    only(project, **{"follow-up": WAITING})
+    channels = ChannelRegistry(settings)
+    runtime = open_runtime(settings.with_changes(deploy="required"), clock=clock)
+    first, _ = file_candidates(settings, channels, [])
+    versions.record(runtime, "follow-up", first[0].journey.version, first[0].journey.path, first[0].text)
+    engine = Engine.create(runtime, ChannelRegistry(settings, instances={"email": provider}))
+    try:
+        lc = Lifecycle(runtime)
+        signed_up(lc, "ana")
+        run_due(engine)
+        assert lc.contact("ana").enrollments["follow-up"].step == "wait-for-purchase"
+        # When a version that waits for a differently named event is recorded, and the run is not moved
+        # (a deploy still under way), the step the run waits at has another id in the version served
+        write(project / "journeys" / "follow-up.yaml", WAITING.replace("event: purchase", "event: contract_signed"))
+        second, _ = file_candidates(settings, channels, [])
+        versions.record(runtime, "follow-up", second[0].journey.version, second[0].journey.path, second[0].text)
+        assert engine.journeys.get("follow-up").version == second[0].journey.version
+        # Then the new event still wakes it, and the thank-you goes out
+        lc.track("ana", "contract_signed")
+        run_due(engine)
+        assert sent(provider) == [("ana", "thank-you")]
+    finally:
+        engine.close()
+        runtime.close()
+
+
 LIVE = VARS + """\
 journey: onboarding
 stages:

@@ -53,6 +53,9 @@ class Changes:
     trim: int = 0                       # inbox items processed
     tracker: TimeTracker | None = None
     recheck: float | None = None        # outside evaluations: re-evaluate the contact at this time
+    #: The step a run waits at in the served version (Engine.step_of): a run of another version names it
+    #: by that version's id. None: as stored.
+    step_of: Callable[[Journey, Enrollment], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.tracker is None:
