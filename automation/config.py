@@ -55,6 +55,16 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return float(_number(env, name, default, minimum, float))
 
 
+DEPLOY_MODES = ("auto", "required")
+
+
+def _deploy_mode(env: Mapping[str, str]) -> str:
+    raw = (env.get("LIFECYCLE_DEPLOY") or "auto").strip().lower()
+    if raw not in DEPLOY_MODES:
+        raise ConfigError(f"LIFECYCLE_DEPLOY={raw!r} is not one of: {', '.join(DEPLOY_MODES)}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None
@@ -77,6 +87,9 @@ class Settings:
     heartbeat_timeout_ms: int = 15_000   # Dramatiq requeues a dead worker's messages after this
     broker_maintenance: int = 50_000     # Dramatiq maintenance runs on this many per million commands
     reload_seconds: float = 2.0
+    #: "auto": workers serve the journey files as they change (and move waiting runs to each new
+    #: version themselves); "required": only versions `lifecycle deploy` recorded.
+    deploy: str = "auto"
     recent_events: int = 10
     inbox_length: int = 1000
     max_send_attempts: int = 8
@@ -149,6 +162,7 @@ class Settings:
             heartbeat_timeout_ms=_int(env, "LIFECYCLE_HEARTBEAT_TIMEOUT_MS", 15_000, minimum=1000),
             broker_maintenance=_int(env, "LIFECYCLE_BROKER_MAINTENANCE", 50_000, minimum=1),
             reload_seconds=_float(env, "LIFECYCLE_RELOAD_SECONDS", 2.0),
+            deploy=_deploy_mode(env),
             recent_events=_int(env, "LIFECYCLE_RECENT_EVENTS", 10),
             inbox_length=_int(env, "LIFECYCLE_INBOX_LENGTH", 1000),
             max_send_attempts=_int(env, "LIFECYCLE_MAX_SEND_ATTEMPTS", 8),
@@ -199,6 +213,7 @@ class Settings:
             "LIFECYCLE_HEARTBEAT_TIMEOUT_MS": str(self.heartbeat_timeout_ms),
             "LIFECYCLE_BROKER_MAINTENANCE": str(self.broker_maintenance),
             "LIFECYCLE_RELOAD_SECONDS": repr(self.reload_seconds),
+            "LIFECYCLE_DEPLOY": self.deploy,
             "LIFECYCLE_RECENT_EVENTS": str(self.recent_events),
             "LIFECYCLE_INBOX_LENGTH": str(self.inbox_length),
             "LIFECYCLE_MAX_SEND_ATTEMPTS": str(self.max_send_attempts),

@@ -6,6 +6,7 @@
     python bench/run.py --only throughput timers
     python bench/run.py --only ingest      # HTTP ingest and import (wrk: apt-get install wrk)
     python bench/run.py --only forecast    # lifecycle forecast of 100,000 contacts over 30 days
+    python bench/run.py --only plan        # `lifecycle plan` over 100,000 waiting contacts
 
 Redis: the server at REDIS_URL if set, else a fresh embedded redis-server. The
 benchmarks reset Redis's command counters (CONFIG RESETSTAT) and read its memory
@@ -38,7 +39,7 @@ except ImportError:
         os.execv(str(venv_python), [str(venv_python), *sys.argv])
     sys.exit("The project is not installed: run `python3 dev.py test` (or `python3 dev.py demo`) once first.")
 
-from bench import chaos, forecast, guardrails, ingest, memory, population, throughput, timers, transitions  # noqa: E402
+from bench import chaos, forecast, guardrails, ingest, memory, plan, population, throughput, timers, transitions  # noqa: E402
 from bench.harness import Bench, bench_redis  # noqa: E402
 
 BENCHMARKS = {
@@ -51,6 +52,7 @@ BENCHMARKS = {
     "guardrails": guardrails.run,
     "ingest": ingest.run,
     "forecast": forecast.run,
+    "plan": plan.run,
 }
 
 TARGETS = {
@@ -73,6 +75,7 @@ TARGETS = {
     "http_p99_ms_at_1000_rps": ("<=", 25),
     "import_events_per_s": (">=", 30000),
     "forecast_seconds_100k": ("<=", 60),
+    "plan_seconds_100k": ("<=", 10),
 }
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import date
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from automation.calendar import CalendarError, date_instant, local_moment, next_anniversary, parse_time_of_day, zone
 from automation.engine import runs
@@ -35,6 +35,7 @@ from automation.language.flow import WaitForNode
 from automation.language.journey import RUN, Journey, ScoreDef
 from automation.store import fields
 from automation.store.contacts import ContactState
+from automation.store.fields import Enrollment
 from automation.store.keys import due as due_text
 from automation.store.keys import step_member
 
@@ -55,8 +56,9 @@ def parse_inbox(items: Iterable[str]) -> list[tuple[str, list[Any]]]:
 
 
 def evaluate(state: ContactState, journeys: Mapping[str, Journey], now: float,
-             scores: Mapping[str, ScoreDef] | None = None) -> Changes:
-    changes = Changes(state, now, dict(scores or {}))
+             scores: Mapping[str, ScoreDef] | None = None,
+             step_of: Callable[[Journey, Enrollment], str | None] | None = None) -> Changes:
+    changes = Changes(state, now, dict(scores or {}), step_of=step_of)
     ordered = [journeys[name] for name in sorted(journeys)]
     items = parse_inbox(state.inbox)
     changes.trim = len(state.inbox)
@@ -128,7 +130,8 @@ def _event(changes: Changes, journeys: list[Journey], name: str, at: float, prop
                     break
         if enrollment.stage is not None and enrollment.step not in (None, START):
             flow = journey.flow_of(enrollment.stage)
-            node = flow.get(enrollment.step) if flow else None
+            step = changes.step_of(journey, enrollment) if changes.step_of else enrollment.step
+            node = flow.get(step or "") if flow else None
             if isinstance(node, WaitForNode) and node.event == name \
                     and changes.holds(journey, node.where, event, f"wait_for (line {node.line}): "):
                 changes.log("resumed", journey.name, s=enrollment.stage, p=node.id, d=f"event {name}")

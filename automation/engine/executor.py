@@ -60,7 +60,7 @@ def reevaluate(engine: Engine, claims: list[Claim]) -> None:
         if not state.exists:
             missing.append(claim)  # deleted meanwhile: evaluating would recreate it
             continue
-        changes: Changes = evaluate(state, served, now, scores)
+        changes: Changes = evaluate(state, served, now, scores, engine.step_of)
         log_rule_errors(contact_id, changes.errors)
         rule_errors += len(changes.errors)
         recheck_at = changes.tracker.next_change if changes.tracker else None

@@ -53,6 +53,9 @@ class Changes:
     trim: int = 0                       # inbox items processed
     tracker: TimeTracker | None = None
     recheck: float | None = None        # outside evaluations: re-evaluate the contact at this time
+    #: The step a run waits at in the served version (Engine.step_of): a run of another version names it
+    #: by that version's id. None: as stored.
+    step_of: Callable[[Journey, Enrollment], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.tracker is None:
@@ -125,6 +128,11 @@ class Changes:
         return json.dumps(ops, separators=(",", ":"), ensure_ascii=False) if ops else ""
 
 
+def _version_gone(changes: Changes, journey: str) -> dict[str, None]:
+    """Clears the run's version with its step (written only when there is one to clear)."""
+    return {"vr": None} if changes.enrollment(journey).version else {}
+
+
 def run_key(journey: str, scope: str, occurrence: int) -> str:
     """Names one run: ledger entries, coupons and recorded events are idempotent per run."""
     return f"{journey}:{scope}:{occurrence}"
@@ -194,10 +202,12 @@ def record(changes: Changes, journey: Journey, scope: str, result: Walk, occurre
         changes.errors.append(f"{journey.path}: {note}")
     if result.pending is not None:
         node_id, when = result.pending
-        changes.jset(name, sp=node_id, du=due_text(when))
+        # The version its step ids belong to, written with every step: a deploy may have re-tagged the
+        # run since it was read, and the step written here is this version's.
+        changes.jset(name, sp=node_id, du=due_text(when), **({"vr": journey.version} if journey.version else {}))
         changes.timers[member] = when
         return
-    changes.jset(name, sp=None, du=None)
+    changes.jset(name, sp=None, du=None, **_version_gone(changes, name))
     changes.timers[member] = None
     reason = result.ended or "finished"
     if reason.startswith("error:"):
@@ -243,11 +253,13 @@ def leave(changes: Changes, journey: Journey, reason: str) -> None:
     if enrollment.stage != RUN:
         changes.log("exit", name, s=enrollment.stage)
         changes.stats[f"exit:{name}:{enrollment.stage}"] += 1
-        changes.jset(name, st=None, sp=None, du=None, en=fields.encode_end(changes.now, reason), **{"in": None})
+        changes.jset(name, st=None, sp=None, du=None, en=fields.encode_end(changes.now, reason),
+                     **{"in": None}, **_version_gone(changes, name))
     else:
         changes.log("end", name, s=RUN, d=reason)
         changes.stats[f"end:{name}:{reason.partition(':')[0]}"] += 1
-        changes.jset(name, st=None, sp=None, du=None, en=fields.encode_end(changes.now, reason))
+        changes.jset(name, st=None, sp=None, du=None, en=fields.encode_end(changes.now, reason),
+                     **_version_gone(changes, name))
 
 
 def stop_steps(changes: Changes, journey: Journey, reason: str) -> None:
@@ -259,4 +271,4 @@ def stop_steps(changes: Changes, journey: Journey, reason: str) -> None:
     changes.log("cancelled", name, s=enrollment.stage or "", p=enrollment.step, d=reason)
     changes.stats["cancelled"] += 1
     changes.timers[step_member(name, changes.state.id)] = None
-    changes.jset(name, sp=None, du=None)
+    changes.jset(name, sp=None, du=None, **_version_gone(changes, name))

@@ -10,6 +10,7 @@ from typing import Iterable, Mapping
 from automation.channels import ChannelRegistry
 from automation.engine.broadcasts import arm_broadcasts
 from automation.engine.liveness import Liveness
+from automation.engine.migration import Candidate, Versions, follow
 from automation.engine.scores import definitions
 from automation.language.flow import WaitForNode
 from automation.language.journey import Journey, ScoreDef
@@ -17,11 +18,14 @@ from automation.language.registry import JourneyRegistry
 from automation.messages.templates import Renderer, TemplateCatalog, TemplateCheck
 from automation.sandbox import RenderBudget
 from automation.runtime import Runtime
+from automation.store import versions
 from automation.store.contacts import ContactStore
+from automation.store.fields import Enrollment
 from automation.store.pauses import ChannelPauses
 from automation.store.ratelimit import RateLimiter
 from automation.store.scripts import Scripts
 from automation.store.timers import TimerStore
+from automation.store.versions import DeployedSource
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.liveness = Liveness(self.runtime, self.worker_id)
+        self.versions = Versions(self.runtime, self.channels.adapters)
 
     @classmethod
     def create(cls, runtime: Runtime, channels: ChannelRegistry | None = None, publish: bool = True) -> "Engine":
@@ -53,8 +58,10 @@ class Engine:
         channels = channels or ChannelRegistry(settings)
         catalog = TemplateCatalog(settings.templates_dir)
         renderer = Renderer(catalog, channels.parts_for, RenderBudget.of(settings))
+        # LIFECYCLE_DEPLOY=required: serve what `lifecycle deploy` recorded, not the files as they are.
+        deployed = DeployedSource(runtime) if settings.deploy == "required" else None
         journeys = JourneyRegistry(settings.journeys_dir, channels.adapters, TemplateCheck(catalog, renderer),
-                                   settings.reload_seconds)
+                                   settings.reload_seconds, deployed)
         if not journeys.journeys:
             logger.warning("no journeys are served: none load from %s", settings.journeys_dir)
         for problem in channels.problems:
@@ -82,6 +89,32 @@ class Engine:
             pipe.sadd(keys.watched_attributes, *sorted(attributes))
         pipe.execute()
         arm_broadcasts(self.runtime, journeys.values())
+        if self.runtime.settings.deploy == "auto":
+            self.follow(journeys)
+
+    def follow(self, journeys: Mapping[str, Journey]) -> None:
+        """Files changed (LIFECYCLE_DEPLOY=auto): record the new versions and move the waiting runs by
+        the rules of `lifecycle deploy`, logging the plan (one worker does it; the others find it done)."""
+        current = versions.pointers(self.runtime)
+        candidates = []
+        for journey in journeys.values():
+            text = self.journeys.text_of(journey.name)
+            if journey.version and current.get(journey.name) != journey.version and text is not None:
+                candidates.append(Candidate(journey, text))
+        if candidates:
+            follow(self.runtime, candidates, self.channels.adapters, f"worker:{self.worker_id}")
+
+    def step_of(self, journey: Journey, enrollment: Enrollment) -> str | None:
+        """The step a run waits at, in the version of the journey this process serves: a run written by
+        an older (or newer) version is matched step by step (language/diff.py) until a deploy or its
+        next step moves it onto this one."""
+        step = enrollment.step
+        if step is None or not journey.version or not enrollment.version or enrollment.version == journey.version:
+            return step
+        diff = self.versions.diff(enrollment.version, journey)
+        if diff.old is None or enrollment.stage is None:
+            return step
+        return diff.matches.get(enrollment.stage, {}).get(step) or step
 
     def scores(self) -> dict[str, ScoreDef]:
         """The lead scores the served journeys define (computed again when the journeys change)."""

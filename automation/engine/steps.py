@@ -161,7 +161,7 @@ def prepare(engine: Engine, claims: list[Claim], now: float) -> Batch:
             batch.done.append(claim)
             continue
         flow = journey.flow_of(enrollment.stage)
-        node = flow.get(enrollment.step) if flow else None
+        node = flow.get(engine.step_of(journey, enrollment) or "") if flow else None
         if isinstance(node, SendNode):
             batch.jobs.append(Job(claim, state, journey, enrollment.stage, node, enrollment.occurrence,
                                   enrollment.due))
@@ -196,7 +196,7 @@ def resume(engine: Engine, resumes: list[tuple[Claim, ContactState, Journey]], n
                 changes.jset(name, sp=None, du=None)
         else:
             flow = journey.flow_of(enrollment.stage)
-            node = flow.get(enrollment.step) if flow else None
+            node = flow.get(engine.step_of(journey, enrollment) or "") if flow else None
             assert node is not None and enrollment.stage is not None and enrollment.due is not None
             runs.advance(changes, journey, enrollment.stage, resume_after(node), enrollment.due)
         log_rule_errors(state.id, changes.errors)
@@ -575,6 +575,8 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
     if job.kind == "unknown":
         # In doubt until the provider confirms it or its time is up (mark.lua settles it then).
         always.append(["za", f"{job.state.id}|{job.ledger_field}", repr(now)])
+    # The run's step as stored: a run of another version of the journey names it by that version's id.
+    stored = job.state.enrollments[name].step if name in job.state.enrollments else step.id
     changes = Changes(job.state, now, scores)
     if step.once and job.kind in ("sent", "unknown"):
         # At most once: marked whatever the guard says (the message went out), and in the run's changes
@@ -585,12 +587,13 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
     if job.kind in ("retry", "unknown") or job.kind in WAITING:
         changes.timers[step_member(name, job.state.id)] = job.retry_at
     elif step.next is None and scope != RUN:
-        changes.jset(name, sp=None, du=None)        # the last step of a stage: nothing to walk
+        changes.jset(name, sp=None, du=None, **({"vr": None} if changes.enrollment(name).version else {}))
+        # (the last step of a stage: nothing to walk)
     else:
         runs.advance(changes, job.journey, scope, step.next, job.due)
         log_rule_errors(job.state.id, changes.errors)
     guards = [[fields.run(name, "st"), scope], [fields.run(name, "oc"), str(job.occurrence)],
-              [fields.run(name, "sp"), step.id]]
+              [fields.run(name, "sp"), stored or step.id]]
     return Plan(job.claim, changes, guards=guards, always=always)
 
 

@@ -8,7 +8,9 @@ exits) and stops at the first node that does (a message to send, a wait). The en
 then records where the run stopped and the timer for it, atomically.
 
 Node ids are stable names (the template of a send, `wait-3d`, `split-offer` ...) or the
-step's own `id:`, so a journey can be edited while contacts are in it.
+step's own `id:`. A flow also knows each node's place (its position path and kind) and the
+old ids that `replaces:` and `migrate:` send to its nodes, so that a new version of a journey
+can be matched step by step with the one its contacts wait in (automation.language.diff).
 """
 
 from __future__ import annotations
@@ -128,6 +130,12 @@ class Flow:
 
     first: str | None
     nodes: Mapping[str, Node]
+    #: node id -> its place: the position path in the file and the kind ("2:send", "3.e.1:send")
+    positions: Mapping[str, str] = field(default_factory=dict)
+    #: an old step id -> the node contacts waiting at it continue at (`replaces:`, `migrate:`)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    #: ids written as `id:` in the file: such a step is matched by its id only, never by its place
+    explicit: frozenset[str] = frozenset()
 
     def sends(self) -> list[SendNode]:
         return [node for node in self.nodes.values() if isinstance(node, SendNode)]

@@ -71,6 +71,9 @@ class FlowContext:
     sources: "Sources | None" = None
     note: Callable[[Expression, tuple[int, int]], None] | None = None   # records what a rule reads
     ids: dict[int, str] = field(default_factory=dict)
+    positions: dict[str, str] = field(default_factory=dict)   # step id -> "path:kind"
+    explicit: set[str] = field(default_factory=set)           # ids written as `id:`
+    replaces: dict[str, tuple[str, tuple[int, int]]] = field(default_factory=dict)   # old id -> (new id, where)
     taken: dict[str, int] = field(default_factory=dict)   # id -> line where it was first used
     tracked: set[str] = field(default_factory=set)       # events this flow records (for cross-checks)
     set_attributes: set[str] = field(default_factory=set)
@@ -162,22 +165,24 @@ def _derived_id(step: Mapping[str, Any], kind: str) -> str:
     return kind
 
 
-def _children(step: Mapping[str, Any], kind: str) -> Iterable[Any]:
+def _children(step: Mapping[str, Any], kind: str) -> Iterable[tuple[str, Any]]:
+    """The nested lists of steps, each with the label of its place in the position path."""
     if kind == "wait_for":
-        yield step.get("on_event")
-        yield step.get("on_timeout")
+        yield "e", step.get("on_event")
+        yield "t", step.get("on_timeout")
     elif kind == "branch" and isinstance(step.get("branch"), list):
-        for arm in step["branch"]:
+        for index, arm in enumerate(step["branch"]):
             if isinstance(arm, Mapping):
-                yield arm.get("steps")
+                yield str(index + 1), arm.get("steps")
     elif kind == "split" and isinstance(step.get("split"), Mapping):
         for variant in step["split"].get("variants") or []:
             if isinstance(variant, Mapping):
-                yield variant.get("steps")
+                yield str(variant.get("name", "")), variant.get("steps")
 
 
-def assign_ids(items: Any, ctx: FlowContext) -> None:
-    """First pass: an id for every step, unique in the flow."""
+def assign_ids(items: Any, ctx: FlowContext, prefix: str = "") -> None:
+    """First pass: an id for every step, unique in the flow, and its place (position path and kind),
+    which identifies a step across versions of the file when its derived id changed with its content."""
     if not isinstance(items, list):
         return
     for index, step in enumerate(items):
@@ -193,6 +198,7 @@ def assign_ids(items: Any, ctx: FlowContext) -> None:
                                f"the first one is on line {ctx.taken[explicit]}; ids must be unique in a stage "
                                "or triggered journey")
             step_id = explicit
+            ctx.explicit.add(explicit)
         else:
             base = _derived_id(step, kind)
             step_id, n = base, 2
@@ -200,8 +206,15 @@ def assign_ids(items: Any, ctx: FlowContext) -> None:
                 step_id, n = f"{base}-{n}", n + 1
         ctx.taken.setdefault(step_id, pos(items, index)[0])
         ctx.ids[id(step)] = step_id
-        for child in _children(step, kind):
-            assign_ids(child, ctx)
+        path = f"{prefix}{index + 1}"
+        ctx.positions.setdefault(step_id, f"{path}:{kind}")
+        if "wait" in step and kind not in ("wait", "send"):
+            ctx.positions.setdefault(f"{step_id}-wait", f"{path}:wait-before")
+        old = step.get("replaces")
+        if isinstance(old, str) and old:
+            ctx.replaces[old] = (step_id, pos(step, "replaces"))
+        for label, child in _children(step, kind):
+            assign_ids(child, ctx, f"{path}.{label}.")
 
 
 def build_flow(items: Any, ctx: FlowContext, trailing_wait_warning: bool = True) -> Flow:
@@ -210,7 +223,16 @@ def build_flow(items: Any, ctx: FlowContext, trailing_wait_warning: bool = True)
     assign_ids(items, ctx)
     nodes: dict[str, Node] = {}
     first = _build_list(items, None, ctx, nodes, top=trailing_wait_warning)
-    return Flow(first, nodes)
+    aliases: dict[str, str] = {}
+    for old, (new, where) in ctx.replaces.items():
+        if old in nodes:
+            ctx.report.add(where, f"step {old!r} still exists: it cannot be replaced",
+                           "replaces: names the id of a step you removed, so that contacts waiting at it "
+                           "continue here")
+        else:
+            aliases[old] = new
+    return Flow(first, nodes, {k: v for k, v in ctx.positions.items() if k in nodes}, aliases,
+                frozenset(ctx.explicit & set(nodes)))
 
 
 def _build_list(items: Any, continuation: str | None, ctx: FlowContext, nodes: dict[str, Node],

@@ -144,6 +144,7 @@ class Journey:
     emits: frozenset[str] = frozenset()     # events its `track` steps record
     sets: frozenset[str] = frozenset()      # attributes its `set` steps change
     name_at: tuple[int, int] = (1, 1)       # where `journey:` is written, for cross-journey errors
+    version: str = ""                       # the source text's hash (loader.version_of); "" when built by hand
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {stage.name: stage for stage in self.stages})

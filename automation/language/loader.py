@@ -14,7 +14,9 @@ one produces) are in automation.crosscheck.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -30,6 +32,7 @@ from automation.durations import HINT as DURATION_HINT
 from automation.durations import DurationError, parse_duration
 from automation.expressions import RULE_NAMES, TEMPLATE_EXTRA_NAMES, Expression, did_you_mean, references
 from automation.language.diagnostics import Diagnostic, has_errors
+from automation.language.flow import Flow
 from automation.language.flowbuild import (FlowContext, build_flow, check_vars, collect_run_vars, parse_offset,
                                           sample_limits)
 from automation.language.hints import keys_meant_for, misplaced_key_hint, strayed
@@ -45,7 +48,7 @@ from automation.language.journey import (
     Stage,
     Trigger,
 )
-from automation.language.sourcemap import Report, compile_at, display_path, plain, pos, read_yaml
+from automation.language.sourcemap import Report, compile_at, display_path, plain, pos, read_text, read_yaml
 from automation.language.sources import Sources, declared
 from automation.language.workspace import MESSAGE_TYPES, quiet_hours_of
 from automation.messages.templates import TemplateCheck, locale_chain
@@ -54,6 +57,8 @@ from automation.messages.templates import TemplateCheck, locale_chain
 Channels = Mapping[str, "Channel | None"]
 DEFAULT_MAX_SMS_SEGMENTS = 2
 DEFAULT_EVENT_MAX_AGE = 86400.0
+#: Hex digits of a version's name: enough to tell a journey's versions apart, short in the contact hash.
+VERSION_LENGTH = 12
 TRIGGER_KINDS = ("event", "enters", "leaves", "attribute", "date", "schedule", "broadcast", "when")
 
 SCHEMA: dict[str, Any] = json.loads(
@@ -199,24 +204,32 @@ def _container_name(path: list[Any]) -> str:
 
 # -- pass 3: meaning ------------------------------------------------------------------------------
 
+def version_of(text: str) -> str:
+    """A journey version's name: the start of its source text's SHA-256."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:VERSION_LENGTH]
+
+
 def load_journey(path: Path, channels: Channels, templates: TemplateCheck | None,
                  sources: "Sources | None" = None,
-                 default_timezone: str = "UTC") -> tuple[Journey | None, list[Diagnostic]]:
-    """Read and check one journey file. The journey is None when there is any error.
+                 default_timezone: str = "UTC", text: str | None = None) -> tuple[Journey | None, list[Diagnostic]]:
+    """Read and check one journey file (or `text`, a deployed version of it). The journey is None
+    when there is any error.
 
     `default_timezone` (the workspace's) is the journey's zone when its file names none."""
-    journey, diagnostics = read_journey(path, channels, templates, sources, default_timezone)
+    journey, diagnostics = read_journey(path, channels, templates, sources, default_timezone, text)
     return (None if has_errors(diagnostics) else journey), diagnostics
 
 
 def read_journey(path: Path, channels: Channels, templates: TemplateCheck | None,
                  sources: "Sources | None" = None,
-                 default_timezone: str = "UTC") -> tuple[Journey | None, list[Diagnostic]]:
+                 default_timezone: str = "UTC", text: str | None = None) -> tuple[Journey | None, list[Diagnostic]]:
     """Like load_journey, but the journey is as much of it as could be built, errors or not (None only
     when the file is no YAML mapping): `lifecycle validate` checks its names against the other
     journeys beside its other errors. Never serve it when there are errors."""
     report = Report(display_path(path))
-    doc = read_yaml(path, report)
+    if text is None:
+        text = read_text(path, report)
+    doc = read_yaml(path, report, text) if text is not None else None
     if report.items:
         return None, report.items
     if not isinstance(doc, dict):
@@ -225,6 +238,8 @@ def read_journey(path: Path, channels: Channels, templates: TemplateCheck | None
         return None, report.items
     _schema_diagnostics(doc, report)
     journey = _Builder(doc, Path(path), report, channels, templates, sources, default_timezone).build()
+    if text is not None:
+        journey = replace(journey, version=version_of(text))
     return journey, sorted(set(report.items))
 
 
@@ -276,6 +291,38 @@ class _Builder:
             self.report.add_once(pos(node, key), f"bad duration: {exc}", DURATION_HINT)
             return default
 
+    def _migrate(self, stages: tuple[Stage, ...], flow: Flow | None) -> tuple[tuple[Stage, ...], Flow | None]:
+        """`migrate: {old: new}`: contacts waiting at a removed step `old` continue at step `new`, in
+        the stage (or triggered journey) that has it."""
+        spec = self.doc.get("migrate")
+        if not isinstance(spec, CommentedMap):
+            return stages, flow
+        flows: list[tuple[str, Flow]] = [(stage.name, stage.flow) for stage in stages]
+        if flow is not None:
+            flows.append((RUN, flow))
+        added: dict[str, dict[str, str]] = {}
+        known = sorted({node for _, f in flows for node in f.nodes})
+        for old, new in spec.items():
+            if not isinstance(old, str) or not isinstance(new, str):
+                continue  # the schema reports it
+            home = next((scope for scope, f in flows if new in f.nodes), None)
+            if home is None:
+                self.report.add(pos(spec, old), f"migrate: there is no step {new!r} to send contacts to",
+                                did_you_mean(new, known) or "name the id of a step of this file")
+                continue
+            if any(old in f.nodes for scope, f in flows if scope == home):
+                self.report.add(pos(spec, old, of_key=True), f"migrate: step {old!r} still exists",
+                                "migrate: maps the id of a step you removed to the step its contacts continue at")
+                continue
+            added.setdefault(home, {})[old] = new
+
+        def with_aliases(scope: str, f: Flow) -> Flow:
+            extra = added.get(scope)
+            return replace(f, aliases={**f.aliases, **extra}) if extra else f
+
+        stages = tuple(replace(stage, flow=with_aliases(stage.name, stage.flow)) for stage in stages)
+        return stages, (with_aliases(RUN, flow) if flow is not None else None)
+
     def flow_context(self, scope: str) -> FlowContext:
         return FlowContext(report=self.report, journey=self.name, channels=self.channels, templates=self.templates,
                            locale=self.locale, names=self.names, variables=self.variables,
@@ -323,6 +370,7 @@ class _Builder:
             flow = build_flow(doc.get("steps"), ctx, trailing_wait_warning=False)
             self.absorb(ctx)
         self._check_fallbacks()
+        stages, flow = self._migrate(tuple(stages), flow)
         journey_args: dict[str, Any] = {}
         if flow is not None:
             journey_args["flow"] = flow

@@ -4,6 +4,10 @@ Each file is loaded on its own. A file with errors is reported (with
 `path:line:col`) and skipped; if an earlier version of it loaded fine, that
 version keeps serving, so a bad edit never stops a journey that was working,
 and never stops any other journey.
+
+With `LIFECYCLE_DEPLOY=required` the journeys come from Redis instead of the folder: the
+versions `lifecycle deploy` recorded (a `Deployed` source, store/versions.py), polled as often as
+files would be.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 from automation.language.crosscheck import check_journeys
 from automation.language.diagnostics import Diagnostic, Severity, has_errors
@@ -57,11 +61,22 @@ def context_folders(paths: Iterable[Path]) -> list[Path]:
     return list(dict.fromkeys(folders))
 
 
+class Deployed(Protocol):
+    """Where a registry serving only deployed versions finds them."""
+
+    def pointers(self) -> dict[str, str]:
+        """Journey -> its deployed version."""
+
+    def source(self, journey: str, version: str) -> tuple[str, str] | None:
+        """(path it came from, text) of a version."""
+
+
 @dataclass
 class _Loaded:
-    stamp: tuple[int, int]
+    stamp: object                   # (mtime, size) of a file; the version of a deployed journey
     journey: Journey | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    text: str | None = None         # what it was read from
 
 
 def validate_paths(paths: Iterable[Path], channels: Channels, templates: TemplateCheck,
@@ -123,8 +138,9 @@ def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
 
 class JourneyRegistry:
     def __init__(self, directory: Path, channels: Channels, templates: TemplateCheck,
-                 reload_seconds: float = 2.0) -> None:
+                 reload_seconds: float = 2.0, deployed: Deployed | None = None) -> None:
         self.directory = Path(directory)
+        self.deployed = deployed
         self.channels = channels
         self.templates = templates
         self.reload_seconds = reload_seconds
@@ -186,28 +202,58 @@ class JourneyRegistry:
                 logger.error("%s", diagnostic.format())
             self._sources = (sources_stamp, sources)
             self._files.clear()   # every journey is checked against it: load them all again
-        current = {p: self._stamp(p) for p in journey_files([self.directory])} if self.directory.is_dir() else {}
+        current = self._current()
         changed = set(self._files) - set(current)
         for path in changed:
-            logger.warning("journey file %s was removed; its journey is no longer served", display_path(path))
+            logger.warning("journey %s was removed; its journey is no longer served", display_path(path))
             del self._files[path]
         for path, stamp in current.items():
             loaded = self._files.get(path)
             if loaded is not None and loaded.stamp == stamp:
                 continue
+            found = self._text(path, stamp)
+            if found is None:
+                continue
             changed.add(path)
-            journey, diagnostics = load_journey(path, self.channels, self.templates, self.sources,
-                                                self._workspace[1].timezone)
+            source_path, text = found
+            journey, diagnostics = load_journey(source_path, self.channels, self.templates, self.sources,
+                                                self._workspace[1].timezone, text=text)
             for diagnostic in diagnostics:
                 log = logger.error if diagnostic.severity is Severity.ERROR else logger.warning
                 log("%s", diagnostic.format())
             if journey is None and loaded is not None and loaded.journey is not None:
                 logger.error("%s has errors; still serving its last good version", display_path(path))
-                journey = loaded.journey
-            self._files[path] = _Loaded(stamp, journey, diagnostics)
+                journey, text = loaded.journey, loaded.text
+            self._files[path] = _Loaded(stamp, journey, diagnostics, text)
         if changed or force:
             self._rebuild()
         return bool(changed)
+
+    def _current(self) -> dict[Path, object]:
+        if self.deployed is not None:
+            try:
+                return {Path(name): version for name, version in self.deployed.pointers().items()}
+            except Exception:  # Redis unreachable for a moment: keep serving what is loaded
+                logger.warning("cannot read the deployed journey versions; serving the loaded ones", exc_info=True)
+                return {path: loaded.stamp for path, loaded in self._files.items()}
+        return {p: self._stamp(p) for p in journey_files([self.directory])} if self.directory.is_dir() else {}
+
+    def _text(self, path: Path, stamp: object) -> tuple[Path, str | None] | None:
+        """(path, text) of a journey to load; text None: the loader reports why it cannot be read."""
+        if self.deployed is not None:
+            found = self.deployed.source(path.name, str(stamp))
+            return (Path(found[0]), found[1]) if found else None
+        try:
+            return path, path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return path, None
+
+    def text_of(self, name: str) -> str | None:
+        """The text the served version of a journey was read from."""
+        for loaded in self._files.values():
+            if loaded.journey is not None and loaded.journey.name == name:
+                return loaded.text
+        return None
 
     def _rebuild(self) -> None:
         journeys: dict[str, Journey] = {}

@@ -95,12 +95,20 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-def read_yaml(path: Path, report: Report) -> Any:
-    yaml = YAML(typ="rt")
+def read_text(path: Path, report: Report) -> str | None:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         report.add((1, 1), f"file is not UTF-8 text: {exc}", "save the file as UTF-8")
+        return None
+
+
+def read_yaml(path: Path, report: Report, text: str | None = None) -> Any:
+    """The document of a file, or of `text` (a deployed version of it) when given."""
+    yaml = YAML(typ="rt")
+    if text is None:
+        text = read_text(path, report)
+    if text is None:
         return None
     try:
         return yaml.load(text)

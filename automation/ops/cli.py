@@ -167,6 +167,77 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_diagnostics(diagnostics: Any) -> bool:
+    """Print them; True when any is an error."""
+    for diagnostic in diagnostics:
+        print(diagnostic.format(), file=sys.stderr)
+    return any(d.is_error for d in diagnostics)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from automation.channels import ChannelRegistry
+    from automation.engine.migration import format_plan, plan
+    from automation.ops.deploys import file_candidates
+    from automation.runtime import open_runtime
+
+    settings = _settings()
+    channels = ChannelRegistry(settings)
+    candidates, diagnostics = file_candidates(settings, channels, args.paths)
+    if _print_diagnostics(diagnostics):
+        return 1
+    runtime = open_runtime(settings)
+    try:
+        shown = plan(runtime, candidates, channels.adapters)
+    finally:
+        runtime.close()
+    print(json.dumps(shown.to_json(), indent=2, ensure_ascii=False) if args.json else format_plan(shown))
+    return 1 if shown.stranded else 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from automation.channels import ChannelRegistry
+    from automation.engine.migration import Refused, deploy, format_plan
+    from automation.ops.deploys import file_candidates, rollback_candidates
+    from automation.runtime import open_runtime
+    from automation.store.versions import deployer
+
+    settings = _settings()
+    channels = ChannelRegistry(settings)
+    if args.rollback and settings.deploy != "required":
+        raise InputError("--rollback needs LIFECYCLE_DEPLOY=required: with automatic reloads the workers serve "
+                         "the files as they are, so put the old file back instead")
+    candidates = []
+    if not args.rollback:
+        candidates, diagnostics = file_candidates(settings, channels, args.paths)
+        if _print_diagnostics(diagnostics):
+            return 1
+    runtime = open_runtime(settings)
+    try:
+        if args.rollback:
+            candidates = rollback_candidates(runtime, channels, args.paths)
+        by = args.by or ("rollback by " if args.rollback else "") + deployer(settings.journeys_dir)
+        try:
+            done = deploy(runtime, candidates, channels.adapters, by, args.plan_hash)
+        except Refused as exc:
+            print(f"lifecycle deploy: refused: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        runtime.close()
+    if args.json:
+        print(json.dumps({**done.plan.to_json(), "recorded": [v.__dict__ for v in done.recorded],
+                          "moved": done.moved, "ended": done.ended, "left_to_workers": done.left,
+                          "reevaluated": done.reevaluated}, indent=2, ensure_ascii=False))
+        return 0
+    print(format_plan(done.plan))
+    for entry in done.recorded:
+        print(f"deployed {entry.journey} {entry.version} ({entry.by})")
+    if not done.recorded:
+        print("nothing new to deploy: the deployed versions are these")
+    print(f"runs moved {done.moved}, ended {done.ended}, left to the workers {done.left}; "
+          f"contacts re-evaluated for a stage change {done.reevaluated}")
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from automation.ops.status import format_contact, inspect_contact
     from automation.runtime import open_runtime
@@ -930,6 +1001,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="timers, queue, workers, counters and recent failures")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("plan", help="what deploying the journey files would change for the contacts in them; "
+                                    "exit 1 if some would be dropped")
+    p.add_argument("paths", nargs="*", help="journey files or folders (default: $LIFECYCLE_JOURNEYS or ./journeys)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("deploy", help="make the journey files the versions workers serve, moving waiting "
+                                      "contacts as `plan` says; --rollback goes back one version")
+    p.add_argument("paths", nargs="*", help="journey files or folders (default: $LIFECYCLE_JOURNEYS or ./journeys); "
+                                            "with --rollback, journey names (default: those of the latest deploy)")
+    p.add_argument("--plan-hash", help="refuse unless the plan is still this one (from `lifecycle plan`)")
+    p.add_argument("--by", help="who deploys (default: the git commit of the journeys' checkout, else $USER)")
+    p.add_argument("--rollback", action="store_true", help="go back to the previous deployed version")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("inspect", help="everything about one contact: attributes, stages, messages")
     p.add_argument("contact_id")

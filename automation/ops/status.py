@@ -14,6 +14,7 @@ from automation.store.contacts import ContactState, ContactStore
 from automation.calendar import quiet_until, zone
 from automation.engine.liveness import alive_workers
 from automation.language.workspace import ALL_MARKETING, Workspace, load_workspace
+from automation.store import versions
 from automation.store.coupons import CouponStore
 from automation.store.doubt import in_doubt
 from automation.store.keys import recheck_member, step_member
@@ -55,6 +56,8 @@ def collect_status(runtime: Runtime, failures: int = 10) -> dict[str, Any]:
                             for name, p in ChannelPauses(runtime).active().items()},
         "in_doubt": {"count": doubtful, "oldest": oldest},
         "live_workers": alive_workers(runtime),
+        "journeys": {name: {"version": v.version, "at": v.at, "by": v.by, "path": v.path}
+                     for name, v in sorted(versions.deployed(runtime).items())},
     }
 
 
@@ -86,6 +89,9 @@ def format_status(status: dict[str, Any]) -> str:
     if stats.get("rule_errors"):
         lines.append(f"rule errors    {stats['rule_errors']} (see worker logs)")
     lines += format_results(stats)
+    for name, deployed in status.get("journeys", {}).items():
+        lines.append(f"journey        {name} {deployed['version']}, deployed {iso(deployed['at'] or None)}"
+                     + (f" by {deployed['by']}" if deployed["by"] else ""))
     if status["recent_failures"]:
         lines.append("recent failures:")
         for item in status["recent_failures"]:

@@ -19,6 +19,7 @@ from Python).
                          bt  the last broadcast occurrence it took part in
                          en  "time|why" of the latest run's end
                          on  the `once` steps done, over all runs: "tag,tag,..." (once_tag)
+                         vr  the journey version the run's step ids belong to (12 hex digits)
     s:<score>          "value,at": a lead score's value at a moment (whole epoch seconds)
     k:<coupon>         "CODE|issued|expires|run-tag|value": the contact's coupon of that name
     f:<channel>        "t1,t2,...": when the latest marketing messages on a channel were marked for
@@ -47,7 +48,7 @@ VERSION = "v"
 CREATED = "ct"
 
 #: The parts of a journey's run fields (`j:<journey>:<part>`).
-RUN_PARTS = ("st", "oc", "in", "sp", "du", "g", "ab", "cw", "bt", "en", "on")
+RUN_PARTS = ("st", "oc", "in", "sp", "du", "g", "ab", "cw", "bt", "en", "on", "vr")
 #: Redis keeps a hash compact only while every value is at most this long.
 MAX_FIELD_BYTES = 64
 
@@ -112,6 +113,7 @@ class Enrollment:
     broadcast: str | None = None        # the last broadcast occurrence taken part in
     ended: str | None = None            # "time|why" of the latest run's end
     once: str | None = None             # the `once` steps done, over all runs (once_tag, comma-separated)
+    version: str | None = None          # the journey version its step ids belong to
 
     @property
     def assignments(self) -> dict[str, str]:
@@ -149,6 +151,7 @@ def enrollment_of(parts: Mapping[str, str]) -> Enrollment:
         broadcast=parts.get("bt"),
         ended=parts.get("en"),
         once=parts.get("on"),
+        version=parts.get("vr"),
     )
 
 

@@ -152,6 +152,24 @@ class Keys:
         return f"{self.namespace}:meta"
 
     @property
+    def deployed(self) -> str:
+        """Journey -> the version workers serve (`store/versions.py`)."""
+        return f"{self.namespace}:jv"
+
+    def versions(self, journey: str) -> str:
+        """A journey's deployed versions, newest first (JSON records)."""
+        return f"{self.namespace}:jv:{journey}"
+
+    def version_source(self, journey: str, version: str) -> str:
+        """The source text of one version of a journey file."""
+        return f"{self.namespace}:js:{journey}:{version}"
+
+    @property
+    def deploying(self) -> str:
+        """Held while a deploy moves runs (its owner), so two never interleave."""
+        return f"{self.namespace}:deploying"
+
+    @property
     def contact_pattern(self) -> str:
         return f"{self.namespace}:c:*"
 

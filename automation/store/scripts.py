@@ -21,7 +21,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 NAMES = ("claim", "ack", "extend", "record_event", "identify", "apply", "mark", "settle", "rate", "delivery",
-         "coupon_issue", "coupon_redeem", "anonymous_push", "anonymous_link")
+         "coupon_issue", "coupon_redeem", "anonymous_push", "anonymous_link", "migrate", "scan_runs")
 #: Scripts share code by a line `--#include <name>`, replaced by lua/_<name>.lua.
 INCLUDE = "--#include "
 
