@@ -126,6 +126,13 @@ def test_the_command_names_the_journey_files_that_change_the_forecast(runtime, s
     assert 'id="forecast-channels"' in page.read_text()
     csv = lifecycle(settings, "forecast", "--days", "3", "--csv")
     assert csv.stdout.startswith("day,journey,channel,messages\n") and ",customer-lifecycle,email," in csv.stdout
+    # Nothing is deployed yet: --against deployed says so; once deployed, it is what the edit is compared with
+    nothing = lifecycle(settings, "forecast", "--days", "3", "--against", "deployed")
+    assert nothing.returncode == 2 and "no journey version is recorded yet" in nothing.stderr
+    assert lifecycle(settings, "deploy", "--by", "test").returncode == 0
+    against = lifecycle(settings, "forecast", "--days", "10", "--journeys", str(edited), "--against", "deployed")
+    assert against.returncode == 0, against.stderr
+    assert "customer-lifecycle.yaml: customer-lifecycle" in against.stdout
     for bad in (["--days", "0"], ["--journeys", str(tmp_path / "none")],
                 ["--against", "no-such-ref"]):
         refused = lifecycle(settings, "forecast", *bad)

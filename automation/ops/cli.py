@@ -654,7 +654,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     from automation.language.registry import JourneyRegistry
     from automation.messages.templates import TemplateCheck
     from automation.insight.forecastpage import forecast_page
-    from automation.ops.versions import journeys_at
+    from automation.ops.versions import deployed_journeys, journeys_at
     from automation.runtime import open_runtime
 
     settings = _settings()
@@ -669,7 +669,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         try:
             versions = {}
             if args.against:
-                folder, temporary = journeys_at(args.against, settings.journeys_dir)
+                folder, temporary = (deployed_journeys(runtime, settings.journeys_dir) if args.against == "deployed"
+                                     else journeys_at(args.against, settings.journeys_dir))
                 other = JourneyRegistry(folder, engine.channels.adapters,
                                         TemplateCheck(engine.catalog, engine.renderer), reload_seconds=1e9)
                 versions["against"] = dataclasses.replace(engine, journeys=other)
@@ -1121,8 +1122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--journeys", metavar="PATH", help="forecast these journey files instead of the served ones")
     p.add_argument("--csv", action="store_true", help="print day,journey,channel,messages rows")
     p.add_argument("--html", type=Path, metavar="FILE", help="also write the forecast as a page with charts")
-    p.add_argument("--against", metavar="REF", help="name the journey files that change the forecast against "
-                                                    "another version: a git ref (HEAD, main) or a folder")
+    p.add_argument("--against", metavar="REF",
+                   help="name the journey files that change the forecast against another version: `deployed` "
+                        "(the versions workers serve), a git ref (HEAD, main) or a folder")
     p.set_defaults(func=cmd_forecast)
 
     p = sub.add_parser("report", help="one HTML page: each journey's flow with counts, A/B lift with 95% "

@@ -1,4 +1,5 @@
-"""Journey files as they are in another version: a git ref (read with `git show`) or a folder.
+"""Journey files as they are in another version: a git ref (read with `git show`), a folder, or
+the versions deployed in Redis (`deployed`).
 
 `lifecycle forecast --against` compares the forecast of the journeys in hand with another
 version's; this module only fetches that version's files into a folder of its own.
@@ -11,6 +12,8 @@ import tempfile
 from pathlib import Path
 
 from automation.errors import InputError
+from automation.runtime import Runtime
+from automation.store import versions
 
 JOURNEY_SUFFIXES = (".yaml", ".yml")
 
@@ -40,6 +43,25 @@ def journeys_at(ref: str, journeys_dir: Path) -> tuple[Path, tempfile.TemporaryD
         path = f"{relative}/{name}" if relative != "." else name
         text = _git(root, "show", f"{ref}:{path}")
         (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).write_text(text, encoding="utf-8")
+    return target, temporary
+
+
+def deployed_journeys(runtime: Runtime, journeys_dir: Path) -> tuple[Path, tempfile.TemporaryDirectory[str]]:
+    """A temporary folder with the journey files as deployed (what `lifecycle deploy`, or a worker's
+    automatic reload, recorded), beside this checkout's shared files (`_contact.yaml`,
+    `_workspace.yaml`), which have no versions of their own."""
+    sources = versions.deployed_sources(runtime)
+    if not sources:
+        raise InputError("--against deployed: no journey version is recorded yet "
+                         "(`lifecycle deploy` records them, or a worker when it loads the journeys)")
+    temporary = tempfile.TemporaryDirectory(prefix="lifecycle-deployed-")
+    target = Path(temporary.name)
+    for shared in sorted(Path(journeys_dir).glob("_*")):
+        if shared.suffix in JOURNEY_SUFFIXES:
+            (target / shared.name).write_text(shared.read_text(encoding="utf-8"), encoding="utf-8")
+    for journey, (entry, text) in sorted(sources.items()):
+        name = Path(entry.path).name if entry.path.endswith(JOURNEY_SUFFIXES) else f"{journey}.yaml"
         (target / name).write_text(text, encoding="utf-8")
     return target, temporary
 
