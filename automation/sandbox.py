@@ -25,7 +25,7 @@ import string
 import time
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError
@@ -37,8 +37,7 @@ from jinja2.sandbox import (
     SandboxedEnvironment,
 )
 
-if TYPE_CHECKING:
-    from automation.config import Settings
+from automation.config import Settings
 
 #: The most items one `range(...)` may make.
 MAX_RANGE = 10_000
