@@ -200,6 +200,26 @@ def test_a_cancelled_broadcast_reaches_nobody(lc, engine, run_due, provider, run
     assert provider.calls == [] and one_offs(runtime)[0].reached == 0
 
 
+def test_a_cancel_that_lands_while_a_chunk_is_prepared_is_not_undone(lc, engine, run_due, provider, runtime):
+    member(lc, "ann")
+    run_due(engine)
+    broadcast = schedule_one_off(runtime, engine.journeys.get("promo"), runtime.clock.now())
+    # The operator's cancel lands while a worker is scanning the broadcast's first chunk of contacts
+    scan = runtime.redis.scan
+
+    def scan_then_cancel(*args, **kwargs):
+        found = scan(*args, **kwargs)
+        runtime.redis.scan = scan
+        cancel_one_off(runtime, broadcast.id)
+        return found
+
+    runtime.redis.scan = scan_then_cancel
+    run_due(engine)
+    # The chunk did not happen (it once wrote "sending" over the cancel and went on)
+    assert runtime.redis.scan is scan, "the chunk was not scanned"
+    assert provider.calls == [] and [b.state for b in one_offs(runtime)] == [CANCELLED]
+
+
 def test_the_dry_run_counts_what_the_provider_then_gets(lc, engine, run_due, provider, runtime):
     now = runtime.clock.now()                                    # 12:00 UTC
     for n in range(4):
