@@ -27,7 +27,7 @@ from automation.store import fields
 from automation.store.contacts import ContactState
 from automation.store.fields import Enrollment
 from automation.store.keys import due as due_text
-from automation.store.keys import recheck_member, step_member
+from automation.store.keys import recheck_member, step_member, step_reason_stat
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def record(changes: Changes, journey: Journey, scope: str, result: Walk, occurre
         channel = getattr(node, "channel", "")
         changes.log("skipped", name, s=scope, p=node_id, ch=channel, d=why)
         for stat in ("skipped", f"skipped:{channel}" if channel else "", f"skipped:{code}",
-                     f"step:{name}:{scope}:{node_id}:skipped"):
+                     f"step:{name}:{scope}:{node_id}:skipped", step_reason_stat(name, scope, node_id, code)):
             if stat:
                 changes.stats[stat] += 1
     changes.coupons += [(key, spec) for spec in result.coupons]
