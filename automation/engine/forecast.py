@@ -135,7 +135,7 @@ class Forecast:
         if not table:
             lines.append("  no messages")
         else:
-            width = max(len(journey) for journey, _ in table) + 2
+            width = max(len("all journeys"), *(len(journey) for journey, _ in table)) + 2
             lines.append(f"  {'journey':<{width}}{'channel':<9}{'total':>8}{'peak/day':>10}  peak day   first 7 days")
             for (journey, channel), values in table.items():
                 peak = max(range(self.days), key=lambda i: values[i])
