@@ -173,6 +173,11 @@ class Keys:
     def contact_pattern(self) -> str:
         return f"{self.namespace}:c:*"
 
+    @property
+    def everything(self) -> str:
+        """Every key of this namespace (a SCAN pattern: a throwaway namespace is removed with it)."""
+        return f"{self.namespace}:*"
+
 
 PHONE_BUCKETS = 8192
 
