@@ -21,6 +21,7 @@ from automation.api import Lifecycle
 from automation.channels import ChannelRegistry
 from automation.engine.broadcasts import CANCELLED, SENT, cancel_one_off, one_offs, parse_when, schedule_one_off
 from automation.engine.dryrun import dry_run
+from automation.engine.forecast import forecast
 from automation.engine.runs import START
 from automation.errors import InputError
 from automation.store import fields
@@ -182,6 +183,9 @@ def test_cancelling_a_local_time_broadcast_stops_the_runs_it_armed(lc, engine, r
     run_due(engine)
     assert [d.contact_id for d in provider.calls] == ["tokyo"]
     assert cancel_one_off(runtime, broadcast.id).state == CANCELLED
+    # The forecast no longer counts ny's armed run (it did, though the workers drop it)
+    ahead = forecast(engine, days=2, start=runtime.clock.now(), processes=1)[""]
+    assert sum(ahead.sends.values()) == 0, ahead.sends
     runtime.clock.set(at_local("America/New_York", 2026, 1, 2, 10))
     run_due(engine)
     assert [d.contact_id for d in provider.calls] == ["tokyo"]
