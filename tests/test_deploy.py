@@ -23,10 +23,13 @@ from automation.channels import ChannelRegistry
 from automation.clock import SystemClock
 from automation.config import Settings
 from automation.engine.dispatch import DramatiqDispatcher
+from automation.channels.sendgrid import SendGridChannel
 from automation.engine.migration import deploy, plan
+from automation.engine.runs import run_key
 from automation.engine.scheduler import Scheduler
 from automation.engine.services import Engine
 from automation.events import check_attributes
+from automation.language.journey import RUN
 from automation.runtime import Runtime, open_runtime
 from automation.ops.deploys import file_candidates
 from automation.store import versions
@@ -399,3 +402,43 @@ def test_a_deploy_while_workers_send_loses_and_duplicates_nothing(project, live,
     assert steps["welcome"] == 400 and steps["check-in"] + steps["thank-you"] == 400
     assert steps["thank-you"] > 0
     assert len(per_contact) == 800
+
+
+@pytest.mark.parametrize("entry", ["sending", "sent"])
+def test_a_step_tried_before_a_deploy_renamed_it_is_not_sent_again(project, settings, clock, run_due, entry):
+    # Given workers that serve deployed versions and send over SendGrid (its stand-in), and a contact whose
+    # welcome was tried already: handed to SendGrid by a worker that died during the request, or sent with its
+    # run not yet moved on
+    only(project, onboarding=ONBOARDING)
+    channels = ChannelRegistry(settings)
+    runtime = open_runtime(settings.with_changes(deploy="required"), clock=clock)
+    first, _ = file_candidates(settings, channels, [])
+    deploy(runtime, first, channels.adapters, "first")
+    with SendGridStandIn() as stand_in:
+        sendgrid = SendGridChannel(Settings(email_from="Acme <hello@acme.test>"),
+                                   env={"SENDGRID_API_KEY": API_KEY, "LIFECYCLE_SENDGRID_HOST": stand_in.url})
+        engine = Engine.create(runtime, ChannelRegistry(settings, instances={"email": sendgrid}))
+        try:
+            lc = Lifecycle(runtime)
+            signed_up(lc, "ana")
+            run_due(engine)
+            welcome = f"{run_key('onboarding', RUN, lc.contact('ana').enrollments['onboarding'].occurrence)}:welcome"
+            runtime.redis.hset(runtime.keys.ledger("ana"), welcome, json.dumps(
+                {"state": entry, "w": 1.0, "at": clock.now(), "attempt": 1, "o": "gone-worker", "b": "wave"}))
+            # When the step's template changes (so its id, welcome -> thank-you) and is deployed
+            write(project / "journeys" / "onboarding.yaml",
+                  ONBOARDING.replace("template: welcome", "template: thank-you"))
+            second, _ = file_candidates(settings, channels, [])
+            done = deploy(runtime, second, channels.adapters, "second")
+            assert engine.journeys.get("onboarding").version == second[0].journey.version
+            # Then the step keeps its ledger entry and idempotency key: SendGrid gets no request for it
+            clock.advance(2 * DAY)
+            run_due(engine)
+            assert stand_in.requests == []
+            assert done.left == 1       # the deploy left the run to the workers
+            assert json.loads(runtime.redis.hget(runtime.keys.ledger("ana"), welcome))["state"] == \
+                ("unknown" if entry == "sending" else "sent")
+            assert runtime.redis.hget(runtime.keys.ledger("ana"), welcome.replace("welcome", "thank-you")) is None
+        finally:
+            engine.close()
+            runtime.close()

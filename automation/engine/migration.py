@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from automation.engine.runs import run_key
 from automation.engine.scores import definitions
 from automation.engine.stages import current_stage
 from automation.expressions import TimeTracker
@@ -135,6 +136,7 @@ class Move:
     read: tuple[str, str, str, str]     # st, sp, du, vr as read ("" for none)
     fate: Fate
     version: str
+    occurrence: str = ""                # oc as read: names the step's ledger entry
 
 
 class Versions:
@@ -174,7 +176,7 @@ def _contact_chunks(runtime: Runtime) -> Iterator[list[str]]:
             return
 
 
-_PARTS = ("st", "sp", "du", "vr")
+_PARTS = ("st", "sp", "du", "vr", "oc")
 
 
 def _read(runtime: Runtime, wanted: list[str], full: bool,
@@ -219,13 +221,14 @@ def plan(runtime: Runtime, candidates: Iterable[Candidate], channels: Channels,
     scores = definitions([p.journey for p in plans]) if full else {}
     names = [p.journey.name for p in plans]
     wanted = [fields.run(name, part) for name in names for part in _PARTS]
+    width = len(_PARTS)
     for chunk, replies in _read(runtime, wanted, full, only):
         for contact_id, reply in zip(chunk, replies, strict=True):
             raw = [reply.get(name) for name in wanted] if full else reply
             for index, jp in enumerate(plans):
-                st, sp, du, vr = (value or "" for value in raw[index * 4:index * 4 + 4])
+                st, sp, du, vr, oc = (value or "" for value in raw[index * width:(index + 1) * width])
                 if sp and sp != "^start" and st and du:
-                    _count(jp, cache, contact_id, (st, sp, du, vr), now, moves)
+                    _count(jp, cache, contact_id, (st, sp, du, vr), oc, now, moves)
             if full and reply:
                 state = ContactState.from_hash(contact_id, reply)
                 for jp in full:
@@ -233,8 +236,8 @@ def plan(runtime: Runtime, candidates: Iterable[Candidate], channels: Channels,
     return Plan(plans, time.perf_counter() - started)
 
 
-def _count(jp: JourneyPlan, cache: Versions, contact_id: str, read: tuple[str, str, str, str], now: float,
-           moves: list[Move] | None) -> None:
+def _count(jp: JourneyPlan, cache: Versions, contact_id: str, read: tuple[str, str, str, str], occurrence: str,
+           now: float, moves: list[Move] | None) -> None:
     st, sp, du, vr = read
     jp.runs += 1
     new = jp.journey
@@ -252,7 +255,7 @@ def _count(jp: JourneyPlan, cache: Versions, contact_id: str, read: tuple[str, s
     # Only runs whose step or due time changes are written: the others keep the version they are on,
     # whose step ids stay readable (workers match them step by step, Engine.step_of).
     if moves is not None and (fate.action == "exit" or fate.step != sp or fate.due != float(du)):
-        moves.append(Move(contact_id, new.name, read, fate, new.version))
+        moves.append(Move(contact_id, new.name, read, fate, new.version, occurrence))
 
 
 def _stage_change(jp: JourneyPlan, state: ContactState, now: float,
@@ -285,7 +288,7 @@ class Deployed:
     recorded: list[versions.Version]
     moved: int = 0
     ended: int = 0
-    left: int = 0                       # runs a worker kept busy through every round (workers translate them)
+    left: int = 0                       # runs whose step was tried or kept busy (workers translate them)
     reevaluated: int = 0
 
 
@@ -377,7 +380,9 @@ def _write(runtime: Runtime, moves: list[Move], candidates: list[Candidate], cha
             chunk = moves[start:start + 500]
             calls = [_call(runtime, move) for move in chunk]
             for move, done in zip(chunk, scripts.run(calls), strict=True):
-                if not done:
+                if done == 2:
+                    result.left += 1        # its step was tried: workers go on under its stored id
+                elif not done:
                     again.append(move)
                 elif move.fate.action == "exit":
                     result.ended += 1
@@ -391,7 +396,7 @@ def _write(runtime: Runtime, moves: list[Move], candidates: list[Candidate], cha
         for name in {move.journey for move in again}:
             contacts = [move.contact_id for move in again if move.journey == name]
             plan(runtime, [by_name[name]], channels, moves, only=contacts)
-    result.left = len(moves)
+    result.left += len(moves)
     if moves:
         logger.warning("%d run(s) were busy through every round; workers move them when they next run", len(moves))
 
@@ -406,10 +411,12 @@ def _call(runtime: Runtime, move: Move) -> tuple[str, list[str], list[Any]]:
     fate, action = move.fate, _action(move)
     ended = fields.encode_end(runtime.clock.now(), "step_removed") if action == "exit" and st == RUN else ""
     return ("migrate",
-            [keys.contact(move.contact_id), keys.timers_for(move.contact_id), keys.activity, keys.stats],
+            [keys.contact(move.contact_id), keys.timers_for(move.contact_id), keys.activity, keys.stats,
+             keys.ledger(move.contact_id)],
             [fields.run(move.journey, ""), step_member(move.journey, move.contact_id), st, sp, du, vr, action,
              fate.step or "", due_text(fate.due) if fate.due is not None else "", move.version,
-             due_text(runtime.clock.now()), ACTIVITY_LENGTH, move.contact_id, ended])
+             due_text(runtime.clock.now()), ACTIVITY_LENGTH, move.contact_id, ended,
+             f"{run_key(move.journey, st, int(move.occurrence or 0))}:{sp}"])
 
 
 # -- for people -----------------------------------------------------------------------------------
