@@ -442,3 +442,23 @@ def test_a_step_tried_before_a_deploy_renamed_it_is_not_sent_again(project, sett
         finally:
             engine.close()
             runtime.close()
+
+
+def test_the_deploy_lock_is_held_as_long_as_the_deploy_runs(runtime):
+    # Given the deploy lock, held for a second at a time
+    key = runtime.keys.deploying
+    with versions.locked(runtime, "long-deploy", hold=1.0) as took:
+        assert took
+        # Then it is renewed before it runs out, for as long as the deploy runs
+        lowest = [runtime.redis.pttl(key)]
+
+        def renewed() -> bool:
+            left = runtime.redis.pttl(key)
+            assert left > 0, "the lock ran out while the deploy held it"
+            lowest.append(left)
+            return left > min(lowest[:-1])
+
+        wait_for(renewed, timeout=30, what="the lock to be renewed")
+        assert not versions.lock(runtime, "worker", wait=0) and runtime.redis.get(key) == "long-deploy"
+    # and free once it is done
+    assert runtime.redis.get(key) is None

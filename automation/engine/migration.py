@@ -295,13 +295,10 @@ class Deployed:
 def deploy(runtime: Runtime, candidates: list[Candidate], channels: Channels, by: str = "",
            plan_hash: str | None = None, allow_exits: bool = False, rounds: int = ROUNDS) -> Deployed:
     """Record the versions and move the waiting runs as planned (see the module's doc)."""
-    owner = f"deploy:{uuid.uuid4().hex[:8]}"
-    if not versions.lock(runtime, owner):
-        raise Refused("another deploy is moving runs right now; try again when it is done")
-    try:
+    with versions.locked(runtime, f"deploy:{uuid.uuid4().hex[:8]}") as took:
+        if not took:
+            raise Refused("another deploy is moving runs right now; try again when it is done")
         return _deploy(runtime, candidates, channels, by, plan_hash, allow_exits, rounds)
-    finally:
-        versions.unlock(runtime, owner)
 
 
 def follow(runtime: Runtime, candidates: list[Candidate], channels: Channels, owner: str) -> Deployed | None:
@@ -309,11 +306,11 @@ def follow(runtime: Runtime, candidates: list[Candidate], channels: Channels, ow
     the same rules, unless another process already did; contacts at removed steps that the files
     send nowhere end their runs. Few rounds: this worker's own batch may hold some of the steps, and
     workers move what is left as they run it."""
-    if not versions.lock(runtime, owner, wait=30.0):
-        logger.warning("another deploy holds the lock; journeys %s were not recorded",
-                       ", ".join(c.journey.name for c in candidates))
-        return None
-    try:
+    with versions.locked(runtime, owner, wait=30.0) as took:
+        if not took:
+            logger.warning("another deploy holds the lock; journeys %s were not recorded",
+                           ", ".join(c.journey.name for c in candidates))
+            return None
         current = versions.pointers(runtime)
         fresh = [c for c in candidates if current.get(c.journey.name) != c.journey.version]
         for first in [c for c in fresh if c.journey.name not in current]:
@@ -324,8 +321,6 @@ def follow(runtime: Runtime, candidates: list[Candidate], channels: Channels, ow
         if not fresh:
             return None
         result = _deploy(runtime, fresh, channels, "worker", None, True, 2)
-    finally:
-        versions.unlock(runtime, owner)
     for line in format_plan(result.plan).splitlines():
         (logger.warning if result.plan.stranded else logger.info)("deploy: %s", line)
     return result
