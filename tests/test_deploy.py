@@ -462,3 +462,62 @@ def test_the_deploy_lock_is_held_as_long_as_the_deploy_runs(runtime):
         assert not versions.lock(runtime, "worker", wait=0) and runtime.redis.get(key) == "long-deploy"
     # and free once it is done
     assert runtime.redis.get(key) is None
+
+
+def test_a_journey_whose_file_is_removed_is_retired_by_a_confirmed_deploy(project, settings, clock, run_due,
+                                                                          provider):
+    # Given two deployed journeys served by workers that serve only deployed versions, a contact in both
+    only(project, onboarding=ONBOARDING, **{"follow-up": WAITING})
+    required = {"LIFECYCLE_DEPLOY": "required"}
+    assert lifecycle(settings, "deploy", **required).returncode == 0
+    runtime = open_runtime(settings.with_changes(deploy="required"), clock=clock)
+    engine = Engine.create(runtime, ChannelRegistry(settings, instances={"email": provider}))
+    try:
+        lc = Lifecycle(runtime)
+        signed_up(lc, "ana")
+        run_due(engine)
+        follow_up = versions.deployed(runtime)["follow-up"].version
+        # When the follow-up's file is deleted, the plan of the folder shows it removed, with its run
+        (project / "journeys" / "follow-up.yaml").unlink()
+        shown = lifecycle(settings, "plan", "--json", **required)
+        assert shown.returncode == 0, shown.stderr
+        shown = json.loads(shown.stdout)
+        assert shown["removed"] == [{"journey": "follow-up", "deployed": follow_up, "runs": 1}]
+        assert "follow-up: removed (no file; " in lifecycle(settings, "plan", **required).stdout
+        # and a deploy without that plan's hash is refused, still serving it
+        refused = lifecycle(settings, "deploy", **required)
+        assert refused.returncode == 1 and "--plan-hash" in refused.stderr and "Traceback" not in refused.stderr
+        assert "follow-up" in versions.deployed(runtime)
+        # Then the deploy of that plan retires it: not served any more, its history kept, its run ended
+        done = lifecycle(settings, "deploy", "--plan-hash", shown["plan_hash"], **required)
+        assert done.returncode == 0, done.stderr
+        assert "retired follow-up" in done.stdout
+        assert set(versions.deployed(runtime)) == {"onboarding"}
+        assert [v.version for v in versions.history(runtime, "follow-up")] == [follow_up]
+        assert engine.journeys.get("follow-up") is None and engine.journeys.get("onboarding") is not None
+        clock.advance(5 * DAY)
+        run_due(engine)
+        assert lc.contact("ana").enrollments["follow-up"].step is None
+        assert sent(provider) == [("ana", "check-in"), ("ana", "welcome")]     # the other journey goes on
+    finally:
+        engine.close()
+        runtime.close()
+
+
+def test_a_rollback_leaves_out_journeys_with_no_earlier_version(project, settings):
+    # Given a deploy that changed one journey and added another
+    required = {"LIFECYCLE_DEPLOY": "required"}
+    only(project, onboarding=ONBOARDING)
+    assert lifecycle(settings, "deploy", **required).returncode == 0
+    write(project / "journeys" / "onboarding.yaml", ONBOARDING.replace("template: welcome", "template: thank-you"))
+    write(project / "journeys" / "follow-up.yaml", WAITING)
+    assert lifecycle(settings, "deploy", **required).returncode == 0
+    # When the new journey alone is rolled back: refused in one line, nothing to go back to
+    alone = lifecycle(settings, "deploy", "--rollback", "follow-up", **required)
+    assert alone.returncode == 1 and "Traceback" not in alone.stderr
+    assert "follow-up: no earlier version" in alone.stderr
+    # Then rolling back the latest deploy takes the changed journey back and says the new one stays
+    back = lifecycle(settings, "deploy", "--rollback", **required)
+    assert back.returncode == 0, back.stderr
+    assert "not rolled back: follow-up: no earlier version" in back.stdout
+    assert "deployed onboarding" in back.stdout

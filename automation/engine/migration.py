@@ -104,9 +104,22 @@ class JourneyPlan:
 
 
 @dataclass
+class Retired:
+    """A deployed journey whose file is gone: deploying the folder stops serving it."""
+
+    journey: str
+    deployed: str
+    runs: int = 0       # runs in it, which end when workers next reach them
+
+    def summary(self) -> dict[str, Any]:
+        return {"journey": self.journey, "deployed": self.deployed, "runs": self.runs}
+
+
+@dataclass
 class Plan:
     journeys: list[JourneyPlan]
     seconds: float = 0.0
+    removed: list[Retired] = field(default_factory=list)
 
     @property
     def stranded(self) -> int:
@@ -121,10 +134,12 @@ class Plan:
             content.append([summary["journey"], summary["deployed"], summary["version"],
                             [[s["scope"], s["change"], s["step"], s.get("outcomes", {})] for s in summary["steps"]],
                             summary["stage_changes"]])
+        content.extend([["removed", r.journey, r.deployed, r.runs] for r in self.removed])
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_json(self) -> dict[str, Any]:
-        return {"plan_hash": self.hash, "stranded": self.stranded, "journeys": [p.summary() for p in self.journeys]}
+        return {"plan_hash": self.hash, "stranded": self.stranded, "journeys": [p.summary() for p in self.journeys],
+                "removed": [r.summary() for r in self.removed]}
 
 
 @dataclass(frozen=True)
@@ -205,9 +220,10 @@ def _read(runtime: Runtime, wanted: list[str], full: bool,
 
 
 def plan(runtime: Runtime, candidates: Iterable[Candidate], channels: Channels,
-         moves: list[Move] | None = None, only: Iterable[str] | None = None) -> Plan:
+         moves: list[Move] | None = None, only: Iterable[str] | None = None, retire: Iterable[str] = ()) -> Plan:
     """What deploying these journey versions would do to the live population (`moves`: collect the
-    runs to write, for a deploy; `only`: read just these contacts)."""
+    runs to write, for a deploy; `only`: read just these contacts; `retire`: deployed journeys to stop
+    serving, whose runs are counted)."""
     started = time.perf_counter()
     now = runtime.clock.now()
     cache = Versions(runtime, channels)
@@ -217,11 +233,13 @@ def plan(runtime: Runtime, candidates: Iterable[Candidate], channels: Channels,
         current = deployed.get(candidate.journey.name)
         diff = cache.diff(current.version if current else None, candidate.journey)
         plans.append(JourneyPlan(candidate.journey, current, diff))
+    removed = [Retired(name, deployed[name].version) for name in retire if name in deployed]
     full = [p for p in plans if p.diff.stages and p.diff.old is not None]
     scores = definitions([p.journey for p in plans]) if full else {}
     names = [p.journey.name for p in plans]
     wanted = [fields.run(name, part) for name in names for part in _PARTS]
     width = len(_PARTS)
+    wanted += [fields.run(r.journey, "sp") for r in removed]
     for chunk, replies in _read(runtime, wanted, full, only):
         for contact_id, reply in zip(chunk, replies, strict=True):
             raw = [reply.get(name) for name in wanted] if full else reply
@@ -229,11 +247,14 @@ def plan(runtime: Runtime, candidates: Iterable[Candidate], channels: Channels,
                 st, sp, du, vr, oc = (value or "" for value in raw[index * width:(index + 1) * width])
                 if sp and sp != "^start" and st and du:
                     _count(jp, cache, contact_id, (st, sp, du, vr), oc, now, moves)
+            for index, retired in enumerate(removed, len(plans) * width):
+                if raw[index]:
+                    retired.runs += 1
             if full and reply:
                 state = ContactState.from_hash(contact_id, reply)
                 for jp in full:
                     _count_stage(jp, state, now, scores)
-    return Plan(plans, time.perf_counter() - started)
+    return Plan(plans, time.perf_counter() - started, removed)
 
 
 def _count(jp: JourneyPlan, cache: Versions, contact_id: str, read: tuple[str, str, str, str], occurrence: str,
@@ -290,15 +311,18 @@ class Deployed:
     ended: int = 0
     left: int = 0                       # runs whose step was tried or kept busy (workers translate them)
     reevaluated: int = 0
+    retired: list[str] = field(default_factory=list)    # journeys no longer served
 
 
 def deploy(runtime: Runtime, candidates: list[Candidate], channels: Channels, by: str = "",
-           plan_hash: str | None = None, allow_exits: bool = False, rounds: int = ROUNDS) -> Deployed:
-    """Record the versions and move the waiting runs as planned (see the module's doc)."""
+           plan_hash: str | None = None, allow_exits: bool = False, rounds: int = ROUNDS,
+           retire: Iterable[str] = ()) -> Deployed:
+    """Record the versions and move the waiting runs as planned (see the module's doc); stop serving
+    the `retire` journeys (their files are gone), only with the `plan_hash` of a plan that showed it."""
     with versions.locked(runtime, f"deploy:{uuid.uuid4().hex[:8]}") as took:
         if not took:
             raise Refused("another deploy is moving runs right now; try again when it is done")
-        return _deploy(runtime, candidates, channels, by, plan_hash, allow_exits, rounds)
+        return _deploy(runtime, candidates, channels, by, plan_hash, allow_exits, rounds, retire)
 
 
 def follow(runtime: Runtime, candidates: list[Candidate], channels: Channels, owner: str) -> Deployed | None:
@@ -327,12 +351,17 @@ def follow(runtime: Runtime, candidates: list[Candidate], channels: Channels, ow
 
 
 def _deploy(runtime: Runtime, candidates: list[Candidate], channels: Channels, by: str, plan_hash: str | None,
-            allow_exits: bool, rounds: int) -> Deployed:
+            allow_exits: bool, rounds: int, retire: Iterable[str] = ()) -> Deployed:
     moves: list[Move] = []
-    shown = plan(runtime, candidates, channels, moves)
+    shown = plan(runtime, candidates, channels, moves, retire=retire)
     if plan_hash and shown.hash != plan_hash:
         raise Refused(f"the live state changed since plan {plan_hash}: it is now {shown.hash}; "
                       "run `lifecycle plan` again and check the numbers")
+    if shown.removed and not plan_hash:
+        # Retiring a journey ends every run in it: only as a plan showed it.
+        names = ", ".join(f"{r.journey} ({r.runs} run(s))" for r in shown.removed)
+        raise Refused(f"deployed journeys have no file any more: {names}; to stop serving them, check "
+                      "`lifecycle plan` and deploy with its --plan-hash, or put their files back")
     if shown.stranded and not allow_exits:
         raise Refused(f"{shown.stranded} contact(s) wait at removed steps that the files send nowhere: "
                       "add `replaces: <old step id>` to the step they should continue at, or `migrate:`")
@@ -343,6 +372,9 @@ def _deploy(runtime: Runtime, candidates: list[Candidate], channels: Channels, b
         if entry is not None:
             recorded.append(entry)
     result = Deployed(shown, recorded)
+    for retired in shown.removed:
+        versions.forget(runtime, retired.journey)
+        result.retired.append(retired.journey)
     _write(runtime, moves, candidates, channels, result, rounds)
     movers = [p for p in shown.journeys if p.stage_moves]
     if movers:
@@ -450,7 +482,13 @@ def format_plan(shown: Plan) -> str:
         if jp.stranded:
             lines.append(f"  ERROR {jp.stranded} contact(s) wait at removed steps with nowhere to go: add "
                          "`replaces: <old step id>` to the step they continue at, or `migrate: {old: new}`")
+    for retired in shown.removed:
+        lines.append(f"{retired.journey}: removed (no file; {retired.deployed} deployed), "
+                     f"{retired.runs} run(s) would end")
     verdict = f"{len(changing)} journey(s) change" if changing else "nothing to deploy"
+    if shown.removed:
+        verdict = (f"{len(changing)} journey(s) change" if changing else "no journey changes") + \
+            f", {len(shown.removed)} removed"
     if shown.stranded:
         verdict += f"; {shown.stranded} contact(s) would be dropped"
     lines.append(f"plan {shown.hash}: {verdict} ({shown.seconds:.1f}s)")
