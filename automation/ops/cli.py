@@ -673,6 +673,9 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         if not Path(args.journeys).is_dir():
             raise InputError(f"--journeys {args.journeys}: no such folder")
         settings = settings.with_changes(journeys_dir=Path(args.journeys))
+    if args.journeys or args.against:
+        # The files are what is forecast (and compared with --against), whatever the workers serve.
+        settings = settings.with_changes(deploy="auto")
     runtime = open_runtime(settings)
     temporary = None
     try:
