@@ -483,7 +483,6 @@ def test_a_journey_whose_file_is_removed_is_retired_by_a_confirmed_deploy(projec
         assert shown.returncode == 0, shown.stderr
         shown = json.loads(shown.stdout)
         assert shown["removed"] == [{"journey": "follow-up", "deployed": follow_up, "runs": 1}]
-        assert "follow-up: removed (no file; " in lifecycle(settings, "plan", **required).stdout
         # and a deploy without that plan's hash is refused, still serving it
         refused = lifecycle(settings, "deploy", **required)
         assert refused.returncode == 1 and "--plan-hash" in refused.stderr and "Traceback" not in refused.stderr
@@ -491,6 +490,7 @@ def test_a_journey_whose_file_is_removed_is_retired_by_a_confirmed_deploy(projec
         # Then the deploy of that plan retires it: not served any more, its history kept, its run ended
         done = lifecycle(settings, "deploy", "--plan-hash", shown["plan_hash"], **required)
         assert done.returncode == 0, done.stderr
+        assert f"follow-up: removed (no file; {follow_up} deployed), 1 run(s) would end" in done.stdout
         assert "retired follow-up" in done.stdout
         assert set(versions.deployed(runtime)) == {"onboarding"}
         assert [v.version for v in versions.history(runtime, "follow-up")] == [follow_up]
