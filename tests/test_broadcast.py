@@ -21,6 +21,7 @@ from automation.api import Lifecycle
 from automation.channels import ChannelRegistry
 from automation.engine.broadcasts import CANCELLED, SENT, cancel_one_off, one_offs, parse_when, schedule_one_off
 from automation.engine.dryrun import dry_run
+from automation.engine.forecast import forecast
 from automation.engine.runs import START
 from automation.errors import InputError
 from automation.store import fields
@@ -182,6 +183,9 @@ def test_cancelling_a_local_time_broadcast_stops_the_runs_it_armed(lc, engine, r
     run_due(engine)
     assert [d.contact_id for d in provider.calls] == ["tokyo"]
     assert cancel_one_off(runtime, broadcast.id).state == CANCELLED
+    # The forecast no longer counts ny's armed run (it did, though the workers drop it)
+    ahead = forecast(engine, days=2, start=runtime.clock.now(), processes=1)[""]
+    assert sum(ahead.sends.values()) == 0, ahead.sends
     runtime.clock.set(at_local("America/New_York", 2026, 1, 2, 10))
     run_due(engine)
     assert [d.contact_id for d in provider.calls] == ["tokyo"]
@@ -198,6 +202,26 @@ def test_a_cancelled_broadcast_reaches_nobody(lc, engine, run_due, provider, run
     runtime.clock.advance(2 * HOUR)
     run_due(engine)
     assert provider.calls == [] and one_offs(runtime)[0].reached == 0
+
+
+def test_a_cancel_that_lands_while_a_chunk_is_prepared_is_not_undone(lc, engine, run_due, provider, runtime):
+    member(lc, "ann")
+    run_due(engine)
+    broadcast = schedule_one_off(runtime, engine.journeys.get("promo"), runtime.clock.now())
+    # The operator's cancel lands while a worker is scanning the broadcast's first chunk of contacts
+    scan = runtime.redis.scan
+
+    def scan_then_cancel(*args, **kwargs):
+        found = scan(*args, **kwargs)
+        runtime.redis.scan = scan
+        cancel_one_off(runtime, broadcast.id)
+        return found
+
+    runtime.redis.scan = scan_then_cancel
+    run_due(engine)
+    # The chunk did not happen (it once wrote "sending" over the cancel and went on)
+    assert runtime.redis.scan is scan, "the chunk was not scanned"
+    assert provider.calls == [] and [b.state for b in one_offs(runtime)] == [CANCELLED]
 
 
 def test_the_dry_run_counts_what_the_provider_then_gets(lc, engine, run_due, provider, runtime):

@@ -9,6 +9,7 @@ is then run forward with the real executor, timer by timer; sends per day and ch
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from automation.api import Lifecycle
-from automation.engine.forecast import forecast
+from automation.engine.forecast import Forecast, forecast
 from automation.engine.services import Engine
 from automation.events import Event
 from automation.runtime import Runtime
@@ -142,3 +143,15 @@ def test_the_command_names_the_journey_files_that_change_the_forecast(runtime, s
                 ["--against", "no-such-ref"]):
         refused = lifecycle(settings, "forecast", *bad)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, bad
+
+
+def test_the_table_lines_up_with_short_journey_names():
+    # "all journeys" once ran into the channel column when every journey's name was shorter
+    result = Forecast(start=0.0, days=2, contacts=3, simulated=3,
+                      sends=Counter({("vip", "email", 0): 2, ("vip", "sms", 1): 1}))
+    rows = [line for line in result.format().splitlines() if line.startswith("  ")]
+    assert [row.split() for row in rows[1:]] == [
+        ["vip", "email", "2", "2", "1970-01-01", "2", "0"], ["vip", "sms", "1", "1", "1970-01-02", "0", "1"],
+        ["all", "journeys", "email", "2", "2"], ["all", "journeys", "sms", "1", "1"]]
+    channel_at = {re.search(r" (email|sms) ", row).start() for row in rows[1:]}
+    assert len(channel_at) == 1, rows     # one channel column

@@ -144,6 +144,8 @@ def test_bad_arguments_give_one_line_and_exit_2(capsys):
         "lifecycle preview: no journey or template named 'welcom'; did you mean 'welcome'?"
     assert main(["preview", "welcome", "--sample", "nobody"]) == 2
     assert "no sample contact 'nobody'" in capsys.readouterr().err
+    assert main(["preview", "welcome", "--out", "/proc/no-such-folder"]) == 2    # was a traceback
+    assert capsys.readouterr().err.startswith("lifecycle preview: cannot write /proc/no-such-folder")
 
 
 @pytest.fixture(autouse=True)

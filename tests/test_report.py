@@ -200,6 +200,10 @@ def test_bad_report_arguments_get_one_line_and_exit_2(settings):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "YYYY-MM-DD" in bad.stderr
     unknown = lifecycle(settings, "report", "--journey", "nope", "--out", "x.html")
     assert unknown.returncode == 2 and "no journey 'nope'" in unknown.stderr
+    # An output that cannot be written is refused before any work, in one line (it was a traceback)
+    for out, why in (("/nonexistent/r.html", "the folder /nonexistent does not exist"), ("/tmp", "is a folder")):
+        unwritable = lifecycle(settings, "report", "--out", out)
+        assert unwritable.returncode == 2 and why in unwritable.stderr and "Traceback" not in unwritable.stderr
 
 
 NOT_DEPLOYED = """\

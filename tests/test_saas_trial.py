@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from automation.api import Lifecycle
+from automation.store.keys import step_reason_stat
 from automation.language.flow import SplitNode, assign_variant
 from tests.conftest import DAY, ROOT, outbox_files
 
@@ -87,6 +88,9 @@ def test_a_short_trial_skips_the_reminder_whose_moment_has_passed(saas, make_eng
         assert [(e[1]["p"], e[1]["ch"], e[1]["d"]) for e in skipped] == [
             ("saas-trial-ending", "email", "the date has passed (if_past: skip)")]
         assert runtime.redis.hget(runtime.keys.stats, "skipped:date_passed") == "1"     # lifecycle status
+        # and the report's "why not sent" of that step counts it
+        reason = step_reason_stat("saas-trial", skipped[0][1]["s"], "saas-trial-ending", "date_passed")
+        assert runtime.redis.hget(runtime.keys.stats, reason) == "1"
     else:
         # Then send_now sends it at once, late, right after the tips
         assert sent(settings.outbox_dir, "short") == ["email saas-tips", "email saas-trial-ending",

@@ -120,6 +120,9 @@ def test_a_bad_script_line_is_one_line_and_exit_2(project, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("lifecycle simulate: --events 'day x: purchase': not a script line")
     assert len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as exited:        # an instant no clock can hold was a traceback
+        main(["simulate", "customer-lifecycle", "--days", "5", "--start", "99999999999999999"])
+    assert exited.value.code == 2 and "is outside 1970-01-01 to 9999-12-31" in capsys.readouterr().err
 
 
 def test_a_live_contact_waiting_for_its_sms_is_simulated_from_where_it_is(

@@ -3,7 +3,10 @@ in no contact's ledger and no counter."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+import json
+import re
+import time
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -11,6 +14,8 @@ from automation.api import Lifecycle
 from automation.channels import ChannelRegistry
 from automation.channels.sendgrid import SendGridChannel
 from automation.channels.twilio import TwilioChannel
+from automation.errors import InputError
+from automation.messages.unsubscribe import verify_token
 from automation.ops.cli import main
 from automation.ops.preview import Workbench, contact_reader
 from automation.ops.testsend import TEST_PREFIX, send_test
@@ -63,6 +68,12 @@ def test_an_email_goes_to_the_test_address_once_marked_as_a_test(runtime, lapsed
     assert personalization["custom_args"]["lc_test"] == "1"
     # And what SendGrid reports about it is ignored by the event webhook
     assert sendgrid_report({**personalization["custom_args"], "event": "delivered"}) is None
+    # And its unsubscribe link is not jo's: a tester trying it must not unsubscribe the customer
+    tokens = re.findall(r"token=([A-Za-z0-9_.%-]+)", json.dumps(body))
+    assert tokens, "the test email carries an unsubscribe link"
+    for token in tokens:
+        with pytest.raises(InputError):
+            verify_token([runtime.settings.secret], unquote(token), time.time(), 86400)
     # And jo's ledger, the counters and the activity stream are as they were
     assert state_of(runtime) == before
 

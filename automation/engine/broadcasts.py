@@ -30,6 +30,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Iterable, Mapping
 
 from redis.client import Pipeline
+from redis.exceptions import WatchError
 
 from automation.calendar import CalendarError, next_cron, parse_time_of_day, zone
 from automation.errors import InputError
@@ -162,29 +163,41 @@ def _one_off_chunk(runtime: Runtime, journeys: Mapping[str, Journey], timers: Ti
     keys, client = runtime.keys, runtime.redis
     _, name, one_off = parse_member(claim.member)
     key = keys.broadcast(name, one_off)
-    data = client.hgetall(key)
-    if not data or data.get("state") in (SENT, CANCELLED, FAILED):
-        timers.ack([claim])                  # cancelled, or a redelivery after the last chunk
-        return
-    journey = journeys.get(name)
-    if journey is None or journey.trigger is None or not journey.trigger.broadcasts:
-        client.hset(key, mapping={"state": FAILED, "why": "the journey is no longer served as a broadcast"})
-        logger.error("one-off broadcast %s of %s: the journey is no longer served as a broadcast", one_off, name)
-        timers.ack([claim])
-        return
-    broadcast = OneOff.from_hash(name, one_off, data)
-    now = runtime.clock.now()
-    pipe = client.pipeline(transaction=False)
-    cursor, found = _offer(runtime, pipe, int(data.get("cursor", "0")), broadcast.item(), name)
-    pipe.hincrby(key, "reached", found)
-    if cursor:
-        pipe.hset(key, mapping={"cursor": str(cursor), "state": SENDING})
-        pipe.zadd(keys.timers_for(name), {claim.member: now})
-    else:
-        pipe.hset(key, mapping={"cursor": "0", "state": SENT, "finished": repr(now)})
-        pipe.hincrby(keys.stats, f"broadcast:{name}:runs", 1)
+    # WATCH the broadcast from the read of its state to the write of this chunk: a cancel in
+    # between makes the whole chunk (its offers included) not happen, instead of being undone by it.
+    with client.pipeline(transaction=True) as pipe:
+        pipe.watch(key)
+        data = pipe.hgetall(key)
+        if not data or data.get("state") in (SENT, CANCELLED, FAILED):
+            timers.ack([claim])                  # cancelled, or a redelivery after the last chunk
+            return
+        journey = journeys.get(name)
+        if journey is None or journey.trigger is None or not journey.trigger.broadcasts:
+            pipe.unwatch()
+            client.hset(key, mapping={"state": FAILED, "why": "the journey is no longer served as a broadcast"})
+            logger.error("one-off broadcast %s of %s: the journey is no longer served as a broadcast", one_off, name)
+            timers.ack([claim])
+            return
+        broadcast = OneOff.from_hash(name, one_off, data)
+        now = runtime.clock.now()
+        try:
+            pipe.multi()
+            cursor, found = _offer(runtime, pipe, int(data.get("cursor", "0")), broadcast.item(), name)
+            pipe.hincrby(key, "reached", found)
+            if cursor:
+                pipe.hset(key, mapping={"cursor": str(cursor), "state": SENDING})
+                pipe.zadd(keys.timers_for(name), {claim.member: now})
+            else:
+                pipe.hset(key, mapping={"cursor": "0", "state": SENT, "finished": repr(now)})
+                pipe.hincrby(keys.stats, f"broadcast:{name}:runs", 1)
+            pipe.execute()
+        except WatchError:
+            logger.info("one-off broadcast %s of %s was cancelled while a chunk was prepared: "
+                        "the chunk was not sent", one_off, name)
+            timers.ack([claim])
+            return
+    if not cursor:
         logger.info("one-off broadcast %s of %s queued", one_off, name)
-    pipe.execute()
     timers.ack([claim])
 
 

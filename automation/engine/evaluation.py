@@ -37,7 +37,7 @@ from automation.store import fields
 from automation.store.contacts import ContactState
 from automation.store.fields import Enrollment
 from automation.store.keys import due as due_text
-from automation.store.keys import step_member
+from automation.store.keys import goal_stat, split_stat, step_member
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +146,9 @@ def _event(changes: Changes, journeys: list[Journey], name: str, at: float, prop
 def _convert(changes: Changes, journey: Journey, scope: str, ends_run: bool, event: str) -> None:
     name = journey.name
     enrollment = changes.enrollment(name)
-    changes.stats[f"goal:{name}:{scope}:converted"] += 1
+    changes.stats[goal_stat(name, scope, "converted")] += 1
     for split, variant in enrollment.assignments.items():
-        changes.stats[f"split:{name}:{split}:{variant}:converted"] += 1
+        changes.stats[split_stat(name, split, variant, "converted")] += 1
     changes.log("converted", name, s=scope, d=f"goal {event}")
     changes.jset(name, g=None)
     if ends_run and enrollment.stage == scope:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from automation.engine import runs
+from automation.engine.broadcasts import CANCELLED, one_offs
 from automation.engine.caps import capped_until
 from automation.engine.evaluation import evaluate, start_armed
 from automation.engine.runs import START, Changes
@@ -135,7 +136,7 @@ class Forecast:
         if not table:
             lines.append("  no messages")
         else:
-            width = max(len(journey) for journey, _ in table) + 2
+            width = max(len("all journeys"), *(len(journey) for journey, _ in table)) + 2
             lines.append(f"  {'journey':<{width}}{'channel':<9}{'total':>8}{'peak/day':>10}  peak day   first 7 days")
             for (journey, channel), values in table.items():
                 peak = max(range(self.days), key=lambda i: values[i])
@@ -276,6 +277,8 @@ class Simulator:
         self.cap_action = engine.journeys.workspace.cap_action
         self.paused: dict[str, Pause] = engine.pauses.active()
         self.end = result.end
+        # Runs armed by a one-off broadcast cancelled since: the workers disarm them (steps.resume).
+        self.cancelled = {(b.journey, b.id) for b in one_offs(engine.runtime) if b.state == CANCELLED}
 
     def run(self, state: ContactState, timers: dict[str, float], listed: set[tuple[str, str]]) -> None:
         self.result.simulated += 1
@@ -316,7 +319,8 @@ class Simulator:
             return
         changes = Changes(state, now, self.scores)
         if enrollment.step == START:
-            if not start_armed(changes, journey, enrollment.due):
+            if (name, enrollment.broadcast or "") in self.cancelled or \
+                    not start_armed(changes, journey, enrollment.due):
                 changes.jset(name, sp=None, du=None)
             return _timers(changes, timers)
         if enrollment.stage is None:

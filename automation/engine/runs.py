@@ -27,7 +27,7 @@ from automation.store import fields
 from automation.store.contacts import ContactState
 from automation.store.fields import Enrollment
 from automation.store.keys import due as due_text
-from automation.store.keys import recheck_member, step_member
+from automation.store.keys import enter_stat, goal_stat, recheck_member, step_member, step_reason_stat, step_stat
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def record(changes: Changes, journey: Journey, scope: str, result: Walk, occurre
         channel = getattr(node, "channel", "")
         changes.log("skipped", name, s=scope, p=node_id, ch=channel, d=why)
         for stat in ("skipped", f"skipped:{channel}" if channel else "", f"skipped:{code}",
-                     f"step:{name}:{scope}:{node_id}:skipped"):
+                     step_stat(name, scope, node_id, "skipped"), step_reason_stat(name, scope, node_id, code)):
             if stat:
                 changes.stats[stat] += 1
     changes.coupons += [(key, spec) for spec in result.coupons]
@@ -232,9 +232,9 @@ def start(changes: Changes, journey: Journey, scope: str, reason: str, base: flo
     changes.jset(name, st=scope, oc=occurrence, **{"in": int(now)}, **({"en": None} if enrollment.ended else {}))
     goal = journey.goal_of(scope)
     changes.jset(name, g=fields.encode_goal(now + goal.within, scope) if goal else None, ab=None)
-    changes.stats[f"enter:{name}:{scope}"] += 1
+    changes.stats[enter_stat(name, scope)] += 1
     if goal:
-        changes.stats[f"goal:{name}:{scope}:entered"] += 1
+        changes.stats[goal_stat(name, scope, "entered")] += 1
     changes.log("enter" if scope != RUN else "start", name, s=scope, d=" ".join(reason.split()))
     flow = journey.flow_of(scope)
     return advance(changes, journey, scope, flow.first if flow else None, now if base is None else base)

@@ -47,7 +47,7 @@ from automation.messages.unsubscribe import list_unsubscribe_headers, unsubscrib
 from automation.store import fields
 from automation.store.contacts import ContactState
 from automation.store.coupons import issued_in_run
-from automation.store.keys import parse_member, sent_day_stat, step_member, step_reason_stat
+from automation.store.keys import parse_member, sent_day_stat, step_member, step_reason_stat, step_stat
 from automation.store.patience import REDIS_DOWN, until_redis_answers
 from automation.store.pauses import Pause
 from automation.store.suppression import ADDRESS_ATTRIBUTES, normalize
@@ -582,7 +582,7 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
         always.append(["x", ["k", job.kind, "j", name, "s", scope, "p", step.id, "ch", step.channel,
                              "d", job.detail[:500]]])
         for stat in (job.kind, f"{job.kind}:{step.channel}" if step.channel else "",
-                     f"{job.kind}:{job.code}" if job.code else "", f"step:{name}:{scope}:{step.id}:{job.kind}"):
+                     f"{job.kind}:{job.code}" if job.code else "", step_stat(name, scope, step.id, job.kind)):
             if stat:
                 always.append(["i", stat, "1"])
         # For `lifecycle report`: why a step's messages were not sent, and sends per day.

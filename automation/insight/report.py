@@ -20,7 +20,8 @@ from automation.insight.charts import line_chart, page, rate_bars, table
 from automation.insight.flowsvg import journey_svg
 from automation.insight.lift import lift
 from automation.ops.status import collect_status
-from automation.store.keys import step_delivery_prefix, step_reason_stat
+from automation.store.keys import (enter_stat, goal_stat, split_stat, step_delivery_prefix, step_reason_stat,
+                                   step_stat)
 
 OUTCOMES = ("sent", "skipped", "failed")
 DELIVERY = ("delivered", "opened", "clicked", "bounced", "dropped", "undelivered", "complained")
@@ -29,8 +30,7 @@ DELIVERY = ("delivered", "opened", "clicked", "bounced", "dropped", "undelivered
 def step_counts(stats: Mapping[str, int], journey: str, scope: str, step: str) -> dict[str, Any]:
     """The numbers of one send step: entered (its outcomes), sent, skipped, failed, reasons, and what
     providers reported (delivered, opened, clicked, bounced ...)."""
-    base = f"step:{journey}:{scope}:{step}:"
-    counts: dict[str, Any] = {kind: stats.get(base + kind, 0) for kind in OUTCOMES}
+    counts: dict[str, Any] = {kind: stats.get(step_stat(journey, scope, step, kind), 0) for kind in OUTCOMES}
     counts["entered"] = sum(counts[kind] for kind in OUTCOMES)
     prefix = step_delivery_prefix(journey, scope, step)
     for status in DELIVERY:
@@ -69,17 +69,17 @@ def collect(stats: Mapping[str, int], journeys: Mapping[str, Journey], only: str
                 if isinstance(node, SplitNode):
                     splits[node.name] = _split(stats, name, node)
         data["journeys"][name] = {
-            "scopes": {scope: {"entered": stats.get(f"enter:{name}:{scope}", 0),
-                               "goal_entered": stats.get(f"goal:{name}:{scope}:entered", 0),
-                               "converted": stats.get(f"goal:{name}:{scope}:converted", 0)} for scope in scopes},
+            "scopes": {scope: {"entered": stats.get(enter_stat(name, scope), 0),
+                               "goal_entered": stats.get(goal_stat(name, scope, "entered"), 0),
+                               "converted": stats.get(goal_stat(name, scope, "converted"), 0)} for scope in scopes},
             "steps": steps, "splits": splits}
     return data
 
 
 def _split(stats: Mapping[str, int], journey: str, node: SplitNode) -> dict[str, Any]:
-    base = f"split:{journey}:{node.name}:"
-    variants = {v.name: {"entered": stats.get(f"{base}{v.name}:entered", 0),
-                         "converted": stats.get(f"{base}{v.name}:converted", 0), "holdout": v.holdout}
+    variants = {v.name: {"entered": stats.get(split_stat(journey, node.name, v.name, "entered"), 0),
+                         "converted": stats.get(split_stat(journey, node.name, v.name, "converted"), 0),
+                         "holdout": v.holdout}
                 for v in node.variants}
     holdout = next((name for name, v in variants.items() if v["holdout"]), None)
     for name, variant in variants.items():

@@ -22,6 +22,7 @@ from datetime import time as clock_time
 from typing import Any, Callable, Iterable, Mapping
 
 from automation.expressions import Expression, RuleError
+from automation.store.keys import split_stat
 
 #: `if_past` of a wait until a date: what a run does when the moment has already passed.
 SEND_NOW, SKIP = "send_now", "skip"
@@ -281,7 +282,7 @@ def walk(flow: Flow, start: str | None, context: WalkContext) -> Walk:
                 assign_variant(node, context.contact_id, context.journey)
             if node.name not in context.assignments:
                 result.assignments[node.name] = variant.name
-                result.stats[f"split:{context.journey}:{node.name}:{variant.name}:entered"] += 1
+                result.stats[split_stat(context.journey, node.name, variant.name, "entered")] += 1
             if variant.holdout:
                 # A holdout receives nothing; its run ends, but its goal window stays open, so its
                 # conversions are counted beside the other variants'.

@@ -371,11 +371,32 @@ def cmd_preview(args: argparse.Namespace) -> int:
     finally:
         bench.close()
     if args.out:
-        index = write_folder(Path(args.out), args.target, messages, reader)
+        try:
+            index = write_folder(Path(args.out), args.target, messages, reader)
+        except OSError as exc:
+            raise InputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
         print(f"{len(messages)} message(s) written to {index}")
     else:
         print(format_summary(messages, reader))
     return 0
+
+
+def _write(path: Path, text: str) -> None:
+    """Write an output file, or stop with a one-line reason (a folder that does not exist, no permission)."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _writable(path: Path) -> Path:
+    """argparse type of an output file: its folder must exist (checked before any long work)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: the folder {path.parent} does not exist")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; name a file")
+    return path
 
 
 def _instant(text: str) -> float:
@@ -383,14 +404,17 @@ def _instant(text: str) -> float:
     from datetime import datetime, timezone
 
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time (2026-01-01T12:00) or epoch seconds") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an ISO time (2026-01-01T12:00) or epoch seconds") from None
+        seconds = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    if not 0 <= seconds < 253402300800:     # 1970 to the end of year 9999, as dates can be written
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 1970-01-01 to 9999-12-31")
+    return seconds
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -700,7 +724,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
             if changes is not None and not args.csv:
                 print(format_changes(changes, args.against))
             if args.html:
-                args.html.write_text(forecast_page(result, changes, args.against or ""), encoding="utf-8")
+                _write(args.html, forecast_page(result, changes, args.against or ""))
                 print(f"wrote {args.html}", file=sys.stderr if args.csv else sys.stdout)
         finally:
             engine.close()
@@ -737,7 +761,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             engine.close()
     finally:
         runtime.close()
-    args.out.write_text(html, encoding="utf-8")
+    _write(args.out, html)
     print(f"wrote {args.out}")
     return 0
 
@@ -1135,7 +1159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=_count, metavar="N", help="follow a random sample of N contacts, scaled up")
     p.add_argument("--journeys", metavar="PATH", help="forecast these journey files instead of the served ones")
     p.add_argument("--csv", action="store_true", help="print day,journey,channel,messages rows")
-    p.add_argument("--html", type=Path, metavar="FILE", help="also write the forecast as a page with charts")
+    p.add_argument("--html", type=_writable, metavar="FILE", help="also write the forecast as a page with charts")
     p.add_argument("--against", metavar="REF",
                    help="name the journey files that change the forecast against another version: `deployed` "
                         "(the versions workers serve), a git ref (HEAD, main) or a folder")
@@ -1145,7 +1169,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "intervals, sends per day, delivery/open/click rates per step")
     p.add_argument("--journey", metavar="J", help="only this journey")
     p.add_argument("--since", metavar="DATE", help="sends per day from this date (YYYY-MM-DD)")
-    p.add_argument("--out", type=Path, default=Path("report.html"), help="the page to write (default report.html)")
+    p.add_argument("--out", type=_writable, default=Path("report.html"), help="the page to write (default report.html)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("schema", help="print the JSON Schema of journey files (for editors)")

@@ -352,7 +352,7 @@ class Sandbox:
     @staticmethod
     def _clean(runtime: Runtime, folder: Path) -> None:
         try:
-            keys = list(runtime.redis.scan_iter(match=f"{runtime.settings.namespace}:*", count=1000))
+            keys = list(runtime.redis.scan_iter(match=runtime.keys.everything, count=1000))
             for start in range(0, len(keys), 1000):
                 runtime.redis.delete(*keys[start:start + 1000])
         finally:

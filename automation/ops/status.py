@@ -17,7 +17,7 @@ from automation.language.workspace import ALL_MARKETING, Workspace, load_workspa
 from automation.store import versions
 from automation.store.coupons import CouponStore
 from automation.store.doubt import in_doubt
-from automation.store.keys import recheck_member, step_member
+from automation.store.keys import goal_stat, recheck_member, split_stat, step_member
 from automation.store.pauses import ChannelPauses
 from automation.store.suppression import ADDRESS_ATTRIBUTES, Suppressions
 from automation.store.timers import TimerStore
@@ -111,12 +111,12 @@ def format_results(stats: dict[str, int]) -> list[str]:
     lines = []
     goals = sorted({tuple(k.split(":")[1:3]) for k in stats if k.startswith("goal:") and k.count(":") == 3})
     for journey, scope in goals:
-        prefix = f"goal:{journey}:{scope}:"
+        prefix = goal_stat(journey, scope)
         lines.append(f"goal           {journey}/{scope}: "
                      + _rate(stats.get(prefix + "converted", 0), stats.get(prefix + "entered", 0)))
     splits = sorted({tuple(k.split(":")[1:4]) for k in stats if k.startswith("split:") and k.count(":") == 4})
     for journey, split, variant in splits:
-        prefix = f"split:{journey}:{split}:{variant}:"
+        prefix = split_stat(journey, split, variant, "")
         lines.append(f"split          {journey}/{split}/{variant}: "
                      + _rate(stats.get(prefix + "converted", 0), stats.get(prefix + "entered", 0)))
     coupons = sorted({k.split(":")[1] for k in stats if k.startswith("coupon:") and k.count(":") == 2})

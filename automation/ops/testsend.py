@@ -11,6 +11,7 @@ whatever the provider reports about it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
@@ -77,8 +78,10 @@ def marked_delivery(bench: Workbench, journey: Journey, scope: str, node: SendNo
     if adapter is None:
         raise InputError(f"no adapter serves channel {node.channel!r} (lifecycle check-config)")
     ref = MessageRef(node.channel, node.template, journey, scope, node.id)
-    # The reader's locale, or (sample data) the one asked for, else the journey's.
-    (message,) = preview([ref], bench.catalog, bench.renderer, reader, reader.locale or locale or journey.locale,
+    # The reader's locale, or (sample data) the one asked for, else the journey's. No secret: the
+    # unsubscribe link is the sample one, since a tester trying it must not unsubscribe the contact.
+    (message,) = preview([ref], bench.catalog, bench.renderer, dataclasses.replace(reader, secret=None),
+                         reader.locale or locale or journey.locale,
                          unsubscribe=lambda channel: adapter.unsubscribe_link(channel))
     parts = dict(message.parts)
     for part in ("subject", "title"):

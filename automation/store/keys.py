@@ -173,6 +173,11 @@ class Keys:
     def contact_pattern(self) -> str:
         return f"{self.namespace}:c:*"
 
+    @property
+    def everything(self) -> str:
+        """Every key of this namespace (a SCAN pattern: a throwaway namespace is removed with it)."""
+        return f"{self.namespace}:*"
+
 
 PHONE_BUCKETS = 8192
 
@@ -193,8 +198,29 @@ def due(timestamp: float) -> str:
     return repr(math.floor(timestamp * 1000) / 1000)
 
 
-# Counters in the stats hash (`<ns>:stats`) that `lifecycle report` draws per journey step and per day
-# (the others are named where they are counted: `sent:email`, `step:<journey>:<scope>:<step>:<outcome>`...).
+# Counters in the stats hash (`<ns>:stats`) per journey, stage, step, split and day, which `lifecycle
+# status` and `lifecycle report` read back (the plain ones are named where they are counted:
+# `sent`, `sent:email`, `skipped:<reason>` ...).
+
+def step_stat(journey: str, scope: str, step: str, outcome: str) -> str:
+    """Outcomes of a step (`sent`, `skipped`, `failed`)."""
+    return f"step:{journey}:{scope}:{step}:{outcome}"
+
+
+def enter_stat(journey: str, scope: str) -> str:
+    """Runs of a journey's stage (or `run`) started."""
+    return f"enter:{journey}:{scope}"
+
+
+def goal_stat(journey: str, scope: str, what: str = "") -> str:
+    """A goal's runs `entered` and `converted` (`goal:<journey>:<scope>:<what>`); with no `what`, the prefix."""
+    return f"goal:{journey}:{scope}:{what}"
+
+
+def split_stat(journey: str, split: str, variant: str = "", what: str = "") -> str:
+    """A split variant's runs `entered` and `converted`; with no `what` (and no variant), the prefix."""
+    return f"split:{journey}:{split}:{variant}:{what}" if variant else f"split:{journey}:{split}:"
+
 
 def step_reason_stat(journey: str, scope: str, step: str, code: str) -> str:
     """Steps skipped or failed for this reason code (no_consent, invalid_number ...)."""
