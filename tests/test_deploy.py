@@ -23,10 +23,13 @@ from automation.channels import ChannelRegistry
 from automation.clock import SystemClock
 from automation.config import Settings
 from automation.engine.dispatch import DramatiqDispatcher
+from automation.channels.sendgrid import SendGridChannel
 from automation.engine.migration import deploy, plan
+from automation.engine.runs import run_key
 from automation.engine.scheduler import Scheduler
 from automation.engine.services import Engine
 from automation.events import check_attributes
+from automation.language.journey import RUN
 from automation.runtime import Runtime, open_runtime
 from automation.ops.deploys import file_candidates
 from automation.store import versions
@@ -399,3 +402,122 @@ def test_a_deploy_while_workers_send_loses_and_duplicates_nothing(project, live,
     assert steps["welcome"] == 400 and steps["check-in"] + steps["thank-you"] == 400
     assert steps["thank-you"] > 0
     assert len(per_contact) == 800
+
+
+@pytest.mark.parametrize("entry", ["sending", "sent"])
+def test_a_step_tried_before_a_deploy_renamed_it_is_not_sent_again(project, settings, clock, run_due, entry):
+    # Given workers that serve deployed versions and send over SendGrid (its stand-in), and a contact whose
+    # welcome was tried already: handed to SendGrid by a worker that died during the request, or sent with its
+    # run not yet moved on
+    only(project, onboarding=ONBOARDING)
+    channels = ChannelRegistry(settings)
+    runtime = open_runtime(settings.with_changes(deploy="required"), clock=clock)
+    first, _ = file_candidates(settings, channels, [])
+    deploy(runtime, first, channels.adapters, "first")
+    with SendGridStandIn() as stand_in:
+        sendgrid = SendGridChannel(Settings(email_from="Acme <hello@acme.test>"),
+                                   env={"SENDGRID_API_KEY": API_KEY, "LIFECYCLE_SENDGRID_HOST": stand_in.url})
+        engine = Engine.create(runtime, ChannelRegistry(settings, instances={"email": sendgrid}))
+        try:
+            lc = Lifecycle(runtime)
+            signed_up(lc, "ana")
+            run_due(engine)
+            welcome = f"{run_key('onboarding', RUN, lc.contact('ana').enrollments['onboarding'].occurrence)}:welcome"
+            runtime.redis.hset(runtime.keys.ledger("ana"), welcome, json.dumps(
+                {"state": entry, "w": 1.0, "at": clock.now(), "attempt": 1, "o": "gone-worker", "b": "wave"}))
+            # When the step's template changes (so its id, welcome -> thank-you) and is deployed
+            write(project / "journeys" / "onboarding.yaml",
+                  ONBOARDING.replace("template: welcome", "template: thank-you"))
+            second, _ = file_candidates(settings, channels, [])
+            done = deploy(runtime, second, channels.adapters, "second")
+            assert engine.journeys.get("onboarding").version == second[0].journey.version
+            # Then the step keeps its ledger entry and idempotency key: SendGrid gets no request for it
+            clock.advance(2 * DAY)
+            run_due(engine)
+            assert stand_in.requests == []
+            assert done.left == 1       # the deploy left the run to the workers
+            assert json.loads(runtime.redis.hget(runtime.keys.ledger("ana"), welcome))["state"] == \
+                ("unknown" if entry == "sending" else "sent")
+            assert runtime.redis.hget(runtime.keys.ledger("ana"), welcome.replace("welcome", "thank-you")) is None
+        finally:
+            engine.close()
+            runtime.close()
+
+
+def test_the_deploy_lock_is_held_as_long_as_the_deploy_runs(runtime):
+    # Given the deploy lock, held for a second at a time
+    key = runtime.keys.deploying
+    with versions.locked(runtime, "long-deploy", hold=1.0) as took:
+        assert took
+        # Then it is renewed before it runs out, for as long as the deploy runs
+        lowest = [runtime.redis.pttl(key)]
+
+        def renewed() -> bool:
+            left = runtime.redis.pttl(key)
+            assert left > 0, "the lock ran out while the deploy held it"
+            lowest.append(left)
+            return left > min(lowest[:-1])
+
+        wait_for(renewed, timeout=30, what="the lock to be renewed")
+        assert not versions.lock(runtime, "worker", wait=0) and runtime.redis.get(key) == "long-deploy"
+    # and free once it is done
+    assert runtime.redis.get(key) is None
+
+
+def test_a_journey_whose_file_is_removed_is_retired_by_a_confirmed_deploy(project, settings, clock, run_due,
+                                                                          provider):
+    # Given two deployed journeys served by workers that serve only deployed versions, a contact in both
+    only(project, onboarding=ONBOARDING, **{"follow-up": WAITING})
+    required = {"LIFECYCLE_DEPLOY": "required"}
+    assert lifecycle(settings, "deploy", **required).returncode == 0
+    runtime = open_runtime(settings.with_changes(deploy="required"), clock=clock)
+    engine = Engine.create(runtime, ChannelRegistry(settings, instances={"email": provider}))
+    try:
+        lc = Lifecycle(runtime)
+        signed_up(lc, "ana")
+        run_due(engine)
+        follow_up = versions.deployed(runtime)["follow-up"].version
+        # When the follow-up's file is deleted, the plan of the folder shows it removed, with its run
+        (project / "journeys" / "follow-up.yaml").unlink()
+        shown = lifecycle(settings, "plan", "--json", **required)
+        assert shown.returncode == 0, shown.stderr
+        shown = json.loads(shown.stdout)
+        assert shown["removed"] == [{"journey": "follow-up", "deployed": follow_up, "runs": 1}]
+        # and a deploy without that plan's hash is refused, still serving it
+        refused = lifecycle(settings, "deploy", **required)
+        assert refused.returncode == 1 and "--plan-hash" in refused.stderr and "Traceback" not in refused.stderr
+        assert "follow-up" in versions.deployed(runtime)
+        # Then the deploy of that plan retires it: not served any more, its history kept, its run ended
+        done = lifecycle(settings, "deploy", "--plan-hash", shown["plan_hash"], **required)
+        assert done.returncode == 0, done.stderr
+        assert f"follow-up: removed (no file; {follow_up} deployed), 1 run(s) would end" in done.stdout
+        assert "retired follow-up" in done.stdout
+        assert set(versions.deployed(runtime)) == {"onboarding"}
+        assert [v.version for v in versions.history(runtime, "follow-up")] == [follow_up]
+        assert engine.journeys.get("follow-up") is None and engine.journeys.get("onboarding") is not None
+        clock.advance(5 * DAY)
+        run_due(engine)
+        assert lc.contact("ana").enrollments["follow-up"].step is None
+        assert sent(provider) == [("ana", "check-in"), ("ana", "welcome")]     # the other journey goes on
+    finally:
+        engine.close()
+        runtime.close()
+
+
+def test_a_rollback_leaves_out_journeys_with_no_earlier_version(project, settings):
+    # Given a deploy that changed one journey and added another
+    required = {"LIFECYCLE_DEPLOY": "required"}
+    only(project, onboarding=ONBOARDING)
+    assert lifecycle(settings, "deploy", **required).returncode == 0
+    write(project / "journeys" / "onboarding.yaml", ONBOARDING.replace("template: welcome", "template: thank-you"))
+    write(project / "journeys" / "follow-up.yaml", WAITING)
+    assert lifecycle(settings, "deploy", **required).returncode == 0
+    # When the new journey alone is rolled back: refused in one line, nothing to go back to
+    alone = lifecycle(settings, "deploy", "--rollback", "follow-up", **required)
+    assert alone.returncode == 1 and "Traceback" not in alone.stderr
+    assert "follow-up: no earlier version" in alone.stderr
+    # Then rolling back the latest deploy takes the changed journey back and says the new one stays
+    back = lifecycle(settings, "deploy", "--rollback", **required)
+    assert back.returncode == 0, back.stderr
+    assert "not rolled back: follow-up: no earlier version" in back.stdout
+    assert "deployed onboarding" in back.stdout

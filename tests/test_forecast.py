@@ -106,8 +106,8 @@ def test_a_forecast_shared_out_to_two_processes_counts_the_same(runtime, engine:
     assert (shared.per_day(), shared.not_sent) == (alone.per_day(), alone.not_sent)
 
 
-def lifecycle(settings, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **settings.to_env(), "LIFECYCLE_HOME": str(settings.home)}
+def lifecycle(settings, *args: str, **more: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **settings.to_env(), "LIFECYCLE_HOME": str(settings.home), **more}
     return subprocess.run([sys.executable, "-m", "automation", *args], cwd=settings.journeys_dir.parent, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -134,6 +134,11 @@ def test_the_command_names_the_journey_files_that_change_the_forecast(runtime, s
     against = lifecycle(settings, "forecast", "--days", "10", "--journeys", str(edited), "--against", "deployed")
     assert against.returncode == 0, against.stderr
     assert "customer-lifecycle.yaml: customer-lifecycle" in against.stdout
+    # and so it is when workers serve only deployed versions: the files given are forecast, not those
+    required = lifecycle(settings, "forecast", "--days", "10", "--journeys", str(edited), "--against", "deployed",
+                         LIFECYCLE_DEPLOY="required")
+    assert required.returncode == 0, required.stderr
+    assert required.stdout == against.stdout
     for bad in (["--days", "0"], ["--journeys", str(tmp_path / "none")],
                 ["--against", "no-such-ref"]):
         refused = lifecycle(settings, "forecast", *bad)

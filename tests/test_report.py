@@ -19,14 +19,18 @@ import pytest
 import requests
 
 from automation.api import Lifecycle
+from automation.channels import ChannelRegistry
+from automation.engine.migration import deploy
 from automation.engine.services import Engine
 from automation.insight.lift import lift, newcombe
+from automation.ops.deploys import file_candidates
+from automation.runtime import open_runtime
 from automation.server.app import create_app
 from automation.store.apikeys import ApiKeys
 from automation.store.contacts import ContactStore
 from automation.store.deliveries import DeliveryLog, DeliveryReport
 from automation.events import Event
-from tests.conftest import DAY
+from tests.conftest import DAY, write
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -90,8 +94,8 @@ def test_provider_reports_are_counted_per_journey_step_once_per_message(runtime,
 
 # -- the page -------------------------------------------------------------------------------------------
 
-def lifecycle(settings, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **settings.to_env(), "LIFECYCLE_HOME": str(settings.home)}
+def lifecycle(settings, *args: str, **more: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **settings.to_env(), "LIFECYCLE_HOME": str(settings.home), **more}
     return subprocess.run([sys.executable, "-m", "automation", *args], cwd=settings.journeys_dir.parent, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -200,3 +204,43 @@ def test_bad_report_arguments_get_one_line_and_exit_2(settings):
     for out, why in (("/nonexistent/r.html", "the folder /nonexistent does not exist"), ("/tmp", "is a folder")):
         unwritable = lifecycle(settings, "report", "--out", out)
         assert unwritable.returncode == 2 and why in unwritable.stderr and "Traceback" not in unwritable.stderr
+
+
+NOT_DEPLOYED = """\
+vars: {brand: Acme, shop_url: "https://acme.test"}
+journey: not-deployed
+trigger: {event: signup}
+steps:
+  - send: email
+    template: welcome
+"""
+
+
+def test_the_page_draws_the_versions_the_workers_serve(settings, runtime, clock, serve_app, tmp_path):
+    # Given the journeys deployed, and then a new journey file that is not
+    channels = ChannelRegistry(settings)
+    candidates, _ = file_candidates(settings, channels, [])
+    deploy(runtime, candidates, channels.adapters, "test")
+    write(settings.journeys_dir / "not-deployed.yaml", NOT_DEPLOYED)
+    keys = ApiKeys(runtime)
+    admin = {"Authorization": "Basic " + base64.b64encode(f"{keys.create('admin')[1]}:".encode()).decode()}
+
+    def page(deploy_mode: str) -> str:
+        served = open_runtime(settings.with_changes(deploy=deploy_mode), clock=clock)
+        try:
+            api = serve_app(create_app(served, env={})).url
+            answer = requests.get(f"{api}/report", headers=admin, timeout=30)
+            assert answer.status_code == 200
+            return answer.text
+        finally:
+            served.close()
+
+    # Then workers that follow the files draw it, and with LIFECYCLE_DEPLOY=required the page, like
+    # `lifecycle report`, draws only what is deployed
+    assert 'id="flow-not-deployed"' in page("auto")
+    required = page("required")
+    assert 'id="flow-customer-lifecycle"' in required and 'id="flow-not-deployed"' not in required
+    out = tmp_path / "report.html"
+    made = lifecycle(settings, "report", "--out", str(out), LIFECYCLE_DEPLOY="required")
+    assert made.returncode == 0, made.stderr
+    assert 'id="flow-not-deployed"' not in out.read_text(encoding="utf-8")

@@ -195,3 +195,13 @@ def test_a_journey_with_an_error_is_reported_with_its_file_line_and_exit_1(proje
     err = capsys.readouterr().err
     assert re.search(rf"journeys/customer-lifecycle\.yaml:{line}:\d+: .*smss", err), err
     assert "hint:" in err
+
+
+def test_workers_that_serve_only_deployed_versions_do_not_empty_the_sandbox(project, monkeypatch, capsys):
+    # Given LIFECYCLE_DEPLOY=required (the sandbox's fresh Redis has nothing deployed)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("LIFECYCLE_DEPLOY", "required")
+    # When a purchase is simulated, then the journey file is what runs: the thank-you goes out
+    assert main(["simulate", "customer-lifecycle", "--days", "1", "--start", "2026-01-01T12:00",
+                 "--events", "day 0: purchase item='Merino shirt' value=40", "--json"]) == 0
+    assert sent(json.loads(capsys.readouterr().out)["timeline"]) == [("thank-you", iso(START))]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from automation.engine.runs import run_key
 from automation.engine.scores import definitions
 from automation.engine.stages import current_stage
 from automation.expressions import TimeTracker
@@ -103,9 +104,22 @@ class JourneyPlan:
 
 
 @dataclass
+class Retired:
+    """A deployed journey whose file is gone: deploying the folder stops serving it."""
+
+    journey: str
+    deployed: str
+    runs: int = 0       # runs in it, which end when workers next reach them
+
+    def summary(self) -> dict[str, Any]:
+        return {"journey": self.journey, "deployed": self.deployed, "runs": self.runs}
+
+
+@dataclass
 class Plan:
     journeys: list[JourneyPlan]
     seconds: float = 0.0
+    removed: list[Retired] = field(default_factory=list)
 
     @property
     def stranded(self) -> int:
@@ -120,10 +134,12 @@ class Plan:
             content.append([summary["journey"], summary["deployed"], summary["version"],
                             [[s["scope"], s["change"], s["step"], s.get("outcomes", {})] for s in summary["steps"]],
                             summary["stage_changes"]])
+        content.extend([["removed", r.journey, r.deployed, r.runs] for r in self.removed])
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_json(self) -> dict[str, Any]:
-        return {"plan_hash": self.hash, "stranded": self.stranded, "journeys": [p.summary() for p in self.journeys]}
+        return {"plan_hash": self.hash, "stranded": self.stranded, "journeys": [p.summary() for p in self.journeys],
+                "removed": [r.summary() for r in self.removed]}
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,7 @@ class Move:
     read: tuple[str, str, str, str]     # st, sp, du, vr as read ("" for none)
     fate: Fate
     version: str
+    occurrence: str = ""                # oc as read: names the step's ledger entry
 
 
 class Versions:
@@ -174,7 +191,7 @@ def _contact_chunks(runtime: Runtime) -> Iterator[list[str]]:
             return
 
 
-_PARTS = ("st", "sp", "du", "vr")
+_PARTS = ("st", "sp", "du", "vr", "oc")
 
 
 def _read(runtime: Runtime, wanted: list[str], full: bool,
@@ -203,9 +220,10 @@ def _read(runtime: Runtime, wanted: list[str], full: bool,
 
 
 def plan(runtime: Runtime, candidates: Iterable[Candidate], channels: Channels,
-         moves: list[Move] | None = None, only: Iterable[str] | None = None) -> Plan:
+         moves: list[Move] | None = None, only: Iterable[str] | None = None, retire: Iterable[str] = ()) -> Plan:
     """What deploying these journey versions would do to the live population (`moves`: collect the
-    runs to write, for a deploy; `only`: read just these contacts)."""
+    runs to write, for a deploy; `only`: read just these contacts; `retire`: deployed journeys to stop
+    serving, whose runs are counted)."""
     started = time.perf_counter()
     now = runtime.clock.now()
     cache = Versions(runtime, channels)
@@ -215,26 +233,32 @@ def plan(runtime: Runtime, candidates: Iterable[Candidate], channels: Channels,
         current = deployed.get(candidate.journey.name)
         diff = cache.diff(current.version if current else None, candidate.journey)
         plans.append(JourneyPlan(candidate.journey, current, diff))
+    removed = [Retired(name, deployed[name].version) for name in retire if name in deployed]
     full = [p for p in plans if p.diff.stages and p.diff.old is not None]
     scores = definitions([p.journey for p in plans]) if full else {}
     names = [p.journey.name for p in plans]
     wanted = [fields.run(name, part) for name in names for part in _PARTS]
+    width = len(_PARTS)
+    wanted += [fields.run(r.journey, "sp") for r in removed]
     for chunk, replies in _read(runtime, wanted, full, only):
         for contact_id, reply in zip(chunk, replies, strict=True):
             raw = [reply.get(name) for name in wanted] if full else reply
             for index, jp in enumerate(plans):
-                st, sp, du, vr = (value or "" for value in raw[index * 4:index * 4 + 4])
+                st, sp, du, vr, oc = (value or "" for value in raw[index * width:(index + 1) * width])
                 if sp and sp != "^start" and st and du:
-                    _count(jp, cache, contact_id, (st, sp, du, vr), now, moves)
+                    _count(jp, cache, contact_id, (st, sp, du, vr), oc, now, moves)
+            for index, retired in enumerate(removed, len(plans) * width):
+                if raw[index]:
+                    retired.runs += 1
             if full and reply:
                 state = ContactState.from_hash(contact_id, reply)
                 for jp in full:
                     _count_stage(jp, state, now, scores)
-    return Plan(plans, time.perf_counter() - started)
+    return Plan(plans, time.perf_counter() - started, removed)
 
 
-def _count(jp: JourneyPlan, cache: Versions, contact_id: str, read: tuple[str, str, str, str], now: float,
-           moves: list[Move] | None) -> None:
+def _count(jp: JourneyPlan, cache: Versions, contact_id: str, read: tuple[str, str, str, str], occurrence: str,
+           now: float, moves: list[Move] | None) -> None:
     st, sp, du, vr = read
     jp.runs += 1
     new = jp.journey
@@ -252,7 +276,7 @@ def _count(jp: JourneyPlan, cache: Versions, contact_id: str, read: tuple[str, s
     # Only runs whose step or due time changes are written: the others keep the version they are on,
     # whose step ids stay readable (workers match them step by step, Engine.step_of).
     if moves is not None and (fate.action == "exit" or fate.step != sp or fate.due != float(du)):
-        moves.append(Move(contact_id, new.name, read, fate, new.version))
+        moves.append(Move(contact_id, new.name, read, fate, new.version, occurrence))
 
 
 def _stage_change(jp: JourneyPlan, state: ContactState, now: float,
@@ -285,20 +309,20 @@ class Deployed:
     recorded: list[versions.Version]
     moved: int = 0
     ended: int = 0
-    left: int = 0                       # runs a worker kept busy through every round (workers translate them)
+    left: int = 0                       # runs whose step was tried or kept busy (workers translate them)
     reevaluated: int = 0
+    retired: list[str] = field(default_factory=list)    # journeys no longer served
 
 
 def deploy(runtime: Runtime, candidates: list[Candidate], channels: Channels, by: str = "",
-           plan_hash: str | None = None, allow_exits: bool = False, rounds: int = ROUNDS) -> Deployed:
-    """Record the versions and move the waiting runs as planned (see the module's doc)."""
-    owner = f"deploy:{uuid.uuid4().hex[:8]}"
-    if not versions.lock(runtime, owner):
-        raise Refused("another deploy is moving runs right now; try again when it is done")
-    try:
-        return _deploy(runtime, candidates, channels, by, plan_hash, allow_exits, rounds)
-    finally:
-        versions.unlock(runtime, owner)
+           plan_hash: str | None = None, allow_exits: bool = False, rounds: int = ROUNDS,
+           retire: Iterable[str] = ()) -> Deployed:
+    """Record the versions and move the waiting runs as planned (see the module's doc); stop serving
+    the `retire` journeys (their files are gone), only with the `plan_hash` of a plan that showed it."""
+    with versions.locked(runtime, f"deploy:{uuid.uuid4().hex[:8]}") as took:
+        if not took:
+            raise Refused("another deploy is moving runs right now; try again when it is done")
+        return _deploy(runtime, candidates, channels, by, plan_hash, allow_exits, rounds, retire)
 
 
 def follow(runtime: Runtime, candidates: list[Candidate], channels: Channels, owner: str) -> Deployed | None:
@@ -306,11 +330,11 @@ def follow(runtime: Runtime, candidates: list[Candidate], channels: Channels, ow
     the same rules, unless another process already did; contacts at removed steps that the files
     send nowhere end their runs. Few rounds: this worker's own batch may hold some of the steps, and
     workers move what is left as they run it."""
-    if not versions.lock(runtime, owner, wait=30.0):
-        logger.warning("another deploy holds the lock; journeys %s were not recorded",
-                       ", ".join(c.journey.name for c in candidates))
-        return None
-    try:
+    with versions.locked(runtime, owner, wait=30.0) as took:
+        if not took:
+            logger.warning("another deploy holds the lock; journeys %s were not recorded",
+                           ", ".join(c.journey.name for c in candidates))
+            return None
         current = versions.pointers(runtime)
         fresh = [c for c in candidates if current.get(c.journey.name) != c.journey.version]
         for first in [c for c in fresh if c.journey.name not in current]:
@@ -321,20 +345,23 @@ def follow(runtime: Runtime, candidates: list[Candidate], channels: Channels, ow
         if not fresh:
             return None
         result = _deploy(runtime, fresh, channels, "worker", None, True, 2)
-    finally:
-        versions.unlock(runtime, owner)
     for line in format_plan(result.plan).splitlines():
         (logger.warning if result.plan.stranded else logger.info)("deploy: %s", line)
     return result
 
 
 def _deploy(runtime: Runtime, candidates: list[Candidate], channels: Channels, by: str, plan_hash: str | None,
-            allow_exits: bool, rounds: int) -> Deployed:
+            allow_exits: bool, rounds: int, retire: Iterable[str] = ()) -> Deployed:
     moves: list[Move] = []
-    shown = plan(runtime, candidates, channels, moves)
+    shown = plan(runtime, candidates, channels, moves, retire=retire)
     if plan_hash and shown.hash != plan_hash:
         raise Refused(f"the live state changed since plan {plan_hash}: it is now {shown.hash}; "
                       "run `lifecycle plan` again and check the numbers")
+    if shown.removed and not plan_hash:
+        # Retiring a journey ends every run in it: only as a plan showed it.
+        names = ", ".join(f"{r.journey} ({r.runs} run(s))" for r in shown.removed)
+        raise Refused(f"deployed journeys have no file any more: {names}; to stop serving them, check "
+                      "`lifecycle plan` and deploy with its --plan-hash, or put their files back")
     if shown.stranded and not allow_exits:
         raise Refused(f"{shown.stranded} contact(s) wait at removed steps that the files send nowhere: "
                       "add `replaces: <old step id>` to the step they should continue at, or `migrate:`")
@@ -345,6 +372,9 @@ def _deploy(runtime: Runtime, candidates: list[Candidate], channels: Channels, b
         if entry is not None:
             recorded.append(entry)
     result = Deployed(shown, recorded)
+    for retired in shown.removed:
+        versions.forget(runtime, retired.journey)
+        result.retired.append(retired.journey)
     _write(runtime, moves, candidates, channels, result, rounds)
     movers = [p for p in shown.journeys if p.stage_moves]
     if movers:
@@ -377,7 +407,9 @@ def _write(runtime: Runtime, moves: list[Move], candidates: list[Candidate], cha
             chunk = moves[start:start + 500]
             calls = [_call(runtime, move) for move in chunk]
             for move, done in zip(chunk, scripts.run(calls), strict=True):
-                if not done:
+                if done == 2:
+                    result.left += 1        # its step was tried: workers go on under its stored id
+                elif not done:
                     again.append(move)
                 elif move.fate.action == "exit":
                     result.ended += 1
@@ -391,7 +423,7 @@ def _write(runtime: Runtime, moves: list[Move], candidates: list[Candidate], cha
         for name in {move.journey for move in again}:
             contacts = [move.contact_id for move in again if move.journey == name]
             plan(runtime, [by_name[name]], channels, moves, only=contacts)
-    result.left = len(moves)
+    result.left += len(moves)
     if moves:
         logger.warning("%d run(s) were busy through every round; workers move them when they next run", len(moves))
 
@@ -406,10 +438,12 @@ def _call(runtime: Runtime, move: Move) -> tuple[str, list[str], list[Any]]:
     fate, action = move.fate, _action(move)
     ended = fields.encode_end(runtime.clock.now(), "step_removed") if action == "exit" and st == RUN else ""
     return ("migrate",
-            [keys.contact(move.contact_id), keys.timers_for(move.contact_id), keys.activity, keys.stats],
+            [keys.contact(move.contact_id), keys.timers_for(move.contact_id), keys.activity, keys.stats,
+             keys.ledger(move.contact_id)],
             [fields.run(move.journey, ""), step_member(move.journey, move.contact_id), st, sp, du, vr, action,
              fate.step or "", due_text(fate.due) if fate.due is not None else "", move.version,
-             due_text(runtime.clock.now()), ACTIVITY_LENGTH, move.contact_id, ended])
+             due_text(runtime.clock.now()), ACTIVITY_LENGTH, move.contact_id, ended,
+             f"{run_key(move.journey, st, int(move.occurrence or 0))}:{sp}"])
 
 
 # -- for people -----------------------------------------------------------------------------------
@@ -448,7 +482,13 @@ def format_plan(shown: Plan) -> str:
         if jp.stranded:
             lines.append(f"  ERROR {jp.stranded} contact(s) wait at removed steps with nowhere to go: add "
                          "`replaces: <old step id>` to the step they continue at, or `migrate: {old: new}`")
+    for retired in shown.removed:
+        lines.append(f"{retired.journey}: removed (no file; {retired.deployed} deployed), "
+                     f"{retired.runs} run(s) would end")
     verdict = f"{len(changing)} journey(s) change" if changing else "nothing to deploy"
+    if shown.removed:
+        verdict = (f"{len(changing)} journey(s) change" if changing else "no journey changes") + \
+            f", {len(shown.removed)} removed"
     if shown.stranded:
         verdict += f"; {shown.stranded} contact(s) would be dropped"
     lines.append(f"plan {shown.hash}: {verdict} ({shown.seconds:.1f}s)")

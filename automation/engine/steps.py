@@ -88,10 +88,13 @@ class Job:
     marketing: bool = True    # marketing or transactional (automation.language.workspace)
     address: str = ""         # what the channel's suppression list is checked for ("": none)
     caps: list[list[Any]] = field(default_factory=list)   # frequency caps for mark.lua
+    #: The id the run stored for this step when the version served names it otherwise and the step was
+    #: tried under that id already: its ledger entry (and idempotency key) stay under it.
+    ledger_step: str = ""
 
     @property
     def ledger_field(self) -> str:
-        return f"{runs.run_key(self.journey.name, self.scope, self.occurrence)}:{self.step.id}"
+        return f"{runs.run_key(self.journey.name, self.scope, self.occurrence)}:{self.ledger_step or self.step.id}"
 
     def decide(self, kind: str, code: str = "", detail: str = "") -> None:
         self.kind, self.code, self.detail = kind, code, detail
@@ -163,8 +166,10 @@ def prepare(engine: Engine, claims: list[Claim], now: float) -> Batch:
         flow = journey.flow_of(enrollment.stage)
         node = flow.get(engine.step_of(journey, enrollment) or "") if flow else None
         if isinstance(node, SendNode):
-            batch.jobs.append(Job(claim, state, journey, enrollment.stage, node, enrollment.occurrence,
-                                  enrollment.due))
+            job = Job(claim, state, journey, enrollment.stage, node, enrollment.occurrence, enrollment.due)
+            if node.id != enrollment.step:
+                job.ledger_step = enrollment.step       # kept only if tried under it (below)
+            batch.jobs.append(job)
         elif node is not None:
             batch.resumes.append((claim, state, journey))
         else:
@@ -172,7 +177,21 @@ def prepare(engine: Engine, claims: list[Claim], now: float) -> Batch:
             job = Job(claim, state, journey, enrollment.stage, gone, enrollment.occurrence, enrollment.due)
             job.decide("skipped", "step_removed", "the journey no longer has this step")
             batch.jobs.append(job)
+    _keep_tried_ids(engine, [job for job in batch.jobs if job.ledger_step and not job.kind])
     return batch
+
+
+def _keep_tried_ids(engine: Engine, jobs: list[Job]) -> None:
+    """A step the run stored under another id (an older version's) that was tried under that id (sent,
+    in doubt, to retry) goes on under it: a fresh entry under the new id would send it again."""
+    if not jobs:
+        return
+    pipe = engine.runtime.redis.pipeline(transaction=False)
+    for job in jobs:
+        pipe.hexists(engine.runtime.keys.ledger(job.state.id), job.ledger_field)
+    for job, tried in zip(jobs, pipe.execute(), strict=True):
+        if not tried:
+            job.ledger_step = ""
 
 
 def resume(engine: Engine, resumes: list[tuple[Claim, ContactState, Journey]], now: float) -> None:

@@ -177,7 +177,7 @@ def _print_diagnostics(diagnostics: Any) -> bool:
 def cmd_plan(args: argparse.Namespace) -> int:
     from automation.channels import ChannelRegistry
     from automation.engine.migration import format_plan, plan
-    from automation.ops.deploys import file_candidates
+    from automation.ops.deploys import file_candidates, removed_journeys
     from automation.runtime import open_runtime
 
     settings = _settings()
@@ -187,7 +187,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 1
     runtime = open_runtime(settings)
     try:
-        shown = plan(runtime, candidates, channels.adapters)
+        # The whole folder: a deployed journey without a file is one to retire.
+        retire = [] if args.paths else removed_journeys(runtime, candidates)
+        shown = plan(runtime, candidates, channels.adapters, retire=retire)
     finally:
         runtime.close()
     print(json.dumps(shown.to_json(), indent=2, ensure_ascii=False) if args.json else format_plan(shown))
@@ -197,7 +199,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from automation.channels import ChannelRegistry
     from automation.engine.migration import Refused, deploy, format_plan
-    from automation.ops.deploys import file_candidates, rollback_candidates
+    from automation.ops.deploys import file_candidates, removed_journeys, rollback_candidates
     from automation.runtime import open_runtime
     from automation.store.versions import deployer
 
@@ -212,12 +214,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if _print_diagnostics(diagnostics):
             return 1
     runtime = open_runtime(settings)
+    skipped: list[str] = []
     try:
-        if args.rollback:
-            candidates = rollback_candidates(runtime, channels, args.paths)
         by = args.by or ("rollback by " if args.rollback else "") + deployer(settings.journeys_dir)
         try:
-            done = deploy(runtime, candidates, channels.adapters, by, args.plan_hash)
+            retire = []
+            if args.rollback:
+                candidates, skipped = rollback_candidates(runtime, channels, args.paths)
+            elif not args.paths:
+                retire = removed_journeys(runtime, candidates)
+            done = deploy(runtime, candidates, channels.adapters, by, args.plan_hash, retire=retire)
         except Refused as exc:
             print(f"lifecycle deploy: refused: {exc}", file=sys.stderr)
             return 1
@@ -225,13 +231,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         runtime.close()
     if args.json:
         print(json.dumps({**done.plan.to_json(), "recorded": [v.__dict__ for v in done.recorded],
+                          "retired": done.retired, "not_rolled_back": skipped,
                           "moved": done.moved, "ended": done.ended, "left_to_workers": done.left,
                           "reevaluated": done.reevaluated}, indent=2, ensure_ascii=False))
         return 0
+    for note in skipped:
+        print(f"not rolled back: {note}")
     print(format_plan(done.plan))
     for entry in done.recorded:
         print(f"deployed {entry.journey} {entry.version} ({entry.by})")
-    if not done.recorded:
+    for name in done.retired:
+        print(f"retired {name}: no longer served")
+    if not done.recorded and not done.retired:
         print("nothing new to deploy: the deployed versions are these")
     print(f"runs moved {done.moved}, ended {done.ended}, left to the workers {done.left}; "
           f"contacts re-evaluated for a stage change {done.reevaluated}")
@@ -686,6 +697,9 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         if not Path(args.journeys).is_dir():
             raise InputError(f"--journeys {args.journeys}: no such folder")
         settings = settings.with_changes(journeys_dir=Path(args.journeys))
+    if args.journeys or args.against:
+        # The files are what is forecast (and compared with --against), whatever the workers serve.
+        settings = settings.with_changes(deploy="auto")
     runtime = open_runtime(settings)
     temporary = None
     try:

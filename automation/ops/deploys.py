@@ -48,9 +48,16 @@ def file_candidates(settings: Settings, channels: ChannelRegistry,
     return candidates, errors + [d for d in diagnostics if d.severity is not Severity.ERROR]
 
 
-def rollback_candidates(runtime: Runtime, channels: ChannelRegistry, names: Iterable[str]) -> list[Candidate]:
+def removed_journeys(runtime: Runtime, candidates: Iterable[Candidate]) -> list[str]:
+    """Deployed journeys with no file among the candidates (of the whole journeys folder): to retire."""
+    files = {candidate.journey.name for candidate in candidates}
+    return sorted(name for name in versions.pointers(runtime) if name not in files)
+
+
+def rollback_candidates(runtime: Runtime, channels: ChannelRegistry,
+                        names: Iterable[str]) -> tuple[list[Candidate], list[str]]:
     """The version before the deployed one of each named journey (default: the journeys of the latest
-    deploy)."""
+    deploy), and why journeys were left out (they have no earlier version: a journey new in that deploy)."""
     deployed = versions.deployed(runtime)
     names = list(names)
     if not names:
@@ -59,17 +66,20 @@ def rollback_candidates(runtime: Runtime, channels: ChannelRegistry, names: Iter
         newest = max(entry.at for entry in deployed.values())
         names = [name for name, entry in deployed.items() if newest - entry.at <= SAME_DEPLOY_SECONDS]
     cache = Versions(runtime, channels.adapters)
-    candidates = []
+    candidates, skipped = [], []
     for name in names:
         if name not in deployed:
             raise InputError(f"journey {name!r} is not deployed (deployed: {', '.join(sorted(deployed)) or 'none'})")
         older = [entry for entry in versions.history(runtime, name) if entry.version != deployed[name].version]
         if not older:
-            raise Refused(f"journey {name!r} has no earlier version to go back to")
+            skipped.append(f"{name}: no earlier version to go back to; left at {deployed[name].version}")
+            continue
         previous = older[0]
         text = versions.source(runtime, name, previous.version)
         journey = cache.journey(name, previous.version, previous.path)
         if text is None or journey is None:
             raise Refused(f"version {previous.version} of {name!r} can no longer be read")
         candidates.append(Candidate(journey, text))
-    return candidates
+    if not candidates:
+        raise Refused("nothing to roll back: " + "; ".join(skipped))
+    return candidates, skipped

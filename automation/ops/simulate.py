@@ -286,6 +286,7 @@ class Sandbox:
             channels={channel: "outbox" for channel in {**live.channels, "webhook": "outbox"}},
             clock_speed=1.0, clock_origin=None, clock_start=None,
             secret=live.secret or "simulation",
+            deploy="auto",      # its fresh Redis has nothing deployed: serve the copied files
         )
         if redis_url is None:
             settings, embedded = resolve_redis(settings)

@@ -172,7 +172,7 @@ class Server:
 
     def _report(self, journey: str | None, since: str | None) -> str:
         if self._journeys is None:
-            self._journeys = served_journeys(self.runtime.settings)
+            self._journeys = served_journeys(self.runtime.settings, self.runtime)
         journeys = self._journeys.journeys
         if journey is not None and journey not in journeys:
             raise InputError(f"no journey {journey!r} is served")

@@ -28,6 +28,8 @@ from starlette.routing import Route
 from automation.channels import ChannelRegistry
 from automation.config import Settings
 from automation.language.registry import JourneyRegistry
+from automation.runtime import Runtime
+from automation.store.versions import DeployedSource
 from automation.messages.templates import Renderer, TemplateCatalog, TemplateCheck
 from automation.sandbox import RenderBudget
 
@@ -55,13 +57,16 @@ def redis_check(settings: Settings) -> Check:
     return check
 
 
-def served_journeys(settings: Settings) -> JourneyRegistry:
-    """The journeys as workers load them (for the readiness probe and `/report`)."""
+def served_journeys(settings: Settings, runtime: Runtime | None = None) -> JourneyRegistry:
+    """The journeys as workers load them (for the readiness probe and `/report`): with
+    LIFECYCLE_DEPLOY=required and a `runtime`, the deployed versions, as workers and `lifecycle report`
+    serve them."""
     channels = ChannelRegistry(settings)
     catalog = TemplateCatalog(settings.templates_dir)
+    deployed = DeployedSource(runtime) if runtime is not None and settings.deploy == "required" else None
     return JourneyRegistry(settings.journeys_dir, channels.adapters,
                            TemplateCheck(catalog, Renderer(catalog, channels.parts_for, RenderBudget.of(settings))),
-                           max(settings.reload_seconds, 1.0))
+                           max(settings.reload_seconds, 1.0), deployed)
 
 
 def journeys_check(settings: Settings) -> Check:

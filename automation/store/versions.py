@@ -13,18 +13,26 @@ every worker that reloads the same file may try, and one of them wins.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import redis
 
 from automation.runtime import Runtime
 
+logger = logging.getLogger(__name__)
+
 #: Versions kept per journey (and their texts); older ones cannot be rolled back to.
 HISTORY = 50
+#: Seconds the deploy lock outlives a deployer that stopped renewing it (a crash).
+LOCK_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -143,15 +151,30 @@ class DeployedSource:
         return (entry.path if entry and entry.path else f"{journey}.yaml"), text
 
 
-def lock(runtime: Runtime, owner: str, wait: float = 60.0, hold: float = 600.0) -> bool:
+def lock(runtime: Runtime, owner: str, wait: float = 60.0, hold: float = LOCK_SECONDS) -> bool:
     """Take the deploy lock (one deploy moves runs at a time, be it `lifecycle deploy` or a worker
     that saw a file change); False if another held it for `wait` seconds."""
     deadline = time.monotonic() + wait
-    while not runtime.redis.set(runtime.keys.deploying, owner, nx=True, ex=int(hold)):
+    while not runtime.redis.set(runtime.keys.deploying, owner, nx=True, px=int(hold * 1000)):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
     return True
+
+
+def extend(runtime: Runtime, owner: str, hold: float = LOCK_SECONDS) -> bool:
+    """Hold the lock `hold` seconds more, if `owner` still holds it."""
+    with runtime.redis.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(runtime.keys.deploying)
+            if pipe.get(runtime.keys.deploying) != owner:
+                return False
+            pipe.multi()
+            pipe.pexpire(runtime.keys.deploying, int(hold * 1000))
+            pipe.execute()
+            return True
+        except redis.WatchError:
+            return False
 
 
 def unlock(runtime: Runtime, owner: str) -> None:
@@ -164,3 +187,29 @@ def unlock(runtime: Runtime, owner: str) -> None:
                 pipe.execute()
         except redis.WatchError:
             pass
+
+
+@contextmanager
+def locked(runtime: Runtime, owner: str, wait: float = 60.0, hold: float = LOCK_SECONDS) -> Iterator[bool]:
+    """The deploy lock for as long as the block runs, however long (renewed every third of `hold`);
+    yields False, holding nothing, if another held it for `wait` seconds."""
+    if not lock(runtime, owner, wait, hold):
+        yield False
+        return
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(hold / 3):
+            try:
+                extend(runtime, owner, hold)
+            except redis.RedisError as exc:     # Redis away for a moment: the next renewal may reach it
+                logger.warning("could not renew the deploy lock: %s", exc)
+
+    keeper = threading.Thread(target=renew, name="deploy-lock", daemon=True)
+    keeper.start()
+    try:
+        yield True
+    finally:
+        stop.set()
+        keeper.join()
+        unlock(runtime, owner)
