@@ -15,7 +15,7 @@ for good. Here:
   doubled in a loop);
 - `lipsum` (any amount of text in one call, with no clock to stop it) is not there at all;
 - while a template renders or a rule evaluates (`with Meter(budget)`), loops, calls and operators look at the clock
-  (the thread's CPU time; every filter call looks at it) and the output is counted as it streams:
+  (the thread's CPU time; a filter of a long string or list looks at it first) and the output is counted as it streams:
   past the time or size budget the render stops with `OverBudget`; a rule runs under a meter too
   (`expressions.RULE_BUDGET`);
 - `unsafe_access` finds, before anything runs, the attribute names the sandbox would refuse
@@ -59,6 +59,9 @@ DEFAULT_MAX_BYTES = 1_000_000
 #: (all counted together, so loops nested any way still look): a read of the thread's CPU clock
 #: costs about 0.6 us, a loop step far less.
 TICKS_PER_CLOCK = 32
+#: A filter given a string or list longer than this looks at the clock before it runs (others tick).
+LONG_INPUT = 1000
+_LONG = (str, list, tuple, dict)
 #: Attribute names the sandbox refuses besides those starting with `_` (jinja2.sandbox.is_internal_attribute).
 UNSAFE_NAMES = frozenset({"mro"} | UNSAFE_GENERATOR_ATTRIBUTES | UNSAFE_COROUTINE_ATTRIBUTES
                          | UNSAFE_ASYNC_GENERATOR_ATTRIBUTES)
@@ -257,6 +260,10 @@ def text_size(value: Any, limit: int) -> int:
     Strings count their length, whole numbers their digits, containers one more than what they
     hold, anything else 1: the count is a floor, good for refusing before the text is made.
     """
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, _CONTAINERS):
+        return value.bit_length() * 3 // 10 + 1 if type(value) is int else 1
     sizes: dict[int, int] = {}   # by id: a list held many times over is counted once
 
     def size(item: Any, budget: int) -> int:
@@ -293,7 +300,7 @@ def _join_size(parts: list[Any], separator: Any) -> int:
     for part in parts:
         if total > limit:
             break
-        total += text_size(part, limit - total)
+        total += len(part) if type(part) is str else text_size(part, limit - total)
     return total
 
 
@@ -336,11 +343,19 @@ def _clocked(function: Any) -> Any:
     """A filter that looks at the clock before it runs: one filter call is bounded by its input
     (a string of at most the output budget), but `x|wordwrap|wordwrap|...` is as long as one likes."""
 
+    at = 1 if hasattr(function, "jinja_pass_arg") else 0   # the filtered value, after a context
+
     @functools.wraps(function)   # keeps `jinja_pass_arg`
     def clocked(*args: Any, **kwargs: Any) -> Any:
         meter = _running.get()
         if meter is not None:
-            meter.check_time()
+            # A filter of a long string or list may take a while: look at the clock before it;
+            # small ones (most) only count towards the next look
+            value = args[at] if len(args) > at else None
+            if isinstance(value, _LONG) and len(value) > LONG_INPUT:
+                meter.check_time()
+            else:
+                meter.tick()
         return function(*args, **kwargs)
 
     return clocked
