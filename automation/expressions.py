@@ -28,7 +28,7 @@ from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from automation.errors import ExpressionError, RuleError
-from automation.sandbox import BoundedSandbox
+from automation.sandbox import BoundedSandbox, Meter, RenderBudget
 
 DAY = 86400.0
 
@@ -315,6 +315,9 @@ def configure(env: SandboxedEnvironment) -> SandboxedEnvironment:
 
 
 RULE_ENV = configure(BoundedSandbox(undefined=Missing))
+#: What one evaluation of a rule may cost (CPU time, and what `*` may make): a rule that spins is a
+#: rule error for that contact (the engine records it and goes on), not a stuck worker thread.
+RULE_BUDGET = RenderBudget(time_ms=100)
 
 
 @dataclass(frozen=True)
@@ -324,14 +327,16 @@ class Expression:
 
     def evaluate(self, context: Mapping[str, Any]) -> bool:
         try:
-            return bool(self.evaluate_fn(**context))
+            with Meter(RULE_BUDGET, "rule"):
+                return bool(self.evaluate_fn(**context))
         except Exception as exc:  # any failure inside marketer code is reported, not raised raw
             raise RuleError(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
 
     def value(self, context: Mapping[str, Any]) -> Any:
         """The expression's value rather than its truth (a date attribute, say); None when missing."""
         try:
-            result = self.evaluate_fn(**context)
+            with Meter(RULE_BUDGET, "rule"):
+                result = self.evaluate_fn(**context)
         except Exception as exc:
             raise RuleError(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
         return None if isinstance(result, Undefined) else result

@@ -5,20 +5,27 @@ lot of work: `range(10**9)`, `'x' * 10**9`, `9 ** 9 ** 9`, or loops in loops tha
 One such template would hold a worker thread (and the steps of every other contact in its batch)
 for good. Here:
 
-- `range` makes at most `MAX_RANGE` items; `*` and `**` refuse to make a string or list longer
-  than the output budget, or a whole number longer than `MAX_INT_BITS` bits; what takes a width
+- `range` makes at most `MAX_RANGE` items (and `slice` at most as many slices); `*` and `**` refuse
+  to make a string or list longer than the output budget (a list counted with all it holds, lists in
+  lists and their strings), or a whole number longer than `MAX_INT_BITS` bits; `join` (the filter
+  and `str.join`) refuses to make a string longer than the output budget, and so do `string`,
+  `tojson`, `pprint` and printing a list; what takes a width
   (`center`, `indent`, `format`, `'%9999s' % x`, `'{:>9999}'.format(x)`, `ljust`, `zfill`, `replace`)
   refuses one that would make more than the output budget, and so do `+` and `~` (a string
   doubled in a loop);
-- while a template renders (`with Meter(budget)`), loops, calls and operators look at the clock
-  (the thread's CPU time) and the output is counted as it streams: past the time or size budget
-  the render stops with `OverBudget`;
+- `lipsum` (any amount of text in one call, with no clock to stop it) is not there at all;
+- while a template renders or a rule evaluates (`with Meter(budget)`), loops, calls and operators look at the clock
+  (the thread's CPU time; a filter of a long string or list looks at it first) and the output is counted as it streams:
+  past the time or size budget the render stops with `OverBudget`; a rule runs under a meter too
+  (`expressions.RULE_BUDGET`);
 - `unsafe_access` finds, before anything runs, the attribute names the sandbox would refuse
-  (`__class__`, `mro`, `_private`), so `lifecycle validate` can point at them.
+  (`__class__`, `mro`, `_private`) and the names it took away (`lipsum`), so `lifecycle validate`
+  can point at them.
 """
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 import string
@@ -29,7 +36,10 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError
-from jinja2.filters import do_center, do_format, do_indent
+from jinja2.filters import (
+    do_center, do_format, do_indent, do_pprint, do_tojson, make_attrgetter, soft_str, sync_do_join,
+    sync_do_slice,
+)
 from jinja2.sandbox import (
     UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
     UNSAFE_COROUTINE_ATTRIBUTES,
@@ -49,9 +59,14 @@ DEFAULT_MAX_BYTES = 1_000_000
 #: (all counted together, so loops nested any way still look): a read of the thread's CPU clock
 #: costs about 0.6 us, a loop step far less.
 TICKS_PER_CLOCK = 32
+#: A filter given a string or list longer than this looks at the clock before it runs (others tick).
+LONG_INPUT = 1000
+_LONG = (str, list, tuple, dict)
 #: Attribute names the sandbox refuses besides those starting with `_` (jinja2.sandbox.is_internal_attribute).
 UNSAFE_NAMES = frozenset({"mro"} | UNSAFE_GENERATOR_ATTRIBUTES | UNSAFE_COROUTINE_ATTRIBUTES
                          | UNSAFE_ASYNC_GENERATOR_ATTRIBUTES)
+#: Globals Jinja offers that the sandbox takes away: `lipsum(n)` makes n paragraphs in one call.
+REMOVED_GLOBALS = frozenset({"lipsum"})
 _BUDGETED = "_budgeted"   # the filter wrapped around every loop's items
 _SIZED = "_sized"         # ... and around every operand of `~`
 
@@ -61,7 +76,7 @@ class OverLimit(SecurityError):
 
 
 class OverBudget(OverLimit):
-    """A render ran past its time or output budget; `what` names the budget ("render budget (100 ms)")."""
+    """A render or rule ran past its time or output budget; `what` names the budget ("render budget (100 ms)")."""
 
     def __init__(self, what: str) -> None:
         super().__init__(f"exceeded its {what}")
@@ -90,10 +105,11 @@ class Meter:
     not count, and a small render (most messages) reads no clock at all.
     """
 
-    __slots__ = ("budget", "deadline", "made", "repeated", "ticks", "_token")
+    __slots__ = ("budget", "label", "deadline", "made", "repeated", "ticks", "_token")
 
-    def __init__(self, budget: RenderBudget) -> None:
+    def __init__(self, budget: RenderBudget, label: str = "render") -> None:
         self.budget = budget
+        self.label = label   # what the time budget is called in the error: "render", "rule"
         self.deadline: float | None = None
         self.made = 0
         self.repeated = 0   # what `*` repetitions made, printed or not (a macro's output is not streamed)
@@ -115,7 +131,7 @@ class Meter:
         if self.deadline is None:
             self.deadline = now + self.budget.time_ms / 1000.0
         elif now > self.deadline:
-            raise OverBudget(f"render budget ({self.budget.time_ms} ms)")
+            raise OverBudget(f"{self.label} budget ({self.budget.time_ms} ms)")
 
     def tick(self) -> None:
         """One loop item, call or operator: look at the clock now and then."""
@@ -232,6 +248,126 @@ _SIZED_METHODS: dict[str, Any] = {
 }
 
 
+#: Containers whose text (printed, joined, `string`) holds all they contain.
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def text_size(value: Any, limit: int) -> int:
+    """About how many characters `str(value)` has, counting into lists in lists (and their
+    strings); the count stops a little past `limit`, so a list holding itself a billion times
+    over (`[a] * 10` in `[..] * 10` ...) costs no more to count than `limit` items.
+
+    Strings count their length, whole numbers their digits, containers one more than what they
+    hold, anything else 1: the count is a floor, good for refusing before the text is made.
+    """
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, _CONTAINERS):
+        return value.bit_length() * 3 // 10 + 1 if type(value) is int else 1
+    sizes: dict[int, int] = {}   # by id: a list held many times over is counted once
+
+    def size(item: Any, budget: int) -> int:
+        if isinstance(item, str):
+            return len(item)
+        if type(item) is int:
+            return item.bit_length() * 3 // 10 + 1
+        if not isinstance(item, _CONTAINERS):
+            return 1
+        key = id(item)
+        if key in sizes:
+            return sizes[key]
+        sizes[key] = 1   # a list that holds itself prints as [...]
+        total = 1
+        for inner in (item.items() if isinstance(item, dict) else item):
+            total += size(inner, budget - total)
+            if total > budget:
+                break
+        sizes[key] = total
+        return total
+
+    return size(value, limit)
+
+
+def _check_text(value: Any, what: str) -> None:
+    if isinstance(value, _CONTAINERS):
+        limit = _limit()
+        _check_size(text_size(value, limit), what)
+
+
+def _join_size(parts: list[Any], separator: Any) -> int:
+    limit = _limit()
+    total = len(separator) * max(len(parts) - 1, 0) if isinstance(separator, str) else 0
+    for part in parts:
+        if total > limit:
+            break
+        total += len(part) if type(part) is str else text_size(part, limit - total)
+    return total
+
+
+def _join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    parts = list(value)
+    if attribute is not None:
+        parts = list(map(make_attrgetter(eval_ctx.environment, attribute), parts))
+    _check_size(_join_size(parts, d), "join")
+    return sync_do_join(eval_ctx, parts, d)
+
+
+_join.jinja_pass_arg = sync_do_join.jinja_pass_arg  # type: ignore[attr-defined]
+
+
+def _string(value: Any) -> str:
+    _check_text(value, "string")
+    return soft_str(value)
+
+
+def _tojson(eval_ctx: Any, value: Any, indent: int | None = None) -> Any:
+    _check_text(value, "tojson")
+    return do_tojson(eval_ctx, value, indent)
+
+
+_tojson.jinja_pass_arg = do_tojson.jinja_pass_arg  # type: ignore[attr-defined]
+
+
+def _pprint(value: Any) -> str:
+    _check_text(value, "pprint")
+    return do_pprint(value)
+
+
+def _slice(value: Any, slices: int, fill_with: Any = None) -> Iterator[list[Any]]:
+    if isinstance(slices, int) and slices > MAX_RANGE:
+        raise OverLimit(f"slice into {slices} parts: a template or rule may use at most {MAX_RANGE}")
+    return sync_do_slice(value, slices, fill_with)
+
+
+def _clocked(function: Any) -> Any:
+    """A filter that looks at the clock before it runs: one filter call is bounded by its input
+    (a string of at most the output budget), but `x|wordwrap|wordwrap|...` is as long as one likes."""
+
+    at = 1 if hasattr(function, "jinja_pass_arg") else 0   # the filtered value, after a context
+
+    @functools.wraps(function)   # keeps `jinja_pass_arg`
+    def clocked(*args: Any, **kwargs: Any) -> Any:
+        meter = _running.get()
+        if meter is not None:
+            # A filter of a long string or list may take a while: look at the clock before it;
+            # small ones (most) only count towards the next look
+            value = args[at] if len(args) > at else None
+            if isinstance(value, _LONG) and len(value) > LONG_INPUT:
+                meter.check_time()
+            else:
+                meter.tick()
+        return function(*args, **kwargs)
+
+    return clocked
+
+
+def _printable(value: Any) -> Any:
+    """What `{{ ... }}` prints: a list is refused before its text is made (the output budget counts
+    the text only once it exists)."""
+    _check_text(value, "printing a list")
+    return value
+
+
 def _sized(value: Any) -> Any:
     """An operand of `~`, refused past the output budget: a string doubled in a loop stops there."""
     if isinstance(value, str):
@@ -256,11 +392,17 @@ def _format(value: str, *args: Any, **kwargs: Any) -> str:
     return do_format(value, *args, **kwargs)
 
 
-def _repeat_size(left: Any, right: Any) -> int | None:
-    """The length `left * right` would have when it repeats a string or list, else None."""
+def _repeat_size(left: Any, right: Any, limit: int) -> int | None:
+    """The size `left * right` would have when it repeats a string or list, else None: a list
+    counts all it holds (`[[0] * 1000] * 1000` is a million), so lists repeated in lists add up."""
     for seq, times in ((left, right), (right, left)):
-        if isinstance(seq, (str, bytes, list, tuple)) and isinstance(times, int):
+        if isinstance(seq, (str, bytes)) and isinstance(times, int):
             return len(seq) * max(times, 0)
+        if isinstance(seq, (list, tuple)) and isinstance(times, int):
+            if times <= 0:
+                return 0
+            # The brackets do not count: `[0] * n` has n items
+            return (text_size(seq, limit // times + 1) - 1) * times
     return None
 
 
@@ -272,8 +414,16 @@ class BoundedSandbox(SandboxedEnvironment):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.globals["range"] = bounded_range
+        for name in REMOVED_GLOBALS:
+            self.globals.pop(name, None)
         self.filters.update({_BUDGETED: _Budgeted, _SIZED: _sized, "center": _center, "indent": _indent,
-                             "format": _format})
+                             "format": _format, "join": _join, "string": _string, "tojson": _tojson,
+                             "pprint": _pprint, "slice": _slice})
+        for name, function in self.filters.items():
+            if name not in (_BUDGETED, _SIZED):
+                self.filters[name] = _clocked(function)
+        if self.finalize is None:
+            self.finalize = _printable
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         # (Jinja's own double-underscore names: a template may pass `obj=` or `context=` as keywords.)
@@ -288,6 +438,11 @@ class BoundedSandbox(SandboxedEnvironment):
                 size = 0   # wrong arguments: the call itself says what is wrong
             if isinstance(size, int):
                 _check_size(size, f"{__obj.__name__}()")
+        elif isinstance(owner, str) and getattr(__obj, "__name__", None) == "join" and len(args) == 1 \
+                and not kwargs:
+            parts = list(args[0])   # a generator is read once: join what was sized
+            _check_size(_join_size(parts, owner), "join()")
+            args = (parts,)
         return super().call(__context, __obj, *args, **kwargs)
 
     def wrap_str_format(self, value: Any) -> Any:
@@ -309,9 +464,9 @@ class BoundedSandbox(SandboxedEnvironment):
         if meter is not None:
             meter.tick()
         if operator_name == "*":
-            size = _repeat_size(left, right)
+            limit = meter.budget.max_bytes if meter is not None else DEFAULT_MAX_BYTES
+            size = _repeat_size(left, right, limit)
             if size is not None:
-                limit = meter.budget.max_bytes if meter is not None else DEFAULT_MAX_BYTES
                 if meter is not None:   # all repetitions of one render together
                     meter.repeated += size
                     size = meter.repeated
@@ -352,18 +507,24 @@ def _ints(left: Any, right: Any) -> bool:
 
 @dataclass(frozen=True)
 class Unsafe:
-    """An attribute the sandbox would refuse, where it is written (1-based line and column)."""
+    """An attribute the sandbox would refuse, or a name it took away, where it is written (1-based
+    line and column)."""
 
     line: int
     column: int
     name: str
+    removed: bool = False   # a global the sandbox took away (`lipsum`), not an attribute
 
     @property
     def message(self) -> str:
+        if self.removed:
+            return f"{self.name!r} is not available: it can make any amount of text in one call"
         return f"unsafe attribute access {self.name!r}: templates may not reach Python internals or private names"
 
     @property
     def hint(self) -> str:
+        if self.removed:
+            return "write the placeholder text into the template, or pass it in the journey's vars"
         return ("print the data itself ({{ contact.email }}), or pass what the message needs in the "
                 "journey's vars")
 
@@ -373,9 +534,22 @@ def is_unsafe_name(name: str) -> bool:
 
 
 def unsafe_access(env: SandboxedEnvironment, source: str) -> list[Unsafe]:
-    """Attribute reads with a constant, unsafe name (`x.__class__`, `x['mro']`, `x|attr('_y')`), in order."""
+    """Attribute reads with a constant, unsafe name (`x.__class__`, `x['mro']`, `x|attr('_y')`), and
+    uses of a removed global (`lipsum(3)`), in order."""
     tree = env.parse(source)
     found: list[tuple[int, str]] = []
+    lines = source.splitlines()
+    taken: set[tuple[int, int]] = set()
+    result = []
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx != "load"}   # `{% set lipsum = ... %}`
+    for used in tree.find_all(nodes.Name):
+        if used.ctx == "load" and used.name in REMOVED_GLOBALS and used.name not in assigned:
+            line = lines[used.lineno - 1] if used.lineno <= len(lines) else ""
+            pattern = re.compile(r"(?<![\w.])" + re.escape(used.name) + r"(?!\w)")
+            column = next((m.start() + 1 for m in pattern.finditer(line)
+                           if (used.lineno, m.start() + 1) not in taken), 1)
+            taken.add((used.lineno, column))
+            result.append(Unsafe(used.lineno, column, used.name, removed=True))
     for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
         if isinstance(node, nodes.Getattr):
             name: Any = node.attr
@@ -386,9 +560,6 @@ def unsafe_access(env: SandboxedEnvironment, source: str) -> list[Unsafe]:
                 and isinstance(node.args[0], nodes.Const) else None
         if isinstance(name, str) and is_unsafe_name(name):
             found.append((node.lineno, name))
-    lines = source.splitlines()
-    taken: set[tuple[int, int]] = set()
-    result = []
     for lineno, name in found:
         column = _column(lines[lineno - 1] if lineno <= len(lines) else "", name, lineno, taken)
         result.append(Unsafe(lineno, column, name))

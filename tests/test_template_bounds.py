@@ -1,5 +1,6 @@
-"""Templates are bounded: a huge range, repetition or power is refused, a render stops at its time and
-output budget, a step over budget fails alone, and `lifecycle validate` points at unsafe attributes."""
+"""Templates and rules are bounded: a huge range, repetition, join or power is refused, a render or rule
+stops at its time and output budget, a step over budget fails alone, and `lifecycle validate` points at
+unsafe attributes and removed globals."""
 
 from __future__ import annotations
 
@@ -9,15 +10,25 @@ import pytest
 
 from automation.api import Lifecycle
 from automation.config import Settings
-from automation.errors import ConfigError, RuleError
+from automation.channels import ChannelRegistry
+from automation.errors import ConfigError, ExpressionError, RuleError, TemplateRenderError
 from automation.expressions import compile_rule
 from automation.messages.templates import Renderer, TemplateCatalog, TemplateLimitError
 from automation.ops.cli import main
+from automation.ops.deploys import file_candidates
+from automation.ops.preview import Workbench
 from automation.sandbox import RenderBudget
 from tests.conftest import outbox_files, write
 
 #: Ten thousand loops of ten thousand: every range is allowed, the whole is far over any budget.
 NESTED = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}"
+
+
+#: Lists of lists, each level ten of the one below: eight levels hold 10^8 zeros in a few objects.
+NESTED_REPEAT = "".join(f"{{% set l{i + 1} = [l{i}] * 10 %}}" for i in range(8)).replace("[l0]", "[0]") \
+    + "{{ l8 | string | length }}"
+#: A list holding the one before twice, thirty times over: 2^30 zeros in 31 lists, no `*` at all.
+DAG = "{% set ns = namespace(l=[0]) %}{% for i in range(30) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}"
 
 
 DOUBLED = "{% set ns = namespace(s='ab') %}{% for i in range(21) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}"
@@ -44,6 +55,22 @@ def render(tmp_path: Path, body: str, budget: RenderBudget | None = None) -> str
     # A string doubled in a loop
     (DOUBLED.replace("+", "~"), DOUBLED.replace("+", "~").replace("21", "3"), "joining with ~ would make 1048576"),
     (DOUBLED, DOUBLED.replace("21", "3"), r"adding with \+ would make 1048576"),
+    # Joining: the separator counts once between every two parts, before the string is made
+    ("{{ range(1000) | join('x' * 500000) }}", "{{ range(3) | join('x' * 5) }}",
+     "join would make 499500000 characters"),
+    ("{{ ('x' * 500000).join(range(1000) | map('string')) }}", "{{ '-'.join(['a', 'b']) }}",
+     r"join\(\) would make 499500000 characters"),
+    ("{% set big = 'x' * 600000 %}{{ [{'n': big}, {'n': big}] | join(attribute='n') }}",
+     "{% set big = 'x' * 6 %}{{ [{'n': big}, {'n': big}] | join(attribute='n') }}",
+     "join would make 1200000 characters"),
+    # Lists in lists: all they hold counts, repeated or printed
+    (NESTED_REPEAT, NESTED_REPEAT.replace("] * 10", "] * 2"), "repetition would make 1234560 items"),
+    ("{{ ['x' * 5000] * 1000 }}", "{{ ['x' * 5] * 1000 }}", "repetition would make 5005000 items"),
+    (DAG + "{{ ns.l }}", DAG.replace("30", "3") + "{{ ns.l }}", "printing a list would make 1572874 characters"),
+    (DAG + "{{ ns.l | string }}", DAG.replace("30", "3") + "{{ ns.l | string }}", "string would make 1572874"),
+    (DAG + "{{ ns.l | tojson }}", DAG.replace("30", "3") + "{{ ns.l | tojson }}", "tojson would make 1572874"),
+    ("{{ [1] | slice(100000000) | list | length }}", "{{ [1] | slice(2) | list | length }}",
+     "slice into 100000000 parts"),
 ])
 def test_a_huge_range_repetition_or_power_fails_the_render_with_the_reason(tmp_path, body, fine, reason):
     assert render(tmp_path, fine)
@@ -74,12 +101,33 @@ def test_loops_that_print_nothing_stop_at_the_time_budget(tmp_path):
                RenderBudget(time_ms=10))
 
 
+def test_lipsum_is_not_there(tmp_path):
+    # `lipsum(n)` makes n paragraphs in one call, and no clock can stop one call
+    with pytest.raises(TemplateRenderError, match="'lipsum' is undefined"):
+        render(tmp_path, "{{ lipsum(200000) }}")
+    with pytest.raises(ExpressionError, match="unknown name 'lipsum'"):
+        compile_rule("lipsum(100000) | length > 0")
+    # The other globals make no more than they are given
+    assert render(tmp_path, "{{ dict(a=1).a }}{{ cycler('b', 'c').next() }}"
+                  "{% set j = joiner('-') %}{{ j() }}{{ j() }}{{ namespace(d='d').d }}") == "1b-d"
+
+
 def test_rules_share_the_bounds():
     with pytest.raises(RuleError, match="range of 100000 items"):
         compile_rule("range(100000) | length > 1").evaluate({})
     with pytest.raises(RuleError, match="more than 4096 bits"):
         compile_rule("9 ** 99999 > 1").evaluate({})
+    with pytest.raises(RuleError, match="join would make 499500000 characters"):
+        compile_rule("range(1000) | join('x' * 500000) | length > 0").evaluate({})
     assert compile_rule("(2 ** 10) * 3 > 3000").evaluate({})
+
+
+def test_a_rule_stops_at_its_time_budget():
+    # Each filter call is bounded by its input, a chain of them is not: every call looks at the clock
+    rule = compile_rule("(' x' * 200000)" + " | wordwrap(2)" * 20 + " | length > 0")
+    with pytest.raises(RuleError, match=r"exceeded its rule budget \(100 ms\)"):
+        rule.evaluate({})
+    assert compile_rule("(' x' * 10)" + " | wordwrap(2)" * 20 + " | length > 0").evaluate({})
 
 
 def test_the_budget_is_read_from_the_environment_and_passed_on():
@@ -130,6 +178,7 @@ def test_a_step_over_budget_fails_alone_and_the_batch_goes_on(runtime, make_engi
 PEEK = """{{ brand }}: hello {{ first_name }}
 {{ contact.__class__ }} and {{ contact['mro'] }}
   {{ first_name | attr('_secret') }} {{ contact.email }}
+{{ lipsum(2) }} {% set lorem = 'ipsum' %}{{ lorem }}
 """
 
 
@@ -146,5 +195,24 @@ def test_validate_reports_unsafe_attributes_and_budget_overruns_at_file_line_col
         assert f"{peek}:{where}: unsafe attribute access {name!r}" in out, out
     assert out.count("unsafe attribute access") == 3   # not contact.email
     assert "hint: print the data itself ({{ contact.email }})" in out
+    assert f"{peek}:4:4: 'lipsum' is not available: it can make any amount of text in one call" in out
     spin = project / "templates" / "sms" / "spin.en.txt"
     assert f"{spin}:1:1: template 'sms/spin' exceeded its render budget (100 ms), rendered with sample data" in out
+
+
+def test_previews_test_sends_and_deploys_use_the_configured_budget(settings):
+    # Given a journey whose template spins, and a render budget of 50 ms (the fixture's)
+    write(settings.templates_dir / "sms" / "spin.en.txt", NESTED)
+    write(settings.journeys_dir / "spin.yaml", LOOPS_SMS.replace("loops-sms", "spin").replace("loops", "spin"))
+    # Then `preview`/`test-send` (the workbench) and `deploy` (file_candidates) report the configured one
+    bench = Workbench.open(settings)
+    try:
+        assert any("exceeded its render budget (50 ms)" in d.message for d in bench.errors), bench.errors
+    finally:
+        bench.close()
+    channels = ChannelRegistry(settings)
+    try:
+        _, problems = file_candidates(settings, channels, [])
+    finally:
+        channels.close()
+    assert any("exceeded its render budget (50 ms)" in d.message for d in problems), problems

@@ -19,6 +19,7 @@ from automation.language.loader import version_of
 from automation.language.registry import validate_paths
 from automation.messages.templates import Renderer, TemplateCatalog, TemplateCheck
 from automation.runtime import Runtime
+from automation.sandbox import RenderBudget
 from automation.store import versions
 
 #: Journeys recorded this close to the newest deployed one belong to the same deploy (rollback's default).
@@ -29,7 +30,7 @@ def file_candidates(settings: Settings, channels: ChannelRegistry,
                     paths: Iterable[Path]) -> tuple[list[Candidate], list[Diagnostic]]:
     """The journeys in these files (default: the journeys folder), checked as `validate` checks them."""
     catalog = TemplateCatalog(settings.templates_dir)
-    check = TemplateCheck(catalog, Renderer(catalog, channels.parts_for))
+    check = TemplateCheck(catalog, Renderer(catalog, channels.parts_for, RenderBudget.of(settings)))
     paths = [Path(p) for p in paths] or [settings.journeys_dir]
     journeys, diagnostics = validate_paths(paths, channels.adapters, check)
     errors = [d for d in diagnostics if d.is_error]

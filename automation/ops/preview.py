@@ -33,6 +33,7 @@ from automation.messages.locales import text_direction
 from automation.messages.sms import segments
 from automation.messages.templates import Renderer, TemplateCatalog, TemplateCheck
 from automation.messages.unsubscribe import unsubscribe_url
+from automation.sandbox import RenderBudget
 from automation.ops.demo import load_population
 from automation.store.contacts import ContactState, ContactStore
 
@@ -353,7 +354,7 @@ class Workbench:
     def open(cls, settings: Any, channels: ChannelRegistry | None = None) -> "Workbench":
         channels = channels or ChannelRegistry(settings)
         catalog = TemplateCatalog(settings.templates_dir)
-        renderer = Renderer(catalog, channels.parts_for)
+        renderer = Renderer(catalog, channels.parts_for, RenderBudget.of(settings))   # the budget messages get
         registry = JourneyRegistry(settings.journeys_dir, channels.adapters, TemplateCheck(catalog, renderer),
                                    reload_seconds=3600.0)
         return cls(channels, catalog, renderer, dict(registry.journeys),
