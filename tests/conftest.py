@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,7 +29,9 @@ from automation.engine.executor import run_batch
 from automation.engine.scheduler import Scheduler, run_until_idle
 from automation.engine.services import Engine
 from automation.ops.processes import start_workers, stop_process
+from automation.api import Lifecycle
 from automation.runtime import Runtime, open_runtime
+from tests.providers.recording import Provider
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = 86400.0
@@ -165,6 +168,30 @@ def worker_heartbeats(settings: Settings) -> int:
         return int(client.zcard(f"{settings.namespace}:dramatiq:__heartbeats__"))
     finally:
         client.close()
+
+
+@pytest.fixture
+def provider(settings: Settings) -> Provider:
+    """The recording provider: every delivery a channel gets, in order."""
+    return Provider(settings)
+
+
+@pytest.fixture
+def lc(runtime: Runtime) -> Lifecycle:
+    return Lifecycle(runtime)
+
+
+@pytest.fixture
+def start(make_engine: Callable[..., Engine], settings: Settings, provider: Provider) -> Callable[[], Engine]:
+    """An engine whose email, SMS and push go to the recording provider (create it after the journeys)."""
+    return lambda: make_engine(ChannelRegistry(settings, instances={c: provider for c in ("email", "sms", "push")}))
+
+
+def lifecycle_command(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`lifecycle ARGS` in a process of its own, on the test's Redis, namespace and project."""
+    environment = {**os.environ, **settings.to_env(), "LIFECYCLE_HOME": str(settings.home), **env}
+    return subprocess.run([sys.executable, "-m", "automation", *args], cwd=settings.journeys_dir.parent,
+                          env=environment, capture_output=True, text=True, timeout=120)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition",

@@ -8,9 +8,6 @@ same for scheduled broadcasts); messages are counted at the recording provider.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from datetime import date, datetime, time, timezone
 from zoneinfo import ZoneInfo
@@ -26,7 +23,7 @@ from automation.engine.runs import START
 from automation.errors import InputError
 from automation.store import fields
 from automation.store.suppression import Suppressions
-from tests.conftest import DAY, write
+from tests.conftest import lifecycle_command as lifecycle, DAY, write
 from tests.providers.recording import Provider
 
 HOUR = 3600.0
@@ -65,18 +62,8 @@ def journeys(project) -> None:
 
 
 @pytest.fixture
-def provider(settings) -> Provider:
-    return Provider(settings)
-
-
-@pytest.fixture
 def engine(make_engine, settings, provider):
     return make_engine(ChannelRegistry(settings, instances={c: provider for c in ("email", "sms", "push")}))
-
-
-@pytest.fixture
-def lc(runtime) -> Lifecycle:
-    return Lifecycle(runtime)
 
 
 def member(lc: Lifecycle, contact_id: str, **attributes) -> None:
@@ -299,12 +286,6 @@ def test_only_broadcast_journeys_can_be_broadcast(project, runtime, make_engine)
     engine = make_engine()
     with pytest.raises(InputError, match="not a broadcast"):
         schedule_one_off(runtime, engine.journeys.get("welcome"))
-
-
-def lifecycle(settings, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **settings.to_env(), "LIFECYCLE_HOME": str(settings.home)}
-    return subprocess.run([sys.executable, "-m", "automation", *args], cwd=settings.journeys_dir.parent, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_the_command_dry_runs_schedules_lists_and_cancels(lc, settings, runtime):

@@ -8,9 +8,6 @@ sent twice while runs move) depends on them.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -34,7 +31,7 @@ from automation.runtime import Runtime, open_runtime
 from automation.ops.deploys import file_candidates
 from automation.store import versions
 from automation.store.contacts import ContactStore
-from tests.conftest import DAY, wait_for, write
+from tests.conftest import lifecycle_command as lifecycle, DAY, wait_for, write
 from tests.providers.recording import Provider
 from tests.providers.sendgrid_api import API_KEY, SendGridStandIn
 
@@ -57,27 +54,6 @@ def only(project: Path, **files: str) -> None:
         path.unlink()
     for name, text in files.items():
         write(project / "journeys" / f"{name}.yaml", text)
-
-
-def lifecycle(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, **settings.to_env(), **env}
-    return subprocess.run([sys.executable, "-m", "automation", *args], cwd=settings.journeys_dir.parent,
-                          env=environment, capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture
-def provider(settings) -> Provider:
-    return Provider(settings)
-
-
-@pytest.fixture
-def lc(runtime) -> Lifecycle:
-    return Lifecycle(runtime)
-
-
-@pytest.fixture
-def start(make_engine, settings, provider):
-    return lambda: make_engine(ChannelRegistry(settings, instances={c: provider for c in ("email", "sms", "push")}))
 
 
 def signed_up(lc: Lifecycle, *contacts: str) -> None:

@@ -8,11 +8,8 @@ is then run forward with the real executor, timer by timer; sends per day and ch
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,7 +23,7 @@ from automation.events import Event
 from automation.runtime import Runtime
 from automation.store.contacts import ContactStore
 from automation.store.timers import TimerStore
-from tests.conftest import DAY, ROOT
+from tests.conftest import lifecycle_command as lifecycle, DAY, ROOT
 
 ZONES = ("Europe/London", "America/New_York", "Asia/Tokyo", "Asia/Tehran")
 #: Days since each purchase: from new customers to ones about to churn, one contact per history.
@@ -104,12 +101,6 @@ def test_a_forecast_shared_out_to_two_processes_counts_the_same(runtime, engine:
     shared = forecast(engine, days=DAYS, processes=2, parallel_from=1)[""]
     assert shared.simulated == alone.simulated == len(HISTORIES)
     assert (shared.per_day(), shared.not_sent) == (alone.per_day(), alone.not_sent)
-
-
-def lifecycle(settings, *args: str, **more: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **settings.to_env(), "LIFECYCLE_HOME": str(settings.home), **more}
-    return subprocess.run([sys.executable, "-m", "automation", *args], cwd=settings.journeys_dir.parent, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_the_command_names_the_journey_files_that_change_the_forecast(runtime, settings, clock, tmp_path):

@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from automation.api import Lifecycle
-from automation.channels import ChannelRegistry
 from automation.engine.runs import START
 from automation.store.keys import recheck_member
 from automation.store.timers import TimerStore
@@ -43,22 +42,6 @@ def only(project: Path, **files: str) -> None:
         path.unlink()
     for name, text in files.items():
         write(project / "journeys" / f"{name}.yaml", text)
-
-
-@pytest.fixture
-def provider(settings) -> Provider:
-    return Provider(settings)
-
-
-@pytest.fixture
-def lc(runtime) -> Lifecycle:
-    return Lifecycle(runtime)
-
-
-@pytest.fixture
-def start(make_engine, settings, provider):
-    """An engine whose email, SMS and push go to the recording provider (create it after `only`)."""
-    return lambda: make_engine(ChannelRegistry(settings, instances={c: provider for c in ("email", "sms", "push")}))
 
 
 def person(lc: Lifecycle, contact_id: str, **attributes) -> None:

@@ -11,8 +11,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +28,7 @@ from automation.store.apikeys import ApiKeys
 from automation.store.contacts import ContactStore
 from automation.store.deliveries import DeliveryLog, DeliveryReport
 from automation.events import Event
-from tests.conftest import DAY, write
+from tests.conftest import lifecycle_command as lifecycle, DAY, write
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -93,12 +91,6 @@ def test_provider_reports_are_counted_per_journey_step_once_per_message(runtime,
 
 
 # -- the page -------------------------------------------------------------------------------------------
-
-def lifecycle(settings, *args: str, **more: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **settings.to_env(), "LIFECYCLE_HOME": str(settings.home), **more}
-    return subprocess.run([sys.executable, "-m", "automation", *args], cwd=settings.journeys_dir.parent, env=env,
-                          capture_output=True, text=True, timeout=120)
-
 
 @pytest.fixture
 def filled(runtime, engine: Engine, run_due, clock) -> None:

@@ -358,15 +358,13 @@ def cmd_preview(args: argparse.Namespace) -> int:
     try:
         broken = bench.errors_about(args.target)
         if broken:   # the journey (or one sending the template) does not load: say why, as validate does
-            for diagnostic in broken:
-                print(diagnostic.format(), file=sys.stderr)
+            _print_diagnostics(broken)
             return 1
         refs = messages_of(args.target, bench.journeys, bench.catalog)
         try:
             messages = preview(refs, bench.catalog, bench.renderer, reader, args.locale, args.all_locales)
         except PreviewFailed as failed:
-            for diagnostic in failed.diagnostics:
-                print(diagnostic.format(), file=sys.stderr)
+            _print_diagnostics(failed.diagnostics)
             return 1
     finally:
         bench.close()
@@ -435,8 +433,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         result = simulate(settings, args.journeys, args.days, ids, Path(files[0]) if files else None, script,
                           args.start, live=live)
     except JourneysDoNotLoad as failed:
-        for diagnostic in failed.diagnostics:
-            print(diagnostic.format(), file=sys.stderr)
+        _print_diagnostics(failed.diagnostics)
         return 1
     finally:
         if live is not None:
@@ -460,14 +457,12 @@ def cmd_test_send(args: argparse.Namespace) -> int:
     try:
         broken = bench.errors_about(args.journey)
         if broken:   # the journey does not load: say why, as validate does
-            for diagnostic in broken:
-                print(diagnostic.format(), file=sys.stderr)
+            _print_diagnostics(broken)
             return 1
         try:
             done = send_test(bench, args.journey, args.step, args.to, reader, args.locale)
         except PreviewFailed as failed:
-            for diagnostic in failed.diagnostics:
-                print(diagnostic.format(), file=sys.stderr)
+            _print_diagnostics(failed.diagnostics)
             return 1
     finally:
         bench.close()
