@@ -194,6 +194,14 @@ def lifecycle_command(settings: Settings, *args: str, **env: str) -> subprocess.
                           env=environment, capture_output=True, text=True, timeout=120)
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition",
              interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout

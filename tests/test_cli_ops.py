@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import outbox_files, wait_for
+from tests.conftest import process_alive, outbox_files, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ def test_run_serves_contacts_from_other_commands_on_the_embedded_redis(project: 
     assert run.returncode == 0, log.read_text()
     # The last process to leave the embedded Redis stopped it (the scheduler's Dramatiq connections
     # once kept it up after `run` was gone)
-    wait_for(lambda: not _alive(redis_pid), timeout=20, what="the embedded redis-server to stop")
+    wait_for(lambda: not process_alive(redis_pid), timeout=20, what="the embedded redis-server to stop")
     # The data survives: a new command sees the contact (append-only file on disk)
     info = lifecycle(project, env, "inspect", "zoe", "--json")
     assert json.loads(info.stdout)["attributes"]["first_name"] == "Zoë"
@@ -92,11 +92,3 @@ def test_inspect_unknown_contact_and_validate_exit_codes(project: Path):
     result = lifecycle(project, env, "validate")
     assert result.returncode == 1
     assert "journeys/bad.yaml:1:10: 'journey' journey name must be lowercase" in result.stdout
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from automation.api import Lifecycle
 from automation.messages.unsubscribe import make_token
 from automation.server.app import create_app
-from tests.conftest import ROOT, wait_for
+from tests.conftest import process_alive, ROOT, wait_for
 
 DAY = 86400
 
@@ -165,15 +165,7 @@ def test_the_embedded_install_keeps_its_generated_secret(tmp_path):
         serve.wait(timeout=20)
     # The last process to leave the embedded Redis stopped it (uvicorn re-raises SIGTERM after its
     # graceful shutdown; the server once outlived `serve` for good)
-    assert not _alive(redis_pid)
+    assert not process_alive(redis_pid)
     assert "LIFECYCLE_SECRET: this embedded install's own random key, kept in" in \
         lifecycle(env, "check-config", cwd=str(tmp_path)).stdout
     assert path.read_text().strip() == secret
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
