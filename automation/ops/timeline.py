@@ -24,6 +24,17 @@ def latest_activity(runtime: Runtime) -> str:
     return newest[0][0] if newest else "0-0"
 
 
+#: Activity kinds shown as one line from the entry's fields: s stage, j journey, p step, d detail.
+PLAIN = {
+    "enter": "-> enters stage '{s}'  ({d})",
+    "start": "-> starts journey '{j}'  ({d})",
+    "converted": "+  converts in '{j}'  ({d})",
+    "resumed": "   stops waiting in '{j}': {d}",
+    "end": "<- leaves journey '{j}'  ({d})",
+    "cancelled": "x  cancelled pending step '{p}' (left '{s}')",
+}
+
+
 class Timeline:
     """Prints activity-stream entries as readable lines, with the simulated day."""
 
@@ -57,18 +68,8 @@ class Timeline:
         kind, when, contact = f.get("k", ""), float(f.get("t", 0)), f.get("c", "")
         self.counts[kind] += 1
         step = f"{f.get('ch', '')} {f.get('p', '')}".strip()
-        if kind == "enter":
-            self.line(when, contact, f"-> enters stage '{f.get('s')}'  ({f.get('d', '')})")
-        elif kind == "start":
-            self.line(when, contact, f"-> starts journey '{f.get('j')}'  ({f.get('d', '')})")
-        elif kind == "converted":
-            self.line(when, contact, f"+  converts in '{f.get('j')}'  ({f.get('d', '')})")
-        elif kind == "resumed":
-            self.line(when, contact, f"   stops waiting in '{f.get('j')}': {f.get('d', '')}")
-        elif kind == "end":
-            self.line(when, contact, f"<- leaves journey '{f.get('j')}'  ({f.get('d', '')})")
-        elif kind == "cancelled":
-            self.line(when, contact, f"x  cancelled pending step '{f.get('p')}' (left '{f.get('s')}')")
+        if kind in PLAIN:
+            self.line(when, contact, PLAIN[kind].format(s=f.get("s"), j=f.get("j"), p=f.get("p"), d=f.get("d", "")))
         elif kind == "sent":
             self.sent[step] += 1
             detail = f.get("d", "")
