@@ -100,14 +100,15 @@ def redis_cpu_seconds(bench: Bench) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def wrk(url: str, path: str, key: str, body_lua: str, seconds: int, connections: int,
+def wrk(url: str, path: str, key: str, body_lua: str | None, seconds: int, connections: int,
         cpu: dict[str, Any] | None = None) -> float:
-    """Requests per second `wrk` measured (non-2xx answers make the run fail). With `cpu` (the served
-    process and the bench), CPU microseconds per request of the server, Redis and wrk go in it too:
-    on a machine shared with other work they say more than the rate does."""
+    """Requests per second `wrk` measured (non-2xx answers make the run fail); a plain GET when
+    `body_lua` is None. With `cpu` (the served process and the bench), CPU microseconds per request
+    of the server, Redis and wrk go in it too: on a machine shared with other work they say more
+    than the rate does."""
     token = base64.b64encode(f"{key}:".encode()).decode()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % (body_lua, path, token))
+        script.write(WRK_SCRIPT % (body_lua, path, token) if body_lua else "")
     before = (cpu_seconds(cpu["served"].process), redis_cpu_seconds(cpu["bench"]),
               sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])) if cpu else None
     result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script.name, url + path],
@@ -193,6 +194,11 @@ def http(bench: Bench) -> dict[str, Any]:
             cpu: dict[str, Any] = {"served": served, "bench": bench}
             results["http_track_req_per_s"] = round(wrk(served.url, "/v1/track", key, SINGLE_LUA, seconds, 64, cpu))
             results["http_track_cpu_us_per_request"] = cpu["us_per_request"]
+            # The baseline, same server and load: GET /healthz, which neither reads a body nor touches
+            # Redis, is what the HTTP stack alone can serve on this machine.
+            trivial = wrk(served.url, "/healthz", key, None, seconds, 64)
+            results["http_trivial_req_per_s"] = round(trivial)
+            results["http_track_vs_trivial"] = round(results["http_track_req_per_s"] / trivial, 2)
             batch = "[[" + batch_body() + "]]"                                         # a Lua long string
             results["http_batch_events_per_s"] = round(100 * wrk(served.url, "/v1/batch", key, batch, seconds, 16,
                                                                  cpu))
@@ -233,7 +239,15 @@ def import_events(bench: Bench) -> dict[str, Any]:
     delete_namespace(bench.client(), settings.namespace)
     if result.returncode != 0:
         raise RuntimeError(result.stdout + result.stderr)
+    # The baseline, same file and machine: reading and parsing its lines as JSON in one Python
+    # process, which every importer does before it stores anything.
+    started = time.perf_counter()
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            json.loads(line)
+    parse_only = n / (time.perf_counter() - started)
     return {"import_events": n, "import_events_per_s": round(n / elapsed),
+            "import_json_parse_only_events_per_s": round(parse_only),
             "import_cpu_us_per_event": {"importer": round(importer / n * 1e6, 1),
                                         "redis": round(redis_cpu / n * 1e6, 1)}}
 
