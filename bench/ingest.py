@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 import requests
 
+from automation.engine.services import Engine
 from automation.runtime import open_runtime
 from automation.store.apikeys import ApiKeys
 
@@ -184,6 +185,7 @@ def load_in_another_process(url: str, key: str, rate: float, seconds: float, con
 def http(bench: Bench) -> dict[str, Any]:
     settings = bench.settings("http")
     runtime = open_runtime(settings)
+    publish_watch_lists(runtime)
     key = ApiKeys(runtime).create("ingest", "bench")[1]
     served = Served(bench, settings)
     seconds = 5 if bench.quick else 15
@@ -220,8 +222,17 @@ def http(bench: Bench) -> dict[str, Any]:
     return results
 
 
+def publish_watch_lists(runtime: Any) -> None:
+    """What a running installation has: a worker has said which events its journeys react to
+    (before that, every event waits in its contact's inbox)."""
+    Engine.create(runtime).close()
+
+
 def import_events(bench: Bench) -> dict[str, Any]:
     settings = bench.settings("import")
+    runtime = open_runtime(settings)
+    publish_watch_lists(runtime)
+    runtime.close()
     n = bench.count(200_000, 50_000)
     path = bench.workdir / "events.jsonl"
     now = time.time()

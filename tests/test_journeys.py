@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from automation.ops.status import collect_status
 from automation.runtime import open_runtime
 from automation.store.keys import recheck_member, step_member
 from automation.store.timers import TimerStore
-from tests.conftest import DAY, outbox_files, write
+from tests.conftest import DAY, ROOT, outbox_files, write
 from tests.providers.recording import Provider
 
 
@@ -389,3 +390,27 @@ def test_a_step_due_on_entry_runs_in_the_same_pass_whatever_the_clock_reads(runt
     customer(lc, "ana", None, None)
     run_due(engine)
     assert len(outbox_files(settings.outbox_dir, "email")) == 1
+
+
+def test_events_and_changes_sent_before_any_worker_ran_still_start_their_journeys(runtime, lc, settings, clock,
+                                                                                   start, run_due, provider):
+    # An app sends its first events to a fresh installation before the first worker has started
+    # (and so before any worker has said which events journeys react to).
+    for name in ("cart-abandonment.yaml", "sms-opt-in.yaml"):
+        shutil.copy(ROOT / "journeys" / name, settings.journeys_dir / name)
+    lc.identify("cart", {"email": "cart@example.com", "consent": {"email": True}})
+    lc.track("cart", "checkout_started", {"total": 80})
+    lc.identify("opt-in", {"phone": "+14155550123", "consent": {"sms": True}})
+    engine = start()
+    run_due(engine)
+
+    def triggered() -> list[tuple[str, str]]:
+        return [(d.contact_id, d.template) for d in provider.calls if d.journey != "customer-lifecycle"]
+
+    assert triggered() == [("opt-in", "sms-welcome")]
+    clock.advance(3601)
+    run_due(engine)
+    assert triggered() == [("opt-in", "sms-welcome"), ("cart", "cart-reminder")]
+    # Once published, an event no journey reacts to no longer waits in the inbox.
+    lc.track("cart", "page_view", {"path": "/"})
+    assert runtime.redis.llen(runtime.keys.inbox("cart")) == 0

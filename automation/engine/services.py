@@ -21,6 +21,7 @@ from automation.runtime import Runtime
 from automation.store import versions
 from automation.store.contacts import ContactStore
 from automation.store.fields import Enrollment
+from automation.store.keys import WATCH_PUBLISHED
 from automation.store.pauses import ChannelPauses
 from automation.store.ratelimit import RateLimiter
 from automation.store.scripts import Scripts
@@ -83,10 +84,8 @@ class Engine:
         events, attributes = watched(journeys.values())
         keys = self.runtime.keys
         pipe = self.runtime.redis.pipeline(transaction=False)
-        if events:
-            pipe.sadd(keys.watched_events, *sorted(events))
-        if attributes:
-            pipe.sadd(keys.watched_attributes, *sorted(attributes))
+        pipe.sadd(keys.watched_events, WATCH_PUBLISHED, *sorted(events))
+        pipe.sadd(keys.watched_attributes, WATCH_PUBLISHED, *sorted(attributes))
         pipe.execute()
         arm_broadcasts(self.runtime, journeys.values())
         if self.runtime.settings.deploy == "auto":

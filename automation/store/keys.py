@@ -33,12 +33,13 @@ class Keys:
 
     @property
     def watched_events(self) -> str:
-        """Names of the events journeys react to (triggers, wait_for, goals, exits, scores)."""
+        """Names of the events journeys react to (triggers, wait_for, goals, exits, scores), and
+        WATCH_PUBLISHED once a worker has published them: until then every event is kept."""
         return f"{self.namespace}:watch:events"
 
     @property
     def watched_attributes(self) -> str:
-        """Names of the contact attributes attribute-change triggers watch."""
+        """Names of the contact attributes attribute-change triggers watch, and WATCH_PUBLISHED (as above)."""
         return f"{self.namespace}:watch:attributes"
 
     def broadcast(self, journey: str, one_off: str = "") -> str:
@@ -180,6 +181,11 @@ class Keys:
 
 
 PHONE_BUCKETS = 8192
+
+#: The member a worker adds to both watch sets when it publishes them (no event or attribute has
+#: an empty name): an empty set means "not published yet", and then every event and attribute
+#: change waits in the inbox, so events sent before any worker ever ran still start journeys.
+WATCH_PUBLISHED = ""
 
 #: Entries kept in the activity stream (`<ns>:activity`), approximately.
 ACTIVITY_LENGTH = 100_000

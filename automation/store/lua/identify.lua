@@ -14,7 +14,9 @@ local changed, created = false, redis.call('EXISTS', KEYS[1]) == 0
 if created and ARGV[8] == '1' then
   return -1
 end
-local watched = ARGV[7] == '1' and redis.call('SCARD', KEYS[4]) > 0
+local watched = ARGV[7] == '1'
+-- An empty watch set has not been published by any worker yet: keep every change until one has.
+local everything = redis.call('SCARD', KEYS[4]) == 0
 for i = 9, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   local field = 'a:' .. name
@@ -32,7 +34,7 @@ for i = 9, #ARGV, 2 do
   if differs then
     changed = true
     if watched then
-      local hit = redis.call('SISMEMBER', KEYS[4], name) == 1
+      local hit = everything or redis.call('SISMEMBER', KEYS[4], name) == 1
       local position = 0
       while not hit do
         position = string.find(name, '.', position + 1, true)

@@ -10,7 +10,9 @@
 -- member, '1' if it has an id to deduplicate by
 -- Returns one 1 (recorded) or 0 (a duplicate id) per event.
 local now, keep, ttl, inbox_length, notify = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
+-- An empty watch set has not been published by any worker yet: keep every event until one has.
 local watched = {}
+local everything = redis.call('SCARD', KEYS[1]) == 0
 local results = {}
 for i = 0, (#KEYS - 1) / 5 - 1 do
   local contact, recent_key, timers, inbox, dedupe = KEYS[2 + 5 * i], KEYS[3 + 5 * i], KEYS[4 + 5 * i],
@@ -48,7 +50,7 @@ for i = 0, (#KEYS - 1) / 5 - 1 do
     -- until the contact's next evaluation; others need nothing beyond the stats above.
     if notify == '1' then
       if watched[name] == nil then
-        watched[name] = redis.call('SISMEMBER', KEYS[1], name) == 1
+        watched[name] = everything or redis.call('SISMEMBER', KEYS[1], name) == 1
       end
       if watched[name] then
         redis.call('RPUSH', inbox, 'e' .. json)
