@@ -92,6 +92,34 @@ def test_a_marketing_sms_due_at_night_waits_for_the_morning_in_the_contacts_zone
     assert local(sms_outcome(lc, "nas")["at"], tz) == "2026-01-06 08:00"
 
 
+def test_the_wait_after_a_held_message_counts_from_when_it_went(runtime, make_engine, run_due, clock, settings):
+    # Given an SMS, then two hours later an email, falling due at 22:30 (in quiet hours for SMS)
+    write(settings.journeys_dir / "ping-sms.yaml", PING_SMS + """  - wait: 2h
+  - send: email
+    template: welcome
+""")
+    engine = make_engine()
+    lc = Lifecycle(runtime)
+    tz = "Europe/Warsaw"
+    clock.set(at_local("2026-01-05 22:30", tz))
+    texter(lc, "ewa", tz)
+    lc.track("ewa", "ping", {})
+    run_due(engine)
+    clock.set(at_local("2026-01-06 08:00", tz))
+    run_due(engine)
+    assert local(sms_outcome(lc, "ewa")["at"], tz) == "2026-01-06 08:00"
+    # Then the email waits its two hours from 08:00, when the SMS went, not from 22:30
+    assert outbox_files(settings.outbox_dir, "email") == []
+    clock.set(at_local("2026-01-06 09:59", tz))
+    run_due(engine)
+    assert outbox_files(settings.outbox_dir, "email") == []
+    clock.set(at_local("2026-01-06 10:00", tz))
+    run_due(engine)
+    assert len(outbox_files(settings.outbox_dir, "email")) == 1
+    (email_step,) = [outcome for key, outcome in lc.history("ewa").items() if outcome.get("ch") == "email"]
+    assert local(email_step["at"], tz) == "2026-01-06 10:00"
+
+
 def test_quiet_hours_end_at_8_local_across_a_dst_change(runtime, make_engine, run_due, clock, settings):
     # Given a contact in New York, where clocks jump from 02:00 to 03:00 on 2026-03-08
     write(settings.journeys_dir / "ping-sms.yaml", PING_SMS)

@@ -295,7 +295,7 @@ class Simulator:
             if kind == RECHECK:
                 self._evaluate(state, timers, now)
             elif kind == STEP and journey:
-                self._step(state, journey, timers, now, listed)
+                self._step(state, journey, timers, now, listed, due)
         self.result.stopped += 1
 
     def _evaluate(self, state: ContactState, timers: dict[str, float], now: float) -> None:
@@ -310,8 +310,9 @@ class Simulator:
             timers[member] = recheck
 
     def _step(self, state: ContactState, name: str, timers: dict[str, float], now: float,
-              listed: set[tuple[str, str]]) -> None:
-        """What automation.engine.steps does with a due `s|` timer (prepare, check, mark, record)."""
+              listed: set[tuple[str, str]], timer_due: float) -> None:
+        """What automation.engine.steps does with a due `s|` timer (prepare, check, mark, record),
+        claimed at `now` with the timer's own due time (`timer_due`), as the scheduler claims it."""
         enrollment = state.enrollments.get(name)
         journey = self.served.get(name)
         if enrollment is None or enrollment.step is None or enrollment.due is None or journey is None \
@@ -332,7 +333,7 @@ class Simulator:
         if not isinstance(node, SendNode):
             runs.advance(changes, journey, enrollment.stage, resume_after(node), enrollment.due)
             return _timers(changes, timers)
-        job = Job(Claim(step_member(name, state.id), now), state, journey, enrollment.stage, node,
+        job = Job(Claim(step_member(name, state.id), timer_due), state, journey, enrollment.stage, node,
                   enrollment.occurrence, enrollment.due)
         check(self.engine, job, now, self.paused)
         if job.kind in ("held", "deferred"):
@@ -363,7 +364,7 @@ class Simulator:
         if node.next is None and job.scope != RUN:
             changes.jset(name, sp=None, du=None)
         else:
-            runs.advance(changes, journey, job.scope, node.next, job.due)
+            runs.advance(changes, journey, job.scope, node.next, job.went_due)
         _timers(changes, timers)
 
 

@@ -96,6 +96,13 @@ class Job:
     def ledger_field(self) -> str:
         return f"{runs.run_key(self.journey.name, self.scope, self.occurrence)}:{self.ledger_step or self.step.id}"
 
+    @property
+    def went_due(self) -> float:
+        """When the step's time came, which the run's next wait counts from: its due time, or the later
+        time it was held to (quiet hours, a cap, a paused channel, a retry), which its timer then holds.
+        Not the clock's time: a worker that runs late does not move the run's schedule."""
+        return max(self.due, self.claim.due)
+
     def decide(self, kind: str, code: str = "", detail: str = "") -> None:
         self.kind, self.code, self.detail = kind, code, detail
 
@@ -609,7 +616,7 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
         changes.jset(name, sp=None, du=None, **({"vr": None} if changes.enrollment(name).version else {}))
         # (the last step of a stage: nothing to walk)
     else:
-        runs.advance(changes, job.journey, scope, step.next, job.due)
+        runs.advance(changes, job.journey, scope, step.next, job.went_due)
         log_rule_errors(job.state.id, changes.errors)
     guards = [[fields.run(name, "st"), scope], [fields.run(name, "oc"), str(job.occurrence)],
               [fields.run(name, "sp"), stored or step.id]]
