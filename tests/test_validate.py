@@ -196,3 +196,14 @@ def test_the_published_schema_is_valid_and_accepts_the_shipped_journeys():
     Draft202012Validator.check_schema(SCHEMA)
     for path in (ROOT / "journeys").glob("[!_]*.yaml"):
         assert list(Draft202012Validator(SCHEMA).iter_errors(YAML().load(path.read_text()))) == []
+
+
+def test_the_schema_the_shipped_journeys_name_for_editors_exists():
+    # Editors (yaml-language-server) complete and check a journey from the schema its first line names.
+    named = {}
+    for path in sorted((ROOT / "journeys").glob("*.yaml")):
+        match = re.search(r"yaml-language-server: \$schema=(\S+)", path.read_text())
+        if match:
+            named[path.name] = (path.parent / match.group(1)).resolve()
+    assert len(named) >= 10
+    assert {name: target for name, target in named.items() if not target.is_file()} == {}
