@@ -14,6 +14,7 @@ from automation.channels.sendgrid import SendGridChannel
 from automation.config import Settings
 from automation.testing import AdapterContract, Response
 from tests.providers.sendgrid_api import API_KEY, SendGridStandIn, errors
+from tests.conftest import write
 
 
 #: Seconds a stand-in holds back an answer to play a provider that hangs: far beyond any adapter timeout,
@@ -210,3 +211,40 @@ def test_a_journey_email_goes_through_sendgrid(runtime, make_engine, run_due, se
     assert exchange.response is not None and exchange.response.status == 202
     message_id = exchange.response.headers["X-Message-Id"]     # what SendGrid answered
     assert outcome["state"] == "sent" and outcome["id"] == message_id
+
+
+TEMPLATE_AB = """journey: template-ab
+vars: {brand: Northwind, shop_url: https://shop.example.com}
+trigger: {event: signup}
+steps:
+  - split:
+      name: design
+      variants:
+        - {name: classic, weight: 50, vars: {design: d-classic}}
+        - {name: bold, weight: 50, vars: {design: d-bold}}
+  - send: email
+    options: {sendgrid_template_id: vars.design}
+"""
+
+
+def test_a_split_variant_chooses_the_dynamic_template_through_vars(runtime, make_engine, run_due, settings, stand_in):
+    # Given an A/B test of two SendGrid dynamic templates, each variant naming its own in vars
+    (settings.journeys_dir / "customer-lifecycle.yaml").unlink()
+    write(settings.journeys_dir / "template-ab.yaml", TEMPLATE_AB)
+    adapter = SendGridChannel(settings, env=env_for(stand_in))
+    engine = make_engine(ChannelRegistry(settings, instances={"email": adapter}))
+    lc = Lifecycle(runtime)
+    for n in range(40):
+        lc.identify(f"c{n}", {"email": f"c{n}@example.com", "consent": {"email": True}})
+        lc.track(f"c{n}", "signup", {})
+    run_due(engine)
+    # Then each contact's email went with their variant's template
+    sent: dict[str, str] = {}
+    for body in stand_in.delivered():
+        for personalization in body["personalizations"]:
+            sent[personalization["to"][0]["email"]] = body["template_id"]
+    assert len(sent) == 40
+    for n in range(40):
+        variant = lc.contact(f"c{n}").enrollments["template-ab"].assignments["design"]
+        assert sent[f"c{n}@example.com"] == {"classic": "d-classic", "bold": "d-bold"}[variant]
+    assert set(sent.values()) == {"d-classic", "d-bold"}

@@ -147,3 +147,30 @@ def test_the_modelling_patterns_in_the_docs_validate(capsys, project: Path):
     paths = [write(project / "journeys" / f"{name}.yaml", block) for name, block in zip(names, examples, strict=True)]
     result = validate(capsys, project, *paths)
     assert (result.code, result.lines) == (0, []), result.text
+
+
+def test_options_read_from_vars_are_checked_for_every_value(check):
+    path, result = check("offer", """\
+journey: offer
+trigger: {event: signup}
+vars: {crm: "https://crm.example.com/hook"}
+steps:
+  - split:
+      name: crm
+      variants:
+        - {name: old, weight: 50, vars: {crm: "ftp://old.example.com"}}
+        - {name: new, weight: 50}
+  - send: webhook
+    id: notify
+    url: vars.crm
+  - send: webhook
+    id: notify-again
+    url: vars.crn
+""")
+    assert result.problems == [
+        f"{path}:12:10: a webhook step needs url: https://... (vars.crm = 'ftp://old.example.com')",
+        f"{path}:15:10: 'vars.crn' is set by no split variant, nor by the journey's vars",
+    ], result.text
+    assert result.hint(result.problems[0]) == ("each value the journey's vars and its split variants give vars.crm "
+                                               "must be a valid url")
+    assert result.hint(result.problems[1]) == "did you mean 'crm'?"

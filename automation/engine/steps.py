@@ -25,13 +25,13 @@ import time
 import uuid
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from automation.channels import Delivery, Failed, Misconfigured, Remove, Retry, Sent
 from automation.channels.base import Result
 from automation.engine import runs
 from automation.engine.apply import Plan, apply_plans, log_rule_errors
-from automation.engine.context import rule_context, step_data, template_context
+from automation.engine.context import rule_context, run_vars, step_data, template_context
 from automation.engine.broadcasts import cancelled
 from automation.engine.caps import caps_plan
 from automation.engine.evaluation import start_armed
@@ -102,6 +102,16 @@ class Job:
         time it was held to (quiet hours, a cap, a paused channel, a retry), which its timer then holds.
         Not the clock's time: a worker that runs late does not move the run's schedule."""
         return max(self.due, self.claim.due)
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The step's options, those written `vars.<name>` read from the run's vars (a split variant's)."""
+        step = self.step
+        if not step.options_from_vars:
+            return step.options
+        enrollment = self.state.enrollments.get(self.journey.name)
+        values = run_vars(self.journey, self.scope, enrollment.assignments if enrollment else {})
+        return {**step.options, **{key: values.get(name) for key, name in step.options_from_vars.items()}}
 
     def decide(self, kind: str, code: str = "", detail: str = "") -> None:
         self.kind, self.code, self.detail = kind, code, detail
@@ -272,7 +282,7 @@ def check(engine: Engine, job: Job, now: float, paused: dict[str, Pause]) -> Non
         consent = state.attributes.get("consent", {})
         if not (isinstance(consent, dict) and consent.get(step.channel) is True):
             return job.decide("skipped", "no_consent", f"no consent for {step.channel}")
-    address = adapter.address(step.channel, {**state.attributes, "id": state.id}, step.options)
+    address = adapter.address(step.channel, {**state.attributes, "id": state.id}, job.options)
     if not address:
         return job.decide("skipped", "no_address", adapter.missing_address(step.channel))
     if step.channel in ADDRESS_ATTRIBUTES and isinstance(address, str):
@@ -313,7 +323,8 @@ def render(engine: Engine, job: Job, now: float) -> None:
     adapter = engine.channels.get(step.channel)
     assert adapter is not None
     settings = engine.runtime.settings
-    to = adapter.address(step.channel, {**state.attributes, "id": state.id}, step.options)
+    options = job.options
+    to = adapter.address(step.channel, {**state.attributes, "id": state.id}, options)
     key = f"{job.ledger_field}:{state.id}"
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
@@ -344,7 +355,7 @@ def render(engine: Engine, job: Job, now: float) -> None:
                                      **_plain(extra)}
     job.delivery = Delivery(key=key, contact_id=state.id, journey=journey.name, stage=job.scope, step=step.id,
                             channel=step.channel, template=step.template, locale=used_locale, to=to,
-                            parts=parts, at=now, headers=headers, metadata=metadata, options=step.options,
+                            parts=parts, at=now, headers=headers, metadata=metadata, options=options,
                             data=data)
     return None
 

@@ -49,6 +49,9 @@ class SendNode(Node):
     options: Mapping[str, Any] = field(default_factory=dict)
     max_segments: int | None = None
     message_type: str | None = None     # marketing or transactional; None: the journey's
+    #: Options taken from the run's vars, option -> var name: `sendgrid_template_id: vars.template`
+    #: (`options` holds the first value the journey gives it, until a run has its own).
+    options_from_vars: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -336,13 +336,15 @@ def _send(step: CommentedMap, common: dict[str, Any], delay: float, ctx: FlowCon
     options = dict(plain(step["options"])) if isinstance(step.get("options"), dict) else {}
     if isinstance(step.get("url"), str):
         options["url"] = step["url"]
+    from_vars: dict[str, str] = {}
     max_segments = step.get("max_segments") if isinstance(step.get("max_segments"), int) else None
     if channel not in ctx.channels:
         report.add(pos(step, "send"), f"unknown channel {channel!r}",
                    did_you_mean(channel, ctx.channels) or f"channels: {', '.join(sorted(ctx.channels))}")
     else:
         adapter = ctx.channels[channel]
-        if adapter is not None:
+        options, from_vars, known = _options_from_vars(step, channel, adapter, options, ctx)
+        if adapter is not None and known:     # (an unknown vars.<name> is the one finding)
             _check_options(step, channel, adapter, options, report)
         if not template and "template" not in step and (adapter is None
                                                            or adapter.template_required(channel, options)):
@@ -354,7 +356,7 @@ def _send(step: CommentedMap, common: dict[str, Any], delay: float, ctx: FlowCon
                 _check_segments(step, template, ctx, max_segments or ctx.max_segments)
     message_type = step.get("type") if step.get("type") in MESSAGE_TYPES else None
     return SendNode(**common, channel=channel, template=template, delay=delay, options=options,
-                    max_segments=max_segments, message_type=message_type)
+                    max_segments=max_segments, message_type=message_type, options_from_vars=from_vars)
 
 
 def _wait_until(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> WaitUntilNode | None:
@@ -647,6 +649,39 @@ def limit_diagnostic(variant: TemplateFile, exc: TemplateLimitError) -> Diagnost
     return Diagnostic(display_path(variant.path), 1, 1, f"{reason}, rendered with sample data",
                       f"range() makes at most {MAX_RANGE} items and loops stop at the deadline; the budget is "
                       "LIFECYCLE_TEMPLATE_TIME_MS and LIFECYCLE_TEMPLATE_MAX_BYTES (docs/templates.md, Limits)")
+
+
+def _options_from_vars(step: CommentedMap, channel: str, adapter: "Channel | None", options: dict[str, Any],
+                       ctx: FlowContext) -> tuple[dict[str, Any], dict[str, str], bool]:
+    """Options (and `url`) written `vars.<name>`: the run's value, a split variant's say. Each value the
+    journey can give one must be a valid option; the first stands in until a run has its own. The last
+    item says whether every name used is known."""
+    from_vars: dict[str, str] = {}
+    known = True
+    for key, value in list(options.items()):
+        match = VARS_VALUE.match(value) if isinstance(value, str) else None
+        if match is None:
+            continue
+        where = pos(step, "url") if key == "url" and "url" in step else \
+            pos(step["options"], key) if isinstance(step.get("options"), dict) and key in step["options"] \
+            else pos(step, "send")
+        name = match.group(1)
+        values = ctx.run_vars.get(name)
+        if values is None:
+            check_vars([name], where, ctx.run_vars, ctx.report)
+            known = False
+            continue
+        from_vars[key] = name
+        options[key] = values[0]
+        if adapter is None:
+            continue
+        # The first value is checked with the other options (_check_options); here the others.
+        for other in [v for i, v in enumerate(values) if i and v != values[0] and v not in values[1:i]]:
+            for problem in adapter.check_options(channel, {**options, key: other}):
+                ctx.report.add(where, f"{problem} (vars.{name} = {other!r})",
+                               f"each value the journey's vars and its split variants give vars.{name} must be a "
+                               f"valid {key}")
+    return options, from_vars, known
 
 
 def _check_options(step: CommentedMap, channel: str, adapter: "Channel", options: Mapping[str, Any],
