@@ -19,7 +19,7 @@ import psutil
 import redis
 
 from automation.channels import ChannelRegistry
-from automation.clock import ManualClock
+from automation.clock import Clock
 from automation.config import Settings
 from automation.engine.dispatch import DramatiqDispatcher
 from automation.engine.executor import run_batch
@@ -163,7 +163,7 @@ class NoopWorkers:
         stop_process(self.process, timeout=30)
 
 
-def setup_engine(settings: Settings, clock: ManualClock) -> tuple[Runtime, Engine]:
+def setup_engine(settings: Settings, clock: Clock) -> tuple[Runtime, Engine]:
     """An engine in this process, on a manual clock, for putting contacts where a benchmark needs them."""
     runtime = open_runtime(settings, clock=clock)
     return runtime, Engine.create(runtime, ChannelRegistry(settings))

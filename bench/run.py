@@ -7,6 +7,7 @@
     python bench/run.py --only ingest      # HTTP ingest and import (wrk: apt-get install wrk)
     python bench/run.py --only forecast    # lifecycle forecast of 100,000 contacts over 30 days
     python bench/run.py --only plan        # `lifecycle plan` over 100,000 waiting contacts
+    python bench/run.py --only stepcost    # CPU per step in one process (steady where rates are not)
 
 Redis: the server at REDIS_URL if set, else a fresh embedded redis-server. The
 benchmarks reset Redis's command counters (CONFIG RESETSTAT) and read its memory
@@ -39,11 +40,14 @@ except ImportError:
         os.execv(str(venv_python), [str(venv_python), *sys.argv])
     sys.exit("The project is not installed: run `python3 dev.py test` (or `python3 dev.py demo`) once first.")
 
-from bench import chaos, forecast, guardrails, ingest, memory, plan, population, throughput, timers, transitions  # noqa: E402
+from bench import (  # noqa: E402
+    chaos, forecast, guardrails, ingest, memory, plan, population, stepcost, throughput, timers, transitions,
+)
 from bench.harness import Bench, bench_redis  # noqa: E402
 
 BENCHMARKS = {
     "throughput": throughput.run,
+    "stepcost": stepcost.run,
     "timers": timers.run,
     "transitions": transitions.run,
     "population": population.run,
