@@ -120,6 +120,31 @@ def test_the_wait_after_a_held_message_counts_from_when_it_went(runtime, make_en
     assert local(email_step["at"], tz) == "2026-01-06 10:00"
 
 
+def test_a_late_worker_does_not_move_the_schedule(runtime, make_engine, run_due, clock, settings):
+    # Given an SMS due at 13:00 and an email two hours after it, and workers that only get to the SMS at 13:50
+    write(settings.journeys_dir / "ping-sms.yaml", PING_SMS.replace("steps:\n", "steps:\n  - wait: 1h\n") + """  - wait: 2h
+  - send: email
+    template: welcome
+""")
+    engine = make_engine()
+    lc = Lifecycle(runtime)
+    tz = "Europe/Warsaw"
+    clock.set(at_local("2026-01-05 12:00", tz))
+    texter(lc, "ela", tz)
+    lc.track("ela", "ping", {})
+    run_due(engine)
+    clock.set(at_local("2026-01-05 13:50", tz))
+    run_due(engine)
+    assert len(outbox_files(settings.outbox_dir, "sms")) == 1
+    # Then the email still goes at 15:00, two hours after the SMS was due
+    clock.set(at_local("2026-01-05 14:59", tz))
+    run_due(engine)
+    assert outbox_files(settings.outbox_dir, "email") == []
+    clock.set(at_local("2026-01-05 15:00", tz))
+    run_due(engine)
+    assert len(outbox_files(settings.outbox_dir, "email")) == 1
+
+
 def test_quiet_hours_end_at_8_local_across_a_dst_change(runtime, make_engine, run_due, clock, settings):
     # Given a contact in New York, where clocks jump from 02:00 to 03:00 on 2026-03-08
     write(settings.journeys_dir / "ping-sms.yaml", PING_SMS)

@@ -35,6 +35,7 @@ from automation.language.journey import RUN, Journey, ScoreDef
 from automation.store import fields
 from automation.store.contacts import ContactState
 from automation.store.keys import RECHECK, STEP, parse_member, recheck_member, step_member
+from automation.store.keys import due as due_text
 from automation.store.pauses import Pause
 from automation.store.suppression import ADDRESS_ATTRIBUTES, Suppressions, normalize
 from automation.store.timers import Claim
@@ -295,7 +296,7 @@ class Simulator:
             if kind == RECHECK:
                 self._evaluate(state, timers, now)
             elif kind == STEP and journey:
-                self._step(state, journey, timers, now, listed, due)
+                self._step(state, journey, timers, now, listed)
         self.result.stopped += 1
 
     def _evaluate(self, state: ContactState, timers: dict[str, float], now: float) -> None:
@@ -310,9 +311,8 @@ class Simulator:
             timers[member] = recheck
 
     def _step(self, state: ContactState, name: str, timers: dict[str, float], now: float,
-              listed: set[tuple[str, str]], timer_due: float) -> None:
-        """What automation.engine.steps does with a due `s|` timer (prepare, check, mark, record),
-        claimed at `now` with the timer's own due time (`timer_due`), as the scheduler claims it."""
+              listed: set[tuple[str, str]]) -> None:
+        """What automation.engine.steps does with a due `s|` timer (prepare, check, mark, record)."""
         enrollment = state.enrollments.get(name)
         journey = self.served.get(name)
         if enrollment is None or enrollment.step is None or enrollment.due is None or journey is None \
@@ -333,11 +333,11 @@ class Simulator:
         if not isinstance(node, SendNode):
             runs.advance(changes, journey, enrollment.stage, resume_after(node), enrollment.due)
             return _timers(changes, timers)
-        job = Job(Claim(step_member(name, state.id), timer_due), state, journey, enrollment.stage, node,
+        job = Job(Claim(step_member(name, state.id), now), state, journey, enrollment.stage, node,
                   enrollment.occurrence, enrollment.due)
         check(self.engine, job, now, self.paused)
         if job.kind in ("held", "deferred"):
-            timers[step_member(name, state.id)] = job.retry_at if job.retry_at is not None else now
+            _hold(changes, name, timers, job.retry_at if job.retry_at is not None else now)
             return
         if job.kind == "paused":
             # Waits until the channel is resumed or configured: nothing it sends within the forecast.
@@ -349,7 +349,7 @@ class Simulator:
             until = capped_until(state.raw, job.caps, now)
             if until is not None:
                 if self.cap_action != "skip":
-                    timers[step_member(name, state.id)] = until
+                    _hold(changes, name, timers, until)
                     return
                 job.decide("skipped", CAPPED)
             else:
@@ -364,8 +364,15 @@ class Simulator:
         if node.next is None and job.scope != RUN:
             changes.jset(name, sp=None, du=None)
         else:
-            runs.advance(changes, journey, job.scope, node.next, job.went_due)
+            runs.advance(changes, journey, job.scope, node.next, job.due)
         _timers(changes, timers)
+
+
+def _hold(changes: Changes, name: str, timers: dict[str, float], until: float) -> None:
+    """A held or deferred step waits until `until`, and the steps after it count from then (as
+    steps.record_plan moves its run's due time)."""
+    changes.jset(name, du=due_text(until))
+    timers[step_member(name, changes.state.id)] = until
 
 
 def _timers(changes: Changes, timers: dict[str, float]) -> None:

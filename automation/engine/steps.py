@@ -47,6 +47,7 @@ from automation.messages.unsubscribe import list_unsubscribe_headers, unsubscrib
 from automation.store import fields
 from automation.store.contacts import ContactState
 from automation.store.coupons import issued_in_run
+from automation.store.keys import due as due_text
 from automation.store.keys import parse_member, sent_day_stat, step_member, step_reason_stat, step_stat
 from automation.store.patience import REDIS_DOWN, until_redis_answers
 from automation.store.pauses import Pause
@@ -95,13 +96,6 @@ class Job:
     @property
     def ledger_field(self) -> str:
         return f"{runs.run_key(self.journey.name, self.scope, self.occurrence)}:{self.ledger_step or self.step.id}"
-
-    @property
-    def went_due(self) -> float:
-        """When the step's time came, which the run's next wait counts from: its due time, or the later
-        time it was held to (quiet hours, a cap, a paused channel, a retry), which its timer then holds.
-        Not the clock's time: a worker that runs late does not move the run's schedule."""
-        return max(self.due, self.claim.due)
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -623,11 +617,15 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
         changes.jset(name, on=done)
     if job.kind in ("retry", "unknown") or job.kind in WAITING:
         changes.timers[step_member(name, job.state.id)] = job.retry_at
+        if job.kind != "unknown" and job.retry_at is not None:
+            # Held (quiet hours, a cap, a pause, a retry): the run waits at the step until it goes, and
+            # the steps after it count from then. A late worker or an expired lease moves nothing.
+            changes.jset(name, du=due_text(job.retry_at))
     elif step.next is None and scope != RUN:
         changes.jset(name, sp=None, du=None, **({"vr": None} if changes.enrollment(name).version else {}))
         # (the last step of a stage: nothing to walk)
     else:
-        runs.advance(changes, job.journey, scope, step.next, job.went_due)
+        runs.advance(changes, job.journey, scope, step.next, job.due)
         log_rule_errors(job.state.id, changes.errors)
     guards = [[fields.run(name, "st"), scope], [fields.run(name, "oc"), str(job.occurrence)],
               [fields.run(name, "sp"), stored or step.id]]
