@@ -26,7 +26,9 @@ from automation.engine.runs import run_key
 from automation.engine.scheduler import Scheduler
 from automation.engine.services import Engine
 from automation.events import check_attributes
+from automation.language.diff import diff_journeys
 from automation.language.journey import RUN
+from automation.language.loader import load_journey
 from automation.runtime import Runtime, open_runtime
 from automation.ops.deploys import file_candidates
 from automation.store import versions
@@ -497,3 +499,35 @@ def test_a_rollback_leaves_out_journeys_with_no_earlier_version(project, setting
     assert back.returncode == 0, back.stderr
     assert "not rolled back: follow-up: no earlier version" in back.stdout
     assert "deployed onboarding" in back.stdout
+
+
+WEBHOOK_AB = """\
+journey: crm-ab
+trigger: {event: signup}
+steps:
+  - split:
+      name: crm
+      variants:
+        - {name: old, weight: 50, vars: {crm: "https://old.example.com/hook"}}
+        - {name: new, weight: 50, vars: {crm: "https://new.example.com/hook"}}
+  - send: webhook
+    id: notify
+    url: vars.crm
+"""
+
+
+def test_the_plan_shows_an_option_read_from_vars_as_written(settings, tmp_path):
+    def journey(text: str):
+        path = write(tmp_path / "crm-ab.yaml", text)
+        loaded, diagnostics = load_journey(path, ChannelRegistry(settings).adapters, None, text=text)
+        assert loaded is not None, diagnostics
+        return loaded
+
+    literal = journey(WEBHOOK_AB.replace("url: vars.crm", "url: https://old.example.com/hook"))
+    by_vars = journey(WEBHOOK_AB)
+    # Reading the url from the run's vars is a change of the step, said as the file says it
+    [change] = diff_journeys(literal, by_vars).steps
+    assert change.what == ('options {"url": "https://old.example.com/hook"} -> {"url": "vars.crm"}',)
+    # A variant's value changing is a change of the split, not of the step (its runs read the new value)
+    [change] = diff_journeys(by_vars, journey(WEBHOOK_AB.replace("old.example.com", "older.example.com"))).steps
+    assert change.old == "split-crm" and "(name old, weight 50, holdout false" in change.what[0]

@@ -122,7 +122,8 @@ def test_the_wait_after_a_held_message_counts_from_when_it_went(runtime, make_en
 
 def test_a_late_worker_does_not_move_the_schedule(runtime, make_engine, run_due, clock, settings):
     # Given an SMS due at 13:00 and an email two hours after it, and workers that only get to the SMS at 13:50
-    write(settings.journeys_dir / "ping-sms.yaml", PING_SMS.replace("steps:\n", "steps:\n  - wait: 1h\n") + """  - wait: 2h
+    later = PING_SMS.replace("steps:\n", "steps:\n  - wait: 1h\n")
+    write(settings.journeys_dir / "ping-sms.yaml", later + """  - wait: 2h
   - send: email
     template: welcome
 """)

@@ -248,3 +248,29 @@ def test_a_split_variant_chooses_the_dynamic_template_through_vars(runtime, make
         variant = lc.contact(f"c{n}").enrollments["template-ab"].assignments["design"]
         assert sent[f"c{n}@example.com"] == {"classic": "d-classic", "bold": "d-bold"}[variant]
     assert set(sent.values()) == {"d-classic", "d-bold"}
+
+
+def test_a_run_without_a_value_for_the_option_fails_its_step_and_the_others_go(runtime, make_engine, run_due,
+                                                                                settings, stand_in):
+    # Given a variant that sets no dynamic template (validate warns about it; it loads)
+    (settings.journeys_dir / "customer-lifecycle.yaml").unlink()
+    write(settings.journeys_dir / "template-ab.yaml",
+          TEMPLATE_AB.replace("{name: bold, weight: 50, vars: {design: d-bold}}", "{name: bold, weight: 50}"))
+    adapter = SendGridChannel(settings, env=env_for(stand_in))
+    engine = make_engine(ChannelRegistry(settings, instances={"email": adapter}))
+    lc = Lifecycle(runtime)
+    for n in range(40):
+        lc.identify(f"c{n}", {"email": f"c{n}@example.com", "consent": {"email": True}})
+        lc.track(f"c{n}", "signup", {})
+    run_due(engine)
+    # Then the classic runs' emails went, and each bold run's step failed with the reason, sending nothing
+    sent = {p["to"][0]["email"]: body["template_id"] for body in stand_in.delivered()
+            for p in body["personalizations"]}
+    variants = {n: lc.contact(f"c{n}").enrollments["template-ab"].assignments["design"] for n in range(40)}
+    assert set(variants.values()) == {"classic", "bold"}
+    assert sent == {f"c{n}@example.com": "d-classic" for n, v in variants.items() if v == "classic"}
+    for n, variant in variants.items():
+        if variant == "bold":
+            (outcome,) = [o for o in lc.history(f"c{n}").values() if o.get("ch") == "email"]
+            assert (outcome["state"], outcome["code"]) == ("failed", "missing_var"), outcome
+            assert outcome["reason"].startswith("vars.design has no value in this run")

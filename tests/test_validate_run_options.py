@@ -121,7 +121,8 @@ def test_every_value_a_variant_gives_a_coupon_must_make_a_valid_coupon(check):
         f"{path}:17:36: 'percent' must be a number above 0 and at most 100, without %, or vars.<name>",
         f"{path}:18:36: 'percent' must be a number above 0 and at most 100, without %",
     ], result.text
-    assert result.hint(result.problems[0]) == "each variant's vars.discount must be a valid percent"
+    assert result.hint(result.problems[0]) == ("each value the journey's vars and its split variants give "
+                                               "vars.discount must be a valid percent")
     assert result.hint(result.problems[1]) == ("e.g. percent: 20, or percent: vars.discount for the value a split "
                                                "variant sets")
     assert result.code == 1
@@ -174,3 +175,34 @@ steps:
     assert result.hint(result.problems[0]) == ("each value the journey's vars and its split variants give vars.crm "
                                                "must be a valid url")
     assert result.hint(result.problems[1]) == "did you mean 'crm'?"
+
+
+def test_an_option_some_variant_leaves_unset_is_a_warning_where_it_is_read(check):
+    path, result = check("offer", """\
+journey: offer
+trigger: {event: signup}
+steps:
+  - split:
+      name: crm
+      variants:
+        - name: old
+          weight: 45
+          vars: {crm: "https://old.example.com/hook"}
+          steps:
+            - send: webhook
+              id: notify-old
+              url: vars.crm
+        - {name: none, weight: 45}
+        - {name: holdout, weight: 10, holdout: true}
+  - send: webhook
+    id: notify
+    url: vars.crm
+""")
+    # Inside the variant that sets it: fine. After the split: the variant `none` reaches it without a value
+    # (the holdout never does).
+    assert result.problems == [
+        f"{path}:18:10: warning: runs of variant 'none' of split 'crm' have no vars.crm: this step fails for them",
+    ], result.text
+    assert result.hint(result.problems[0]) == ("set vars: {crm: ...} in every variant of the split, or give it a "
+                                               "default in the journey's vars")
+    assert result.code == 0

@@ -25,6 +25,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping
 
 from automation.channels import Delivery, Failed, Misconfigured, Remove, Retry, Sent
@@ -97,9 +98,10 @@ class Job:
     def ledger_field(self) -> str:
         return f"{runs.run_key(self.journey.name, self.scope, self.occurrence)}:{self.ledger_step or self.step.id}"
 
-    @property
+    @cached_property
     def options(self) -> Mapping[str, Any]:
-        """The step's options, those written `vars.<name>` read from the run's vars (a split variant's)."""
+        """The step's options, those written `vars.<name>` read from the run's vars (a split variant's);
+        None where the run has no value (`check` fails the step then)."""
         step = self.step
         if not step.options_from_vars:
             return step.options
@@ -260,6 +262,10 @@ def check(engine: Engine, job: Job, now: float, paused: dict[str, Pause]) -> Non
                 return job.decide("skipped", "condition", f"if: {step.condition.source}")
         except RuleError as exc:
             return job.decide("failed", "rule_error", str(exc))
+    missing = [name for key, name in step.options_from_vars.items() if job.options.get(key) is None]
+    if missing:
+        return job.decide("failed", "missing_var", f"vars.{missing[0]} has no value in this run (set it in every "
+                                                   "variant of the split, or in the journey's vars)")
     adapter = engine.channels.get(step.channel)
     if adapter is None:
         # This worker's configuration does not route the channel (others may): wait, do not fail.

@@ -28,6 +28,10 @@ from automation.language.journey import RUN, Journey
 _STRUCTURE = {"id", "next", "line", "on_event", "on_timeout"}
 #: Node fields as a marketer names them.
 _LABELS = {"delay": "wait", "seconds": "wait", "condition": "if", "message_type": "type", "at": "time"}
+#: Float fields that are durations (others, a weight or a percent, are plain numbers).
+DURATIONS = {"delay", "seconds", "timeout", "expires"}
+#: Fields whose values may be read from the run's vars -> the field that says which (shown within the value).
+_FROM_VARS = {"options": "options_from_vars", "spec": "from_vars"}
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,8 @@ def _length(node: Node | None) -> float | None:
     return None
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, name: str = "") -> str:
+    """`value` as a marketer writes it; `name` is its field's (a float is a duration only in DURATIONS)."""
     if value is None:
         return "-"
     if isinstance(value, Expression):
@@ -127,7 +132,7 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
-        return format_duration(value) if value else "0"
+        return (format_duration(value) if value else "0") if name in DURATIONS else f"{value:g}"
     if isinstance(value, clock_time):
         return value.strftime("%H:%M")
     if isinstance(value, (tuple, list, frozenset, set)):
@@ -136,15 +141,28 @@ def _text(value: Any) -> str:
     if isinstance(value, Mapping):
         return json.dumps(value, sort_keys=True, default=str)
     if hasattr(value, "__dataclass_fields__"):
-        return "(" + ", ".join(f"{f.name} {_text(getattr(value, f.name))}" for f in fields(value)
+        return "(" + ", ".join(f"{f.name} {_text(getattr(value, f.name), f.name)}" for f in fields(value)
                                if f.name not in ("first", "line")) + ")"
     return str(value)
 
 
 def describe(node: Node) -> dict[str, str]:
     """A node's content, field by field, as text (structure left out)."""
-    return {_LABELS.get(f.name, f.name): _text(getattr(node, f.name)) for f in fields(node)
-            if f.name not in _STRUCTURE}
+    return {_LABELS.get(f.name, f.name): _written(node, f.name) for f in fields(node)
+            if f.name not in _STRUCTURE and f.name not in _FROM_VARS.values()}
+
+
+def _written(node: Node, name: str) -> str:
+    """A field as the journey file writes it: a value read from the run's vars as `vars.<name>`, not as the
+    stand-in the loader keeps (so changing a variant's value is not a change of the step)."""
+    value = getattr(node, name)
+    written = {key: f"vars.{var}" for key, var in getattr(node, _FROM_VARS.get(name, ""), {}).items()}
+    if not written:
+        return _text(value, name)
+    if isinstance(value, Mapping):
+        return _text({**value, **written})
+    return "(" + ", ".join(f"{f.name} {written.get(f.name) or _text(getattr(value, f.name), f.name)}"
+                           for f in fields(value)) + ")"
 
 
 def match_flows(old: Flow, new: Flow) -> dict[str, str | None]:

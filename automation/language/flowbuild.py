@@ -43,6 +43,7 @@ from automation.language.flow import (
 )
 from automation.language.hints import closest, split_name
 from automation.language.journey import RUN
+from automation.language.runvars import VARS_VALUE, check_vars, read_value
 from automation.language.samples import sample_context
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos
 from automation.language.sources import Sources, declared
@@ -81,6 +82,10 @@ class FlowContext:
     fallbacks: list[tuple[str, str]] = field(default_factory=list)   # (channel, template) not in the locale
     #: `vars.<name>` a step may use: name -> the values the journey's vars and the split variants give it
     run_vars: Mapping[str, list[Any]] = field(default_factory=dict)
+    #: name -> the variants that leave it unset, when the journey's vars do not set it (runvars.collect_unset)
+    unset_vars: Mapping[str, list[str]] = field(default_factory=dict)
+    #: The vars of the variants whose own steps are being built (innermost last)
+    variant_vars: list[Mapping[str, Any]] = field(default_factory=list)
 
     def rule(self, node: Any, key: str, extra: Iterable[str] = ()) -> Expression | None:
         where = pos(node, key)
@@ -90,45 +95,6 @@ class FlowContext:
             if self.note is not None:
                 self.note(expression, where)
         return expression
-
-
-#: A coupon value taken from the run's vars: `percent: vars.discount`.
-VARS_VALUE = re.compile(r"^\s*vars\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
-
-
-def check_vars(used: Iterable[str], where: tuple[int, int], known: Mapping[str, Any], report: Report,
-               template: str = "") -> None:
-    """`vars.<name>` that neither the journey's vars nor any split variant sets: an error where it is used
-    (for a template, where the step names it)."""
-    for name in sorted(set(used) - set(known)):
-        message = (f"template {template} uses 'vars.{name}', which no split variant sets, nor the journey's vars"
-                   if template else f"'vars.{name}' is set by no split variant, nor by the journey's vars")
-        report.add(where, message, did_you_mean(name, known) or f"add vars: {{{name}: ...}} to the variants of a "
-                                                                 "split before this step (or to the journey's vars)")
-
-
-def collect_run_vars(doc: Any, journey_vars: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """Every name `vars.<name>` can mean in a journey, with each value given to it: the journey's own
-    `vars`, and the `vars` of every split variant, wherever the split is."""
-    found: dict[str, list[Any]] = {name: [value] for name, value in journey_vars.items()}
-
-    def visit(node: Any) -> None:
-        if isinstance(node, Mapping):
-            split = node.get("split")
-            if isinstance(split, Mapping) and isinstance(split.get("variants"), list):
-                for variant in split["variants"]:
-                    if isinstance(variant, Mapping) and isinstance(variant.get("vars"), Mapping):
-                        for name, value in plain(variant["vars"]).items():
-                            found.setdefault(str(name), []).append(value)
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for item in node:
-                visit(item)
-
-    visit(doc.get("stages"))
-    visit(doc.get("steps"))
-    return found
 
 
 def kind_of(step: Mapping[str, Any]) -> str | None:
@@ -343,8 +309,8 @@ def _send(step: CommentedMap, common: dict[str, Any], delay: float, ctx: FlowCon
                    did_you_mean(channel, ctx.channels) or f"channels: {', '.join(sorted(ctx.channels))}")
     else:
         adapter = ctx.channels[channel]
-        options, from_vars, known = _options_from_vars(step, channel, adapter, options, ctx)
-        if adapter is not None and known:     # (an unknown vars.<name> is the one finding)
+        options, from_vars, checkable = _options_from_vars(step, channel, adapter, options, ctx)
+        if adapter is not None and checkable:
             _check_options(step, channel, adapter, options, report)
         if not template and "template" not in step and (adapter is None
                                                            or adapter.template_required(channel, options)):
@@ -475,9 +441,13 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
         if holdout and variant.get("steps"):
             report.add(pos(variant, "steps", of_key=True), "a holdout receives nothing: it cannot have steps",
                        "remove the steps, or make it a normal variant")
-        first = None if holdout else _build_list(variant.get("steps"), common["next"], ctx, nodes)
-        where.append(pos(variants_doc, index))
         values = dict(plain(variant["vars"])) if isinstance(variant.get("vars"), CommentedMap) else {}
+        ctx.variant_vars.append(values)    # the variant's own steps read what it sets
+        try:
+            first = None if holdout else _build_list(variant.get("steps"), common["next"], ctx, nodes)
+        finally:
+            ctx.variant_vars.pop()
+        where.append(pos(variants_doc, index))
         variants.append(Variant(name, weight, holdout, first, where[-1][0], values))
     total = sum(v.weight for v in variants)
     if variants and abs(total - 100) > 1e-6:
@@ -502,22 +472,13 @@ def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Cou
     for key in ("percent", "amount"):
         if not isinstance(data.get(key), str):
             continue
-        match = VARS_VALUE.match(data[key])
-        if match is None:
+        if VARS_VALUE.match(data[key]) is None:
             return None     # the schema reports it
-        from_vars[key] = match.group(1)
-        values = ctx.run_vars.get(match.group(1))
-        if values is None:
-            check_vars([match.group(1)], pos(spec, key), ctx.run_vars, ctx.report)
+        read = read_value(data[key], pos(spec, key), ctx.run_vars, ctx.report,
+                          lambda value, key=key: _coupon_problems({**data, key: value, "expires": None}), key)
+        if read is None:
             return None
-        for value in values:     # every value a run can give it must make a valid coupon
-            try:
-                check_spec({**data, key: value, "expires": None})
-            except ValueError as exc:
-                ctx.report.add(pos(spec, key), f"{exc} (vars.{match.group(1)} = {value!r})",
-                               f"each variant's vars.{match.group(1)} must be a valid {key}")
-                return None
-        data[key] = values[0]   # stands in until a run has its own value
+        from_vars[key], data[key] = read
     if "expires" in data:
         try:
             data["expires"] = parse_duration(data["expires"])
@@ -530,6 +491,14 @@ def _coupon(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> Cou
         ctx.report.add(pos(step, "coupon"), str(exc),
                        "e.g. coupon: {name: winback, percent: 20, expires: 14d}")
         return None
+
+
+def _coupon_problems(data: dict[str, Any]) -> list[str]:
+    try:
+        check_spec(data)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
 
 
 def _track(step: CommentedMap, common: dict[str, Any], ctx: FlowContext) -> TrackNode | None:
@@ -653,35 +622,36 @@ def limit_diagnostic(variant: TemplateFile, exc: TemplateLimitError) -> Diagnost
 
 def _options_from_vars(step: CommentedMap, channel: str, adapter: "Channel | None", options: dict[str, Any],
                        ctx: FlowContext) -> tuple[dict[str, Any], dict[str, str], bool]:
-    """Options (and `url`) written `vars.<name>`: the run's value, a split variant's say. Each value the
-    journey can give one must be a valid option; the first stands in until a run has its own. The last
-    item says whether every name used is known."""
+    """Options (and `url`) written `vars.<name>`: the run's value, a split variant's say. Returns the options
+    with each such value's stand-in (see runvars.read_value), option -> var name, and whether the rest
+    can be checked (False once a `vars.<name>` is reported: one finding per mistake)."""
     from_vars: dict[str, str] = {}
-    known = True
-    for key, value in list(options.items()):
-        match = VARS_VALUE.match(value) if isinstance(value, str) else None
-        if match is None:
+    checkable = True
+    for key, text in list(options.items()):
+        if not isinstance(text, str) or VARS_VALUE.match(text) is None:
             continue
-        where = pos(step, "url") if key == "url" and "url" in step else \
-            pos(step["options"], key) if isinstance(step.get("options"), dict) and key in step["options"] \
-            else pos(step, "send")
-        name = match.group(1)
-        values = ctx.run_vars.get(name)
-        if values is None:
-            check_vars([name], where, ctx.run_vars, ctx.report)
-            known = False
+        written = step["options"] if key != "url" or "url" not in step else step
+        where = pos(written, key) if isinstance(written, CommentedMap) and key in written else pos(step, "send")
+        problems = (lambda value, key=key: adapter.check_options(channel, {**options, key: value})) \
+            if adapter is not None else (lambda value: [])
+        read = read_value(text, where, ctx.run_vars, ctx.report, problems, key, check_first=False)
+        if read is None:
+            checkable = False
             continue
-        from_vars[key] = name
-        options[key] = values[0]
-        if adapter is None:
-            continue
-        # The first value is checked with the other options (_check_options); here the others.
-        for other in [v for i, v in enumerate(values) if i and v != values[0] and v not in values[1:i]]:
-            for problem in adapter.check_options(channel, {**options, key: other}):
-                ctx.report.add(where, f"{problem} (vars.{name} = {other!r})",
-                               f"each value the journey's vars and its split variants give vars.{name} must be a "
-                               f"valid {key}")
-    return options, from_vars, known
+        from_vars[key], options[key] = read
+        _check_unset(read[0], where, ctx)
+    return options, from_vars, checkable
+
+
+def _check_unset(name: str, where: tuple[int, int], ctx: FlowContext) -> None:
+    """A send option read from a variable that some variant leaves unset (and the journey's vars do not set):
+    a run of that variant that reaches the step has no value, and the step fails for it."""
+    if any(name in values for values in ctx.variant_vars) or not ctx.unset_vars.get(name):
+        return
+    ctx.report.warn(where, f"runs of {' and '.join(ctx.unset_vars[name])} have no vars.{name}: "
+                           "this step fails for them",
+                    f"set vars: {{{name}: ...}} in every variant of the split, or give it a default in the "
+                    "journey's vars")
 
 
 def _check_options(step: CommentedMap, channel: str, adapter: "Channel", options: Mapping[str, Any],

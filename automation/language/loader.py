@@ -33,8 +33,7 @@ from automation.durations import DurationError, parse_duration
 from automation.expressions import RULE_NAMES, TEMPLATE_EXTRA_NAMES, Expression, did_you_mean, references
 from automation.language.diagnostics import Diagnostic, has_errors
 from automation.language.flow import Flow
-from automation.language.flowbuild import (FlowContext, build_flow, check_vars, collect_run_vars, parse_offset,
-                                          sample_limits)
+from automation.language.flowbuild import FlowContext, build_flow, parse_offset, sample_limits
 from automation.language.hints import keys_meant_for, misplaced_key_hint, strayed
 from automation.language.journey import (
     RUN,
@@ -48,6 +47,7 @@ from automation.language.journey import (
     Stage,
     Trigger,
 )
+from automation.language.runvars import check_vars, collect_run_vars, collect_unset
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos, read_text, read_yaml
 from automation.language.sources import Sources, declared
 from automation.language.workspace import MESSAGE_TYPES, quiet_hours_of
@@ -257,7 +257,9 @@ class _Builder:
                        f"rename it; {var!r} already means something in rules and templates")
         self.variables = plain(variables)
         self.names = frozenset(set(variables) - reserved)
-        self.run_vars = collect_run_vars(doc, {k: v for k, v in self.variables.items() if k not in reserved})
+        journey_vars = {k: v for k, v in self.variables.items() if k not in reserved}
+        self.run_vars = collect_run_vars(doc, journey_vars)
+        self.unset_vars = collect_unset(doc, journey_vars)
         self.locale = doc.get("locale") if isinstance(doc.get("locale"), str) else "en"
         max_segments = doc.get("max_sms_segments")
         self.max_segments = max_segments if isinstance(max_segments, int) and max_segments > 0 \
@@ -327,7 +329,7 @@ class _Builder:
         return FlowContext(report=self.report, journey=self.name, channels=self.channels, templates=self.templates,
                            locale=self.locale, names=self.names, variables=self.variables,
                            max_segments=self.max_segments, scope=scope, sources=self.sources,
-                           note=self.note, run_vars=self.run_vars)
+                           note=self.note, run_vars=self.run_vars, unset_vars=self.unset_vars)
 
     def absorb(self, ctx: FlowContext) -> None:
         self.emits |= ctx.tracked
