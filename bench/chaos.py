@@ -43,6 +43,8 @@ from automation.store.contacts import ContactStore
 from automation.store.keys import Keys, parse_member
 from tests.providers.sendgrid_api import API_KEY, SendGridStandIn
 
+from .harness import publish_watch_lists
+
 ROOT = Path(__file__).resolve().parent.parent
 JOURNEY = """journey: chaos
 locale: en
@@ -157,6 +159,7 @@ class Chaos:
         """New contacts, each with its email due now (the chaos journey's one step)."""
         runtime = open_runtime(self.settings)
         try:
+            publish_watch_lists(runtime)
             ContactStore(runtime).identify_many(
                 (cid, check_attributes({"email": f"{cid}@example.com", "first_name": f"Name{cid}",
                                         "consent": {"email": True}}))

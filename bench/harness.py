@@ -169,6 +169,13 @@ def setup_engine(settings: Settings, clock: Clock) -> tuple[Runtime, Engine]:
     return runtime, Engine.create(runtime, ChannelRegistry(settings))
 
 
+def publish_watch_lists(runtime: Runtime) -> None:
+    """What a running installation has before its contacts come: a worker has said which events and
+    attributes its journeys react to (until one has, every event and change waits in an inbox)."""
+    # Channels only decide which journeys load; discarding ones open no provider clients for this.
+    Engine.create(runtime, ChannelRegistry(runtime.settings.with_changes(channels=DISCARD))).close()
+
+
 def run_in_process(runtime: Runtime, engine: Engine) -> int:
     """Claim and execute everything due on the runtime's clock, here; returns timers handled."""
     scheduler = Scheduler(runtime, lambda claims: run_batch(engine, claims))

@@ -30,11 +30,10 @@ from typing import Any
 import psutil
 import requests
 
-from automation.engine.services import Engine
 from automation.runtime import open_runtime
 from automation.store.apikeys import ApiKeys
 
-from .harness import ROOT, Bench, delete_namespace, percentile, wait_until
+from .harness import ROOT, Bench, delete_namespace, percentile, publish_watch_lists, wait_until
 
 #: wrk's request: single events vary their contact (10,000 of them); a batch is the same 100 events.
 WRK_SCRIPT = """
@@ -220,12 +219,6 @@ def http(bench: Bench) -> dict[str, Any]:
         runtime.close()
         delete_namespace(bench.client(), settings.namespace)
     return results
-
-
-def publish_watch_lists(runtime: Any) -> None:
-    """What a running installation has: a worker has said which events its journeys react to
-    (before that, every event waits in its contact's inbox)."""
-    Engine.create(runtime).close()
 
 
 def import_events(bench: Bench) -> dict[str, Any]:

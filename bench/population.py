@@ -17,7 +17,16 @@ from automation.events import Event, check_attributes
 from automation.runtime import open_runtime
 from automation.store.contacts import ContactStore
 
-from .harness import Bench, LifecycleWorkers, delete_namespace, progress, scheduler_thread, used_memory, wait_until
+from .harness import (
+    Bench,
+    LifecycleWorkers,
+    delete_namespace,
+    progress,
+    publish_watch_lists,
+    scheduler_thread,
+    used_memory,
+    wait_until,
+)
 
 DAY = 86400.0
 CHUNK = 5000
@@ -28,6 +37,7 @@ def run(bench: Bench) -> dict:
     settings = bench.settings("pop")
     client = bench.client()
     runtime = open_runtime(settings, clock=SystemClock())
+    publish_watch_lists(runtime)
     store = ContactStore(runtime)
     workers = LifecycleWorkers(bench, settings)
     dispatcher = DramatiqDispatcher(settings)

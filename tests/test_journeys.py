@@ -414,3 +414,12 @@ def test_events_and_changes_sent_before_any_worker_ran_still_start_their_journey
     # Once published, an event no journey reacts to no longer waits in the inbox.
     lc.track("cart", "page_view", {"path": "/"})
     assert runtime.redis.llen(runtime.keys.inbox("cart")) == 0
+
+
+def test_once_a_worker_published_what_journeys_watch_other_changes_stay_out_of_the_inbox(runtime, lc, engine):
+    # The customer lifecycle watches no attribute: after its worker said so, changes are not queued
+    assert runtime.redis.smembers(runtime.keys.watched_attributes) == {""}
+    lc.identify("ana", {"first_name": "Ana"})
+    lc.identify("ana", {"first_name": "Anna", "plan": "pro"})
+    lc.track("ana", "page_view", {"path": "/"})
+    assert runtime.redis.llen(runtime.keys.inbox("ana")) == 0
