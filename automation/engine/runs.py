@@ -80,10 +80,13 @@ class Changes:
     def enrollment(self, journey: str) -> Enrollment:
         return self.state.enrollments.get(journey) or Enrollment()
 
-    def jset(self, journey: str, **parts: Any) -> None:
+    def jset(self, journey: str, reload: bool = True, **parts: Any) -> None:
+        """Write a run's fields; `reload=False` when nothing reads the run's Enrollment after (a step's
+        last write), which saves decoding it again."""
         for part, value in parts.items():
             self._write(fields.run(journey, part), value)
-        self._reload(journey)     # once for all the parts
+        if reload:
+            self._reload(journey)     # once for all the parts
 
     def rules(self, journey: Journey) -> dict[str, Any]:
         return rule_context(self.state, journey, self.tracker, self.scores)

@@ -25,7 +25,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Mapping
 
 from automation.channels import Delivery, Failed, Misconfigured, Remove, Retry, Sent
@@ -607,8 +607,7 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
         if job.kind in ("failed", "skipped") and job.code:
             always.append(["i", step_reason_stat(name, scope, step.id, job.code), "1"])
         elif job.kind == "sent":
-            day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
-            always.append(["i", sent_day_stat(day, step.channel), "1"])
+            always.append(["i", sent_day_stat(_utc_day(int(now // 86400)), step.channel), "1"])
     if job.kind == "unknown":
         # In doubt until the provider confirms it or its time is up (mark.lua settles it then).
         always.append(["za", f"{job.state.id}|{job.ledger_field}", repr(now)])
@@ -628,7 +627,8 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
             # the steps after it count from then. A late worker or an expired lease moves nothing.
             changes.jset(name, du=due_text(job.retry_at))
     elif step.next is None and scope != RUN:
-        changes.jset(name, sp=None, du=None, **({"vr": None} if changes.enrollment(name).version else {}))
+        changes.jset(name, reload=False, sp=None, du=None,
+                     **({"vr": None} if changes.enrollment(name).version else {}))
         # (the last step of a stage: nothing to walk)
     else:
         runs.advance(changes, job.journey, scope, step.next, job.due)
@@ -636,6 +636,12 @@ def record_plan(job: Job, now: float, wall: float, scores: dict[str, Any]) -> Pl
     guards = [[fields.run(name, "st"), scope], [fields.run(name, "oc"), str(job.occurrence)],
               [fields.run(name, "sp"), stored or step.id]]
     return Plan(job.claim, changes, guards=guards, always=always)
+
+
+@lru_cache(maxsize=4)
+def _utc_day(day_number: int) -> str:
+    """`YYYY-MM-DD` of a UTC day (days since the epoch): formatted once per day, not once per message."""
+    return datetime.fromtimestamp(day_number * 86400, timezone.utc).strftime("%Y-%m-%d")
 
 
 def _ids(job: Job) -> dict[str, str]:
