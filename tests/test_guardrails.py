@@ -92,58 +92,49 @@ def test_a_marketing_sms_due_at_night_waits_for_the_morning_in_the_contacts_zone
     assert local(sms_outcome(lc, "nas")["at"], tz) == "2026-01-06 08:00"
 
 
-def test_the_wait_after_a_held_message_counts_from_when_it_went(runtime, make_engine, run_due, clock, settings):
-    # Given an SMS, then two hours later an email, falling due at 22:30 (in quiet hours for SMS)
-    write(settings.journeys_dir / "ping-sms.yaml", PING_SMS + """  - wait: 2h
-  - send: email
-    template: welcome
-""")
+def sms_then_email(runtime, make_engine, settings, clock, contact: str, at: str, first_wait: str = ""):
+    """`contact` in Warsaw is sent an SMS, then two hours later an email, by a journey triggered at `at` (their
+    time), its SMS after `first_wait` if given: (the API, the engine)."""
+    journey = PING_SMS.replace("steps:\n", f"steps:\n  - wait: {first_wait}\n") if first_wait else PING_SMS
+    write(settings.journeys_dir / "ping-sms.yaml", journey + "  - wait: 2h\n  - send: email\n    template: welcome\n")
     engine = make_engine()
     lc = Lifecycle(runtime)
-    tz = "Europe/Warsaw"
-    clock.set(at_local("2026-01-05 22:30", tz))
-    texter(lc, "ewa", tz)
-    lc.track("ewa", "ping", {})
+    clock.set(at_local(at, "Europe/Warsaw"))
+    texter(lc, contact, "Europe/Warsaw")
+    lc.track(contact, "ping", {})
+    return lc, engine
+
+
+def emails_at(clock, run_due, engine, settings, *times: str) -> list[int]:
+    """The emails sent so far at each of these local times in Warsaw."""
+    counts = []
+    for text in times:
+        clock.set(at_local(text, "Europe/Warsaw"))
+        run_due(engine)
+        counts.append(len(outbox_files(settings.outbox_dir, "email")))
+    return counts
+
+
+def test_the_wait_after_a_held_message_counts_from_when_it_went(runtime, make_engine, run_due, clock, settings):
+    # Given an SMS, then two hours later an email, falling due at 22:30 (in quiet hours for SMS)
+    lc, engine = sms_then_email(runtime, make_engine, settings, clock, "ewa", "2026-01-05 22:30")
     run_due(engine)
-    clock.set(at_local("2026-01-06 08:00", tz))
-    run_due(engine)
-    assert local(sms_outcome(lc, "ewa")["at"], tz) == "2026-01-06 08:00"
+    assert emails_at(clock, run_due, engine, settings, "2026-01-06 08:00") == [0]
+    assert local(sms_outcome(lc, "ewa")["at"], "Europe/Warsaw") == "2026-01-06 08:00"
     # Then the email waits its two hours from 08:00, when the SMS went, not from 22:30
-    assert outbox_files(settings.outbox_dir, "email") == []
-    clock.set(at_local("2026-01-06 09:59", tz))
-    run_due(engine)
-    assert outbox_files(settings.outbox_dir, "email") == []
-    clock.set(at_local("2026-01-06 10:00", tz))
-    run_due(engine)
-    assert len(outbox_files(settings.outbox_dir, "email")) == 1
-    (email_step,) = [outcome for key, outcome in lc.history("ewa").items() if outcome.get("ch") == "email"]
-    assert local(email_step["at"], tz) == "2026-01-06 10:00"
+    assert emails_at(clock, run_due, engine, settings, "2026-01-06 09:59", "2026-01-06 10:00") == [0, 1]
+    (email_step,) = [outcome for outcome in lc.history("ewa").values() if outcome.get("ch") == "email"]
+    assert local(email_step["at"], "Europe/Warsaw") == "2026-01-06 10:00"
 
 
 def test_a_late_worker_does_not_move_the_schedule(runtime, make_engine, run_due, clock, settings):
     # Given an SMS due at 13:00 and an email two hours after it, and workers that only get to the SMS at 13:50
-    later = PING_SMS.replace("steps:\n", "steps:\n  - wait: 1h\n")
-    write(settings.journeys_dir / "ping-sms.yaml", later + """  - wait: 2h
-  - send: email
-    template: welcome
-""")
-    engine = make_engine()
-    lc = Lifecycle(runtime)
-    tz = "Europe/Warsaw"
-    clock.set(at_local("2026-01-05 12:00", tz))
-    texter(lc, "ela", tz)
-    lc.track("ela", "ping", {})
+    _, engine = sms_then_email(runtime, make_engine, settings, clock, "ela", "2026-01-05 12:00", first_wait="1h")
     run_due(engine)
-    clock.set(at_local("2026-01-05 13:50", tz))
-    run_due(engine)
+    assert emails_at(clock, run_due, engine, settings, "2026-01-05 13:50") == [0]
     assert len(outbox_files(settings.outbox_dir, "sms")) == 1
     # Then the email still goes at 15:00, two hours after the SMS was due
-    clock.set(at_local("2026-01-05 14:59", tz))
-    run_due(engine)
-    assert outbox_files(settings.outbox_dir, "email") == []
-    clock.set(at_local("2026-01-05 15:00", tz))
-    run_due(engine)
-    assert len(outbox_files(settings.outbox_dir, "email")) == 1
+    assert emails_at(clock, run_due, engine, settings, "2026-01-05 14:59", "2026-01-05 15:00") == [0, 1]
 
 
 def test_quiet_hours_end_at_8_local_across_a_dst_change(runtime, make_engine, run_due, clock, settings):

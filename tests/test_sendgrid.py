@@ -227,10 +227,12 @@ steps:
 """
 
 
-def test_a_split_variant_chooses_the_dynamic_template_through_vars(runtime, make_engine, run_due, settings, stand_in):
-    # Given an A/B test of two SendGrid dynamic templates, each variant naming its own in vars
+def forty_signups(runtime, make_engine, run_due, settings, stand_in,
+                  journey: str) -> tuple[Lifecycle, dict[int, str], dict[str, str]]:
+    """40 contacts sign up to `journey` (alone, beside no lifecycle welcome), its email routed to the stand-in:
+    (the API, each contact's `design` variant, the template id each address got)."""
     (settings.journeys_dir / "customer-lifecycle.yaml").unlink()
-    write(settings.journeys_dir / "template-ab.yaml", TEMPLATE_AB)
+    write(settings.journeys_dir / "template-ab.yaml", journey)
     adapter = SendGridChannel(settings, env=env_for(stand_in))
     engine = make_engine(ChannelRegistry(settings, instances={"email": adapter}))
     lc = Lifecycle(runtime)
@@ -238,35 +240,25 @@ def test_a_split_variant_chooses_the_dynamic_template_through_vars(runtime, make
         lc.identify(f"c{n}", {"email": f"c{n}@example.com", "consent": {"email": True}})
         lc.track(f"c{n}", "signup", {})
     run_due(engine)
+    variants = {n: lc.contact(f"c{n}").enrollments["template-ab"].assignments["design"] for n in range(40)}
+    sent = {p["to"][0]["email"]: body["template_id"] for body in stand_in.delivered() for p in body["personalizations"]}
+    return lc, variants, sent
+
+
+def test_a_split_variant_chooses_the_dynamic_template_through_vars(runtime, make_engine, run_due, settings, stand_in):
+    # Given an A/B test of two SendGrid dynamic templates, each variant naming its own in vars
+    _, variants, sent = forty_signups(runtime, make_engine, run_due, settings, stand_in, TEMPLATE_AB)
     # Then each contact's email went with their variant's template
-    sent: dict[str, str] = {}
-    for body in stand_in.delivered():
-        for personalization in body["personalizations"]:
-            sent[personalization["to"][0]["email"]] = body["template_id"]
-    assert len(sent) == 40
-    for n in range(40):
-        variant = lc.contact(f"c{n}").enrollments["template-ab"].assignments["design"]
-        assert sent[f"c{n}@example.com"] == {"classic": "d-classic", "bold": "d-bold"}[variant]
+    assert sent == {f"c{n}@example.com": {"classic": "d-classic", "bold": "d-bold"}[v] for n, v in variants.items()}
     assert set(sent.values()) == {"d-classic", "d-bold"}
 
 
 def test_a_run_without_a_value_for_the_option_fails_its_step_and_the_others_go(runtime, make_engine, run_due,
                                                                                 settings, stand_in):
     # Given a variant that sets no dynamic template (validate warns about it; it loads)
-    (settings.journeys_dir / "customer-lifecycle.yaml").unlink()
-    write(settings.journeys_dir / "template-ab.yaml",
-          TEMPLATE_AB.replace("{name: bold, weight: 50, vars: {design: d-bold}}", "{name: bold, weight: 50}"))
-    adapter = SendGridChannel(settings, env=env_for(stand_in))
-    engine = make_engine(ChannelRegistry(settings, instances={"email": adapter}))
-    lc = Lifecycle(runtime)
-    for n in range(40):
-        lc.identify(f"c{n}", {"email": f"c{n}@example.com", "consent": {"email": True}})
-        lc.track(f"c{n}", "signup", {})
-    run_due(engine)
+    lc, variants, sent = forty_signups(runtime, make_engine, run_due, settings, stand_in, TEMPLATE_AB.replace(
+        "{name: bold, weight: 50, vars: {design: d-bold}}", "{name: bold, weight: 50}"))
     # Then the classic runs' emails went, and each bold run's step failed with the reason, sending nothing
-    sent = {p["to"][0]["email"]: body["template_id"] for body in stand_in.delivered()
-            for p in body["personalizations"]}
-    variants = {n: lc.contact(f"c{n}").enrollments["template-ab"].assignments["design"] for n in range(40)}
     assert set(variants.values()) == {"classic", "bold"}
     assert sent == {f"c{n}@example.com": "d-classic" for n, v in variants.items() if v == "classic"}
     for n, variant in variants.items():
