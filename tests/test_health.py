@@ -15,9 +15,10 @@ import requests
 from automation.api import Lifecycle
 from automation.config import Settings
 from automation.messages.unsubscribe import make_token
+from automation.runtime import open_runtime
 from automation.server.app import create_app
 from automation.server.health import Health, redis_check, serve_probes
-from tests.conftest import wait_for, write
+from tests.conftest import lifecycle_command as lifecycle, wait_for, write
 
 
 def free_port() -> int:
@@ -119,3 +120,18 @@ def test_worker_processes_log_json(settings, tmp_path: Path):
             process.wait(timeout=60)
     lines = json_lines(log.read_text())        # every line is one JSON object ...
     assert any(item["message"] == "Worker process is ready for action." for item in lines)   # ... the workers' too
+
+
+def test_with_deployed_versions_required_serve_is_ready_once_they_are_deployed(settings, clock, serve_app):
+    required = settings.with_changes(deploy="required")
+    runtime = open_runtime(required, clock=clock)
+    try:
+        url = serve_app(create_app(runtime, env={})).url
+        answer = requests.get(f"{url}/readyz", timeout=10)
+        # The files load, but workers serve only deployed versions, and none is yet
+        assert answer.status_code == 503
+        assert answer.json()["checks"]["journeys"] == "no journeys are deployed (lifecycle deploy)"
+        assert lifecycle(settings, "deploy", LIFECYCLE_DEPLOY="required").returncode == 0
+        wait_for(lambda: probe(f"{url}/readyz") == 200, timeout=30, what="readiness after the deploy")
+    finally:
+        runtime.close()

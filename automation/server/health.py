@@ -26,9 +26,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from automation.channels import ChannelRegistry
+from automation.clock import SystemClock
 from automation.config import Settings
 from automation.language.registry import JourneyRegistry
 from automation.runtime import Runtime
+from automation.store.keys import Keys
 from automation.store.versions import DeployedSource
 from automation.messages.templates import Renderer, TemplateCatalog, TemplateCheck
 from automation.sandbox import RenderBudget
@@ -70,16 +72,32 @@ def served_journeys(settings: Settings, runtime: Runtime | None = None) -> Journ
 
 
 def journeys_check(settings: Settings) -> Check:
-    """Every journey file loads (or kept a good version), and there is at least one journey."""
-    registry = served_journeys(settings)
+    """Every journey loads (or kept a good version), and there is at least one: the files, or with
+    LIFECYCLE_DEPLOY=required the deployed versions, as workers serve them."""
+    deployed = settings.deploy == "required"
+    # With deployed versions the check reads Redis: a client of its own, disconnected after each probe
+    # (as redis_check's), and the registry made at the first probe, so a Redis that is down at start
+    # fails the probe rather than the process.
+    client = redis.Redis.from_url(settings.redis_url or "", decode_responses=True, socket_timeout=REDIS_TIMEOUT,
+                                  socket_connect_timeout=REDIS_TIMEOUT) if deployed else None
+    registry: list[JourneyRegistry] = []
 
     def check() -> str | None:
-        registry.refresh()
-        failed = registry.failed_files
+        try:
+            if not registry:
+                runtime = Runtime(settings, client, Keys(settings.namespace, settings.timer_shards),
+                                  SystemClock()) if client is not None else None
+                registry.append(served_journeys(settings, runtime))
+            registry[0].refresh()
+            failed, journeys = registry[0].failed_files, registry[0].journeys
+        finally:
+            if client is not None:
+                client.connection_pool.disconnect()
         if failed:
             return "journey files do not load: " + ", ".join(str(path) for path in failed)
-        if not registry.journeys:
-            return f"no journeys load from {settings.journeys_dir}"
+        if not journeys:
+            return "no journeys are deployed (lifecycle deploy)" if deployed else \
+                f"no journeys load from {settings.journeys_dir}"
         return None
 
     return check
