@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from ruamel.yaml import YAML
@@ -60,24 +61,32 @@ def contact_locales(project: Path) -> list[str]:
     return list(YAML().load((project / "journeys" / "_contact.yaml").read_text(encoding="utf-8"))["locales"])
 
 
-@pytest.fixture
-def lang(project: Path) -> Path:
-    """The test project plus an email template `note` that uses no variables and exists in every locale
+def with_note(project: Path) -> Path:
+    """The project plus an email template `note` that uses no variables and exists in every locale
     journeys/_contact.yaml lists, so a journey can send it without any template diagnostic."""
     for locale in contact_locales(project):
         write(project / "templates" / "email" / f"note.{locale}.html", NOTE)
     return project
 
 
-@pytest.fixture
-def check(capsys, lang: Path):
+def checker(capsys, project: Path) -> Callable[[str, str], tuple[str, Result]]:
     """Write journeys/<name>.yaml and validate that one file: returns (its path as printed, the result)."""
 
     def run(name: str, text: str) -> tuple[str, Result]:
-        path = write(lang / "journeys" / f"{name}.yaml", text)
-        return str(path), validate(capsys, lang, path)
+        path = write(project / "journeys" / f"{name}.yaml", text)
+        return str(path), validate(capsys, project, path)
 
     return run
+
+
+@pytest.fixture
+def lang(project: Path) -> Path:
+    return with_note(project)
+
+
+@pytest.fixture
+def check(capsys, lang: Path) -> Callable[[str, str], tuple[str, Result]]:
+    return checker(capsys, lang)
 
 
 # -- the flow of steps: what can never run -------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, write
-from tests.test_validate_language import NOTE, Result, contact_locales, validate
+from tests.test_validate_language import checker, contact_locales, validate, with_note
 
 SPLIT = """\
 journey: offer
@@ -32,18 +32,14 @@ steps:
 
 @pytest.fixture
 def check(capsys, project: Path):
-    for locale in contact_locales(project):
-        write(project / "templates" / "email" / f"note.{locale}.html", NOTE)
+    """As tests/test_validate_language.py's, plus templates `deal` and `typo` that print vars.discount
+    (`typo` misspells it in one locale)."""
+    for locale in contact_locales(with_note(project)):
         for name, typo in (("deal", "discount"), ("typo", "discout" if locale == "pl" else "discount")):
             write(project / "templates" / "email" / f"{name}.{locale}.html",
                   "{% block subject %}{{ vars.discount }}% off{% endblock %}\n"
                   f"{{% block html %}}<p>{{{{ vars.{typo} }}}}% off</p>{{% endblock %}}\n")
-
-    def run(name: str, text: str) -> tuple[str, Result]:
-        path = write(project / "journeys" / f"{name}.yaml", text)
-        return str(path), validate(capsys, project, path)
-
-    return run
+    return checker(capsys, project)
 
 
 def test_if_past_takes_skip_or_send_now_and_needs_a_date(check):
