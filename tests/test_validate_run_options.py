@@ -173,11 +173,14 @@ steps:
     assert result.hint(result.problems[1]) == "did you mean 'crm'?"
 
 
-def test_an_option_some_variant_leaves_unset_is_a_warning_where_it_is_read(check):
+def test_an_option_not_every_run_has_a_value_for_is_a_warning_where_it_is_read(check):
     path, result = check("offer", """\
 journey: offer
 trigger: {event: signup}
 steps:
+  - send: webhook
+    id: too-early
+    url: vars.crm
   - split:
       name: crm
       variants:
@@ -193,12 +196,19 @@ steps:
   - send: webhook
     id: notify
     url: vars.crm
+  - split:
+      name: again
+      variants:
+        - {name: a, weight: 50, vars: {crm: "https://a.example.com/hook"}}
+        - {name: b, weight: 50, vars: {crm: "https://b.example.com/hook"}}
+  - send: webhook
+    id: notify-later
+    url: vars.crm
 """)
-    # Inside the variant that sets it: fine. After the split: the variant `none` reaches it without a value
-    # (the holdout never does).
-    assert result.problems == [
-        f"{path}:18:10: warning: runs of variant 'none' of split 'crm' have no vars.crm: this step fails for them",
-    ], result.text
-    assert result.hint(result.problems[0]) == ("set vars: {crm: ...} in every variant of the split, or give it a "
-                                               "default in the journey's vars")
+    # Before any split sets it, and after a split one of whose variants does not: warned. Inside the
+    # variant that sets it, and after a split all of whose variants do (the holdout never gets there): fine.
+    warning = "warning: not every run that reaches this step has vars.crm: the step fails for those that do not"
+    assert result.problems == [f"{path}:6:10: {warning}", f"{path}:21:10: {warning}"], result.text
+    assert result.hint(result.problems[0]) == ("set vars: {crm: ...} in every variant of a split before this step, "
+                                               "or give it a default in the journey's vars")
     assert result.code == 0

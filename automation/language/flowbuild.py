@@ -82,10 +82,8 @@ class FlowContext:
     fallbacks: list[tuple[str, str]] = field(default_factory=list)   # (channel, template) not in the locale
     #: `vars.<name>` a step may use: name -> the values the journey's vars and the split variants give it
     run_vars: Mapping[str, list[Any]] = field(default_factory=dict)
-    #: name -> the variants that leave it unset, when the journey's vars do not set it (runvars.collect_unset)
-    unset_vars: Mapping[str, list[str]] = field(default_factory=dict)
-    #: The vars of the variants whose own steps are being built (innermost last)
-    variant_vars: list[Mapping[str, Any]] = field(default_factory=list)
+    #: id() of a step's mapping -> the names every run reaching it has a value for (runvars.collect_assigned)
+    assigned: Mapping[int, frozenset[str]] = field(default_factory=dict)
 
     def rule(self, node: Any, key: str, extra: Iterable[str] = ()) -> Expression | None:
         where = pos(node, key)
@@ -442,11 +440,7 @@ def _split(step: CommentedMap, common: dict[str, Any], ctx: FlowContext, nodes: 
             report.add(pos(variant, "steps", of_key=True), "a holdout receives nothing: it cannot have steps",
                        "remove the steps, or make it a normal variant")
         values = dict(plain(variant["vars"])) if isinstance(variant.get("vars"), CommentedMap) else {}
-        ctx.variant_vars.append(values)    # the variant's own steps read what it sets
-        try:
-            first = None if holdout else _build_list(variant.get("steps"), common["next"], ctx, nodes)
-        finally:
-            ctx.variant_vars.pop()
+        first = None if holdout else _build_list(variant.get("steps"), common["next"], ctx, nodes)
         where.append(pos(variants_doc, index))
         variants.append(Variant(name, weight, holdout, first, where[-1][0], values))
     total = sum(v.weight for v in variants)
@@ -639,19 +633,18 @@ def _options_from_vars(step: CommentedMap, channel: str, adapter: "Channel | Non
             checkable = False
             continue
         from_vars[key], options[key] = read
-        _check_unset(read[0], where, ctx)
+        _check_unset(read[0], step, where, ctx)
     return options, from_vars, checkable
 
 
-def _check_unset(name: str, where: tuple[int, int], ctx: FlowContext) -> None:
-    """A send option read from a variable that some variant leaves unset (and the journey's vars do not set):
-    a run of that variant that reaches the step has no value, and the step fails for it."""
-    if any(name in values for values in ctx.variant_vars) or not ctx.unset_vars.get(name):
+def _check_unset(name: str, step: CommentedMap, where: tuple[int, int], ctx: FlowContext) -> None:
+    """A send option read from a variable that not every run reaching the step has (a variant that does not
+    set it, or a split that comes later): those runs fail the step."""
+    if name in ctx.assigned.get(id(step), frozenset({name})):
         return
-    ctx.report.warn(where, f"runs of {' and '.join(ctx.unset_vars[name])} have no vars.{name}: "
-                           "this step fails for them",
-                    f"set vars: {{{name}: ...}} in every variant of the split, or give it a default in the "
-                    "journey's vars")
+    ctx.report.warn(where, f"not every run that reaches this step has vars.{name}: the step fails for those that "
+                           "do not", f"set vars: {{{name}: ...}} in every variant of a split before this step, or "
+                                     "give it a default in the journey's vars")
 
 
 def _check_options(step: CommentedMap, channel: str, adapter: "Channel", options: Mapping[str, Any],

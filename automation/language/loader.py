@@ -47,7 +47,7 @@ from automation.language.journey import (
     Stage,
     Trigger,
 )
-from automation.language.runvars import check_vars, collect_run_vars, collect_unset
+from automation.language.runvars import check_vars, collect_assigned, collect_run_vars
 from automation.language.sourcemap import Report, compile_at, display_path, plain, pos, read_text, read_yaml
 from automation.language.sources import Sources, declared
 from automation.language.workspace import MESSAGE_TYPES, quiet_hours_of
@@ -259,7 +259,7 @@ class _Builder:
         self.names = frozenset(set(variables) - reserved)
         journey_vars = {k: v for k, v in self.variables.items() if k not in reserved}
         self.run_vars = collect_run_vars(doc, journey_vars)
-        self.unset_vars = collect_unset(doc, journey_vars)
+        self.assigned = collect_assigned(doc, journey_vars)
         self.locale = doc.get("locale") if isinstance(doc.get("locale"), str) else "en"
         max_segments = doc.get("max_sms_segments")
         self.max_segments = max_segments if isinstance(max_segments, int) and max_segments > 0 \
@@ -329,7 +329,7 @@ class _Builder:
         return FlowContext(report=self.report, journey=self.name, channels=self.channels, templates=self.templates,
                            locale=self.locale, names=self.names, variables=self.variables,
                            max_segments=self.max_segments, scope=scope, sources=self.sources,
-                           note=self.note, run_vars=self.run_vars, unset_vars=self.unset_vars)
+                           note=self.note, run_vars=self.run_vars, assigned=self.assigned)
 
     def absorb(self, ctx: FlowContext) -> None:
         self.emits |= ctx.tracked

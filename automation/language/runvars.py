@@ -2,7 +2,7 @@
 
 A run's value is the journey's, overridden by what the variants it was given set
 (automation.engine.context.run_vars). Here: which values each name can take in a journey,
-which variants leave a name unset, and the checks where a journey reads one (rules,
+which names every run reaching a step has, and the checks where a journey reads one (rules,
 templates, coupon values, send options), each reported where it is used.
 """
 
@@ -65,17 +65,49 @@ def collect_run_vars(doc: Any, journey_vars: Mapping[str, Any]) -> dict[str, lis
     return found
 
 
-def collect_unset(doc: Any, journey_vars: Mapping[str, Any]) -> dict[str, list[str]]:
-    """For each name that some variant of a split sets and the journey's vars do not: the variants of
-    that split (holdouts aside) that leave it unset, as "variant 'bold' of split 'design'"."""
-    unset: dict[str, list[str]] = {}
-    for split, variants in _splits(doc):
-        given = [_vars_of(variant) for variant in variants]
-        for name in sorted({name for values in given for name in values} - set(journey_vars)):
-            for variant, values in zip(variants, given, strict=True):
-                if name not in values:
-                    unset.setdefault(name, []).append(f"variant {variant.get('name')!r} of split {split!r}")
-    return unset
+def collect_assigned(doc: Any, journey_vars: Mapping[str, Any]) -> dict[int, frozenset[str]]:
+    """For every step (by `id()` of its mapping), the names every run that reaches it has a value for:
+    the journey's vars, what its enclosing variants set, and what every variant (holdouts aside) of
+    each split before it on its path sets."""
+    assigned: dict[int, frozenset[str]] = {}
+
+    def walk(items: Any, before: frozenset[str]) -> frozenset[str]:
+        for step in items if isinstance(items, list) else []:
+            if not isinstance(step, Mapping):
+                continue
+            assigned[id(step)] = before
+            split = step.get("split")
+            if isinstance(split, Mapping) and isinstance(split.get("variants"), list):
+                after = []
+                for variant in split["variants"]:
+                    if isinstance(variant, Mapping):
+                        mine = walk(variant.get("steps"), before | set(_vars_of(variant)))
+                        if not variant.get("holdout"):
+                            after.append(mine)
+                before = frozenset.intersection(*after) if after else before
+            else:
+                # Branches and a wait_for's outcomes: what they set counts only within them.
+                for nested in _nested(step):
+                    walk(nested, before)
+        return before
+
+    base = frozenset(journey_vars)
+    stages = doc.get("stages")
+    for stage in stages if isinstance(stages, list) else []:
+        if isinstance(stage, Mapping):
+            walk(stage.get("steps"), base)
+    walk(doc.get("steps"), base)
+    return assigned
+
+
+def _nested(step: Mapping[str, Any]) -> Iterator[Any]:
+    """The lists of steps nested in a step that is not a split (a wait_for's outcomes, branch arms)."""
+    for value in step.values():
+        if isinstance(value, list):
+            yield value
+            for arm in value:
+                if isinstance(arm, Mapping) and isinstance(arm.get("steps"), list):
+                    yield arm["steps"]
 
 
 def read_value(text: Any, where: tuple[int, int], run_vars: Mapping[str, list[Any]], report: Report,
