@@ -234,6 +234,33 @@ def test_the_more_important_journey_wins_the_last_slot(runtime, make_engine, run
     assert len(outbox_files(settings.outbox_dir, "email")) == 2
 
 
+def test_a_message_held_for_the_night_does_not_keep_a_slot_all_night(runtime, make_engine, run_due,
+                                                                     clock, settings):
+    # Given one marketing message a day, an important SMS held by quiet hours from 22:30 until 08:00,
+    # and a less important email due at 23:00
+    write(settings.journeys_dir / "_workspace.yaml", "frequency_caps:\n  - {channel: marketing, max: 1, per: 1d}\n")
+    write(settings.journeys_dir / "ping-sms.yaml", PING_SMS.replace("re_entry: every_time", "priority: 10"))
+    write(settings.journeys_dir / "news-b.yaml", newsletter("news-b", 0, "news_b").replace(
+        "  - send: email", "  - wait: 30m\n    send: email"))
+    engine = make_engine()
+    lc = Lifecycle(runtime)
+    clock.set(at_local("2026-01-05 22:30", "Europe/Warsaw"))
+    texter(lc, "iza", "Europe/Warsaw")
+    lc.track("iza", "ping", {})
+    lc.track("iza", "news_b", {})
+    run_due(engine)
+    assert sms_outcome(lc, "iza")["state"] == "held"
+    # Then at 23:00 the SMS counts as due at 08:00, outside the priority window (an hour): the email
+    # takes the slot
+    clock.set(at_local("2026-01-05 23:00", "Europe/Warsaw"))
+    run_due(engine)
+    assert lc.history("iza")["news-b:run:1:welcome"]["state"] == "sent"
+    # and the SMS waits for the day to pass since the email
+    clock.set(at_local("2026-01-06 08:00", "Europe/Warsaw"))
+    run_due(engine)
+    assert sms_outcome(lc, "iza")["code"] == "frequency_capped"
+
+
 RENEWAL_NOTICE = """journey: renewal-notice
 type: transactional
 vars: {brand: Northwind, shop_url: https://shop.example.com}
