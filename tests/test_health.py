@@ -17,7 +17,7 @@ from automation.config import Settings
 from automation.messages.unsubscribe import make_token
 from automation.runtime import open_runtime
 from automation.server.app import create_app
-from automation.server.health import Health, redis_check, serve_probes
+from automation.server.health import Health, journeys_check, redis_check, serve_probes
 from tests.conftest import lifecycle_command as lifecycle, wait_for, write
 
 
@@ -66,6 +66,12 @@ def test_readiness_fails_while_redis_does_not_answer():
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
     finally:
         server.should_exit = True
+
+
+def test_deployed_versions_that_cannot_be_read_say_so(settings):
+    dead = settings.with_changes(redis_url=f"redis://127.0.0.1:{free_port()}/0", deploy="required")
+    problem = journeys_check(dead)()
+    assert problem is not None and problem.startswith("the deployed versions cannot be read: redis does not answer")
 
 
 def test_serve_is_not_ready_while_a_journey_file_does_not_load(runtime, project, serve_app):

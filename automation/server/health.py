@@ -2,8 +2,9 @@
 
     GET /healthz   200 while the process works (and, for `lifecycle worker` / `run`, its worker
                    processes and scheduler thread are alive); an orchestrator restarts it otherwise
-    GET /readyz    200 when it can do its job: Redis answers, the journey files load (a process
-                   that runs journeys or accepts events for them); 503 with what is wrong otherwise
+    GET /readyz    200 when it can do its job: Redis answers, the journeys load (the files, or with
+                   LIFECYCLE_DEPLOY=required the deployed versions; a process that runs journeys or
+                   accepts events for them); 503 with what is wrong otherwise
 
 `lifecycle worker`, `scheduler` and `run` serve these on `--health-port` (or LIFECYCLE_HEALTH_PORT)
 from a thread (`serve_probes`); `lifecycle serve` has them beside its other endpoints.
@@ -81,18 +82,25 @@ def journeys_check(settings: Settings) -> Check:
     client = redis.Redis.from_url(settings.redis_url or "", decode_responses=True, socket_timeout=REDIS_TIMEOUT,
                                   socket_connect_timeout=REDIS_TIMEOUT) if deployed else None
     registry: list[JourneyRegistry] = []
+    lock = threading.Lock()    # probes may come at once; they share the client and the registry
 
     def check() -> str | None:
-        try:
-            if not registry:
-                runtime = Runtime(settings, client, Keys(settings.namespace, settings.timer_shards),
-                                  SystemClock()) if client is not None else None
-                registry.append(served_journeys(settings, runtime))
-            registry[0].refresh()
-            failed, journeys = registry[0].failed_files, registry[0].journeys
-        finally:
-            if client is not None:
-                client.connection_pool.disconnect()
+        with lock:
+            try:
+                if client is not None:
+                    try:
+                        client.ping()
+                    except (redis.RedisError, OSError) as error:
+                        return f"the deployed versions cannot be read: redis does not answer: {error}"
+                if not registry:
+                    runtime = Runtime(settings, client, Keys(settings.namespace, settings.timer_shards),
+                                      SystemClock()) if client is not None else None
+                    registry.append(served_journeys(settings, runtime))
+                registry[0].refresh()
+                failed, journeys = registry[0].failed_files, registry[0].journeys
+            finally:
+                if client is not None:
+                    client.connection_pool.disconnect()
         if failed:
             return "journey files do not load: " + ", ".join(str(path) for path in failed)
         if not journeys:
