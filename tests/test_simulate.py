@@ -68,6 +68,26 @@ def test_a_purchase_then_silence_lapses_on_day_90_with_the_coupon_and_the_sms_3_
     assert result["stages"] == {"sample": {"customer-lifecycle": "lapsed"}}
 
 
+def test_a_message_held_for_the_night_goes_in_the_morning_and_the_next_wait_counts_from_then(
+        project, monkeypatch, capsys):
+    # Given the same contact whose first purchase is at 21:30, so the win-back falls due at night
+    shutil.copy(ROOT / "journeys" / "_workspace.yaml", project / "journeys")
+    monkeypatch.chdir(project)
+    code = main(["simulate", "customer-lifecycle", "--days", "100", "--start", "2026-01-01T21:30",
+                 "--events", "day 0: purchase item='Merino shirt' value=40", "--json"])
+    assert code == 0
+    timeline = json.loads(capsys.readouterr().out)["timeline"]
+    # Then the SMS is held until 08:00, and the push four days after it goes at 08:00 too, not held
+    held = [(e["step"], e["local"]) for e in timeline if e["kind"] == "held"]
+    assert held == [("winback-reminder", "Sat 2026-04-04 22:30 BST")]
+    local = {e["step"]: e["local"] for e in timeline if e["kind"] == "sent"}
+    assert local["winback-reminder"] == "Sun 2026-04-05 08:00 BST"
+    assert local["winback-last-chance"] == "Thu 2026-04-09 08:00 BST"
+    # and the timeline says once what the run waits for (the hold is its own line)
+    waits = [e["text"] for e in timeline if e["kind"] == "wait" and "winback-reminder" in e["text"]]
+    assert len(waits) == 1, waits
+
+
 def test_a_second_purchase_before_the_sms_cancels_it_and_the_live_data_is_untouched(
         runtime, settings, redis_url, project):
     # Given the shipped guardrails (one marketing email a day), a live contact (the runtime's namespace is

@@ -565,10 +565,10 @@ def _note_waits(store: ContactStore, ids: Sequence[str], served: Mapping[str, An
         for name, enrollment in state.enrollments.items():
             if name not in served:
                 continue
-            current = (enrollment.step, enrollment.due)
-            if seen.get((cid, name)) == current:
-                continue
+            current, before = (enrollment.step, enrollment.due), seen.get((cid, name))
             seen[(cid, name)] = current
+            if before is not None and before[0] == current[0]:
+                continue    # the same step, due later (held by quiet hours or a cap): its own line says so
             if enrollment.step and enrollment.due is not None and enrollment.due > now + 0.001:
                 step = "its start" if enrollment.step == "^start" else f"'{enrollment.step}'"
                 timeline.note(now, cid, "wait", f"   waits until {timeline.local(enrollment.due, cid)} for {step} "
