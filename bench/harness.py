@@ -172,8 +172,10 @@ def setup_engine(settings: Settings, clock: Clock) -> tuple[Runtime, Engine]:
 def publish_watch_lists(runtime: Runtime) -> None:
     """What a running installation has before its contacts come: a worker has said which events and
     attributes its journeys react to (until one has, every event and change waits in an inbox)."""
-    # Channels only decide which journeys load; discarding ones open no provider clients for this.
-    Engine.create(runtime, ChannelRegistry(runtime.settings.with_changes(channels=DISCARD))).close()
+    # Channels only decide which journeys load: the configured ones, with discarding adapters where one
+    # serves the channel, so no provider client is made for this.
+    channels = {**runtime.settings.channels, **DISCARD}
+    Engine.create(runtime, ChannelRegistry(runtime.settings.with_changes(channels=channels))).close()
 
 
 def run_in_process(runtime: Runtime, engine: Engine) -> int:
