@@ -190,15 +190,19 @@ def test_a_send_in_doubt_waits_for_the_provider_then_the_policy_resends_email(ru
 def test_a_send_in_doubt_confirmed_by_the_provider_is_not_sent_again(runtime, settings, clock, run_due):
     provider = Provider(settings)
     engine, claims = crashed_in_request(runtime, settings, provider)
+    lc = Lifecycle(runtime)
+    welcome_due = lc.contact("ana").enrollments["customer-lifecycle"].due
     run_batch(engine, claims)
-    # When SendGrid's event webhook reports the message processed
+    # When SendGrid's event webhook reports the message processed, two minutes later
+    clock.advance(120)
     DeliveryLog(runtime).record(DeliveryReport("email", f"{WELCOME}:ana", "ana", "processed", clock.now()))
     # Then it is sent, out of doubt, and its run moves on now (not at the end of the window)
-    lc = Lifecycle(runtime)
     assert lc.history("ana")[WELCOME]["state"] == "sent" and in_doubt(runtime)[0] == 0
     run_due(engine)
     assert provider.calls == []
-    assert lc.contact("ana").enrollments["customer-lifecycle"].step != "welcome"
+    run = lc.contact("ana").enrollments["customer-lifecycle"]
+    # to the demo offer, two days after the welcome was due: the doubt moved nothing
+    assert run.step == "demo-offer" and run.due == welcome_due + 2 * 86400
 
 
 def test_a_send_in_doubt_fails_when_the_channel_sends_at_most_once(settings, clock):
