@@ -14,16 +14,18 @@ from automation.api import Lifecycle
 from automation.channels import ChannelRegistry
 from automation.channels.sendgrid import SendGridChannel
 from automation.channels.twilio import TwilioChannel
+from automation.channels.webhook import WebhookChannel
 from automation.errors import InputError
 from automation.messages.unsubscribe import verify_token
 from automation.ops.cli import main
-from automation.ops.preview import Workbench, contact_reader
+from automation.ops.preview import Workbench, contact_reader, sample_reader
 from automation.ops.testsend import TEST_PREFIX, send_test
 from automation.server.webhooks import sendgrid_report, twilio_report
-from tests.conftest import DAY
+from tests.conftest import DAY, write
 from tests.providers.sendgrid_api import SendGridStandIn
 from tests.providers.twilio_api import TwilioStandIn
-from tests.test_sendgrid import env_for
+from tests.providers.webhook_receiver import SECRET, WebhookReceiver
+from tests.test_sendgrid import TEMPLATE_AB, env_for
 from tests.test_twilio import twilio_env
 
 
@@ -113,3 +115,62 @@ def test_a_wrong_step_or_address_is_one_line_and_exit_2(runtime, capsys, monkeyp
     assert len(err.strip().splitlines()) == 1
     assert main(["test-send", "customer-lifecycle", "winback-reminder", "--to", "me@northwind.test"]) == 2
     assert "is not a phone number" in capsys.readouterr().err
+
+
+def test_a_dynamic_template_step_sends_the_contacts_data_with_their_variants_template(runtime, settings, make_engine,
+                                                                                     run_due):
+    # Given an A/B test of two SendGrid dynamic templates, and a contact who got the "bold" one
+    write(settings.journeys_dir / "template-ab.yaml", TEMPLATE_AB)
+    with SendGridStandIn() as stand_in:
+        channels = ChannelRegistry(settings, instances={"email": SendGridChannel(settings, env=env_for(stand_in))})
+        engine = make_engine(channels)
+        lc = Lifecycle(runtime)
+        for n in range(10):
+            lc.identify(f"c{n}", {"email": f"c{n}@example.com", "first_name": f"C{n}", "consent": {"email": True}})
+            lc.track(f"c{n}", "signup", {})
+        run_due(engine)
+        bold = next(f"c{n}" for n in range(10)
+                    if lc.contact(f"c{n}").enrollments["template-ab"].assignments["design"] == "bold")
+        ledger, before = runtime.redis.hgetall(runtime.keys.ledger(bold)), len(stand_in.exchanges)
+        bench = Workbench.open(settings, channels)
+        try:
+            # When its step is test-sent for that contact
+            done = send_test(bench, "template-ab", "email", "me@northwind.test", contact_reader(runtime, bold))
+        finally:
+            bench.close()
+        exchanges = stand_in.exchanges[before:]
+    # Then SendGrid got one request: their variant's template with their data, marked as a test, for the
+    # test address
+    assert done.sent
+    (exchange,) = exchanges
+    body = exchange.request.json()
+    (personalization,) = body["personalizations"]
+    assert body["template_id"] == "d-bold" and personalization["to"] == [{"email": "me@northwind.test"}]
+    data = personalization["dynamic_template_data"]
+    assert data["test"] is True and data["contact"]["first_name"] == bold.upper()
+    assert personalization["custom_args"]["lc_test"] == "1"
+    assert runtime.redis.hgetall(runtime.keys.ledger(bold)) == ledger
+
+
+def test_a_webhook_step_is_test_sent_to_the_given_url_never_the_steps_own(runtime, settings):
+    write(settings.journeys_dir / "crm.yaml", """journey: crm
+trigger: {event: signup}
+steps:
+  - send: webhook
+    id: notify
+    url: https://crm.invalid/hooks/lead
+""")
+    with WebhookReceiver() as receiver:
+        adapter = WebhookChannel(settings, env={"LIFECYCLE_WEBHOOK_SECRET": SECRET})
+        bench = Workbench.open(settings, ChannelRegistry(settings, instances={"webhook": adapter}))
+        try:
+            done = send_test(bench, "crm", "notify", receiver.url + "/test", sample_reader())
+        finally:
+            bench.close()
+        (request,) = receiver.delivered()
+    # A signed request with the sample contact's data, marked as a test in its body and headers
+    assert done.sent
+    assert request.headers["X-Lifecycle-Test"] == "1"
+    payload = json.loads(request.body)
+    assert payload["test"] is True and payload["step"] == "notify"
+    assert payload["contact"]["first_name"] == "Alexandra"

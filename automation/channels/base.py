@@ -27,6 +27,10 @@ from typing import Any, ClassVar, Mapping, Sequence, Union
 from automation.config import Settings
 
 
+#: The header that marks a test message (`lifecycle test-send`) where a provider or receiver keeps headers.
+TEST_HEADER = "X-Lifecycle-Test"
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One message to one contact, with the ids that make it traceable and idempotent."""

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import requests
 
-from automation.channels.base import Channel, Check, Delivery, Failed, Misconfigured, Result, Retry, Sent
+from automation.channels.base import TEST_HEADER, Channel, Check, Delivery, Failed, Misconfigured, Result, Retry, Sent
 
 SIGNATURE_HEADER = "X-Lifecycle-Signature"
 KEY_HEADER = "X-Lifecycle-Key"
@@ -106,6 +106,8 @@ class WebhookChannel(Channel):
             content_type = "application/json"
         headers = {"Content-Type": content_type, KEY_HEADER: delivery.key,
                    SIGNATURE_HEADER: sign(self.secret, body, int(time.time()))}
+        if delivery.test:
+            headers[TEST_HEADER] = "1"      # `lifecycle test-send`: the receiver can tell
         try:
             response = self.session.post(delivery.to, data=body, headers=headers, timeout=self.timeout,
                                          allow_redirects=False)

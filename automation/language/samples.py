@@ -40,11 +40,15 @@ class SampleDict(dict):
         return Sample()
 
 
+#: The sample contact's attributes (and id).
+SAMPLE_CONTACT = {"first_name": "Alexandra", "last_name": "Kowalska", "email": "alexandra@example.com",
+                  "phone": "+48501234567", "locale": "en", "id": "sample-contact"}
+
+
 def sample_context(variables: Mapping[str, Any], channel: str,
                    run_vars: Mapping[str, Any] | None = None) -> dict[str, Any]:
     now = datetime(2026, 5, 4, 9, 30, tzinfo=timezone.utc)
-    contact = SampleDict(first_name="Alexandra", last_name="Kowalska", email="alexandra@example.com",
-                         phone="+48501234567", locale="en", id="sample-contact")
+    contact = SampleDict(SAMPLE_CONTACT)
     context: dict[str, Any] = dict(variables)
     context.update(
         contact=contact, first_name="Alexandra", last_name="Kowalska", now=now,

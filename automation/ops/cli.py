@@ -467,7 +467,7 @@ def cmd_test_send(args: argparse.Namespace) -> int:
     finally:
         bench.close()
     delivery, result = done.delivery, done.result
-    what = (f"{delivery.channel} {delivery.template} ({delivery.locale}) of {delivery.journey} "
+    what = (f"{delivery.channel} {delivery.template or 'step data'} ({delivery.locale}) of {delivery.journey} "
             f"{delivery.stage}/{delivery.step}")
     if isinstance(result, Sent):
         print(f"test {what} sent to {args.to}: {result.detail or result.provider_id or 'accepted'} "

@@ -7,6 +7,10 @@ test where people and machines look: `[TEST]` before an email's subject (and in 
 an `X-Lifecycle-Test` header, and `Delivery.test`, which adapters pass on with our ids (SendGrid
 `lc_test` custom arg, `lc_test=1` on Twilio's status callback, FCM data), so the webhooks ignore
 whatever the provider reports about it.
+
+A step without a template (a SendGrid dynamic template, a webhook) sends the step's data, as the
+engine would, with `"test": true` in it; a webhook step goes to the `--to` URL, never to the
+step's own.
 """
 
 from __future__ import annotations
@@ -16,19 +20,21 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping
 
 from automation.channels import Delivery
-from automation.channels.base import Result, Sent
+from automation.channels.base import TEST_HEADER, Result, Sent
 from automation.errors import InputError
+from automation.engine.context import run_vars, step_data
 from automation.expressions import did_you_mean
-from automation.language.flow import SendNode
+from automation.language.flow import SendNode, sample_vars
 from automation.language.journey import Journey
+from automation.language.samples import SAMPLE_CONTACT
 from automation.ops.preview import MessageRef, Reader, Workbench, preview
 
 #: Put before the subject of a test email and the title of a test push.
 TEST_PREFIX = "[TEST] "
-#: Marks a test message in its headers (email) and metadata (every channel).
-TEST_HEADER = "X-Lifecycle-Test"
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
@@ -45,9 +51,7 @@ class TestMessage:
 def find_step(journey: Journey, step: str) -> tuple[str, SendNode]:
     """A journey's send step by its id (as `lifecycle inspect` and the ledger name it), or `stage/id`."""
     scope_wanted, _, step_id = step.rpartition("/")
-    flows = [("run", journey.flow)] if journey.trigger is not None else \
-        [(stage.name, stage.flow) for stage in journey.stages]
-    steps = [(scope, node) for scope, flow in flows for node in sorted(flow.sends(), key=lambda n: n.line)]
+    steps = [(scope, node) for scope, flow in _scopes(journey) for node in sorted(flow.sends(), key=lambda n: n.line)]
     found = [(scope, node) for scope, node in steps if node.id == step_id and scope_wanted in ("", scope)]
     names = [f"{scope}/{node.id}" for scope, node in steps]
     if not found:
@@ -66,27 +70,68 @@ def check_address(channel: str, to: str) -> None:
         raise InputError(f"--to {to!r} is not an email address")
     if channel == "sms" and not _PHONE.match(to):
         raise InputError(f"--to {to!r} is not a phone number in E.164 form, e.g. +447700900123")
+    if channel == "webhook" and not to.startswith(("http://", "https://")):
+        raise InputError(f"--to {to!r} is not a URL: a webhook step is test-sent to an http(s) URL of yours")
+
+
+def step_options(journey: Journey, scope: str, node: SendNode, reader: Reader) -> Mapping[str, Any]:
+    """The step's options for `reader`: those read from `vars.<name>` with the split variants the contact
+    was given (for sample data, or a contact given none, the journey's value or the first variant's)."""
+    if not node.options_from_vars:
+        return node.options
+    enrollment = reader.state.enrollments.get(journey.name) if reader.state is not None else None
+    if enrollment is None or not enrollment.assignments:
+        return node.options
+    values = run_vars(journey, scope, enrollment.assignments)
+    missing = sorted(name for name in node.options_from_vars.values() if values.get(name) is None)
+    if missing:
+        raise InputError(f"vars.{missing[0]} has no value in {reader.label}'s run: the step would fail for them")
+    return {**node.options, **{key: values[name] for key, name in node.options_from_vars.items()}}
+
+
+def step_data_for(journey: Journey, scope: str, node: SendNode, reader: Reader, now: float) -> dict[str, Any]:
+    """What a step without a template sends (a provider's template, a webhook), for `reader`."""
+    if reader.state is not None:
+        return step_data(reader.state, journey, scope, node.id, now)
+    at = datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z")
+    return {"journey": journey.name, "stage": scope, "step": node.id, "at": at, "contact": dict(SAMPLE_CONTACT),
+            "events": {}, "stages": {}, "scores": {},
+            "vars": {**journey.vars, **sample_vars([flow for _, flow in _scopes(journey)])}}
+
+
+def _scopes(journey: Journey) -> list[tuple[str, Any]]:
+    return [("run", journey.flow)] if journey.trigger is not None else \
+        [(stage.name, stage.flow) for stage in journey.stages]
 
 
 def marked_delivery(bench: Workbench, journey: Journey, scope: str, node: SendNode, reader: Reader,
                     to: str, locale: str | None = None) -> Delivery:
     """The step's message for `reader`, addressed to `to` and marked as a test."""
-    if not node.template:
-        raise InputError(f"step {scope}/{node.id} sends no template ({node.channel}); test-send sends "
-                         "templated messages")
     adapter = bench.channels.get(node.channel)
     if adapter is None:
         raise InputError(f"no adapter serves channel {node.channel!r} (lifecycle check-config)")
-    ref = MessageRef(node.channel, node.template, journey, scope, node.id)
-    # The reader's locale, or (sample data) the one asked for, else the journey's. No secret: the
-    # unsubscribe link is the sample one, since a tester trying it must not unsubscribe the contact.
-    (message,) = preview([ref], bench.catalog, bench.renderer, dataclasses.replace(reader, secret=None),
-                         reader.locale or locale or journey.locale,
-                         unsubscribe=lambda channel: adapter.unsubscribe_link(channel))
-    parts = dict(message.parts)
-    for part in ("subject", "title"):
-        if part in parts:
-            parts[part] = TEST_PREFIX + parts[part]
+    options = step_options(journey, scope, node, reader)
+    now = time.time()
+    parts: dict[str, str] = {}
+    data: dict[str, Any] = {}
+    used_locale = reader.locale or locale or journey.locale
+    if node.template:
+        ref = MessageRef(node.channel, node.template, journey, scope, node.id)
+        # The reader's locale, or (sample data) the one asked for, else the journey's. No secret: the
+        # unsubscribe link is the sample one, since a tester trying it must not unsubscribe the contact.
+        (message,) = preview([ref], bench.catalog, bench.renderer, dataclasses.replace(reader, secret=None),
+                             used_locale, unsubscribe=lambda channel: adapter.unsubscribe_link(channel))
+        parts, used_locale = dict(message.parts), message.locale
+        for part in ("subject", "title"):
+            if part in parts:
+                parts[part] = TEST_PREFIX + parts[part]
+    elif adapter.template_required(node.channel, options):
+        raise InputError(f"step {scope}/{node.id} names no template and its channel's adapter needs one "
+                         "(lifecycle validate)")
+    else:
+        # The provider renders it (a SendGrid dynamic template) or a service receives it (a webhook):
+        # the step's data, with `test` set so that either can tell.
+        data = {**step_data_for(journey, scope, node, reader, now), "test": True}
     contact_id = reader.state.id if reader.state is not None else "sample-contact"
     # Never a step's real key: the provider must not deduplicate it against the real message.
     key = f"test:{journey.name}:{scope}:{node.id}:{uuid.uuid4().hex[:12]}"
@@ -96,8 +141,8 @@ def marked_delivery(bench: Workbench, journey: Journey, scope: str, node: SendNo
                "X-Lifecycle-Key": key}
     address: object = [to] if node.channel == "push" else to
     return Delivery(key=key, contact_id=contact_id, journey=journey.name, stage=scope, step=node.id,
-                    channel=node.channel, template=node.template, locale=message.locale, to=address, parts=parts,
-                    at=time.time(), headers=headers, metadata=metadata, options=node.options, test=True)
+                    channel=node.channel, template=node.template, locale=used_locale, to=address, parts=parts,
+                    at=now, headers=headers, metadata=metadata, options=options, data=data, test=True)
 
 
 def send_test(bench: Workbench, journey_name: str, step: str, to: str, reader: Reader,
@@ -115,4 +160,5 @@ def send_test(bench: Workbench, journey_name: str, step: str, to: str, reader: R
     return TestMessage(delivery, adapter.send(delivery))
 
 
-__all__ = ["TEST_PREFIX", "TEST_HEADER", "TestMessage", "find_step", "send_test", "marked_delivery"]
+__all__ = ["TEST_PREFIX", "TEST_HEADER", "TestMessage", "find_step", "send_test", "marked_delivery", "step_options",
+           "step_data_for"]
