@@ -344,13 +344,16 @@ def _slice(value: Any, slices: int, fill_with: Any = None) -> Iterator[list[Any]
 
 
 def _slow(name: str, function: Any, longest: int) -> Any:
-    """A filter refused a text longer than `longest` (SLOW_FILTERS)."""
+    """A filter refused a text longer than `longest` (SLOW_FILTERS); anything else is measured as the text
+    the filter makes of it (a list of words given to urlize is the text of the list)."""
+    at = 1 if hasattr(function, "jinja_pass_arg") else 0   # the filtered value, after a context
 
     @functools.wraps(function)   # keeps `jinja_pass_arg`
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        value = args[1] if hasattr(function, "jinja_pass_arg") and len(args) > 1 else args[0] if args else None
-        if isinstance(value, str) and len(value) > longest:
-            raise OverLimit(f"{name} of {len(value):,} characters: a template may give it at most {longest:,}")
+        value = args[at] if len(args) > at else None
+        size = len(value) if isinstance(value, str) else text_size(value, longest + 1)
+        if size > longest:
+            raise OverLimit(f"{name} of {size:,} characters: a template may give it at most {longest:,}")
         return function(*args, **kwargs)
 
     return bounded

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from automation.config import Settings
 from automation.messages.unsubscribe import make_token
 from automation.runtime import open_runtime
 from automation.server.app import create_app
-from automation.server.health import Health, journeys_check, redis_check, serve_probes
+from automation.server.health import Health, journeys_check, one_at_a_time, redis_check, serve_probes
 from tests.conftest import lifecycle_command as lifecycle, wait_for, write
 
 
@@ -141,3 +142,26 @@ def test_with_deployed_versions_required_serve_is_ready_once_they_are_deployed(s
         wait_for(lambda: probe(f"{url}/readyz") == 200, timeout=30, what="readiness after the deploy")
     finally:
         runtime.close()
+
+
+def test_a_probe_that_comes_while_another_checks_answers_what_the_last_check_found():
+    release, started = threading.Event(), threading.Event()
+    answers = iter(["redis does not answer", None])
+
+    def slow() -> str | None:
+        started.set()
+        assert release.wait(30)
+        return next(answers)
+
+    check = one_at_a_time(slow)
+    release.set()
+    assert check() == "redis does not answer"
+    release.clear()
+    started.clear()
+    second = threading.Thread(target=check)
+    second.start()
+    assert started.wait(30)
+    # A probe meanwhile does not wait in line: it answers the last result at once
+    assert check() == "redis does not answer"
+    release.set()
+    second.join(30)

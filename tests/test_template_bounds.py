@@ -78,6 +78,8 @@ def render(tmp_path: Path, body: str, budget: RenderBudget | None = None) -> str
      "wordwrap of 250,000 characters"),
     ("{{ ('word ' * 70000) | title | length }}", "{{ ('word ' * 60000) | title | length }}",
      "title of 350,000 characters"),
+    ("{{ ('word ' * 40000).split() | urlize | length }}", "{{ ('word ' * 10000).split() | urlize | length }}",
+     "urlize of 100,0[0-9][0-9] characters: a template may give it at most 100,000"),
 ])
 def test_a_huge_range_repetition_or_power_fails_the_render_with_the_reason(tmp_path, body, fine, reason):
     assert render(tmp_path, fine)

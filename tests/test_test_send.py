@@ -16,6 +16,7 @@ from automation.channels.sendgrid import SendGridChannel
 from automation.channels.twilio import TwilioChannel
 from automation.channels.webhook import WebhookChannel
 from automation.errors import InputError
+from automation.language.samples import SAMPLE_UNSUBSCRIBE_URL
 from automation.messages.unsubscribe import verify_token
 from automation.ops.cli import main
 from automation.ops.preview import Workbench, contact_reader, sample_reader
@@ -148,11 +149,13 @@ def test_a_dynamic_template_step_sends_the_contacts_data_with_their_variants_tem
     assert body["template_id"] == "d-bold" and personalization["to"] == [{"email": "me@northwind.test"}]
     data = personalization["dynamic_template_data"]
     assert data["test"] is True and data["contact"]["first_name"] == bold.upper()
+    assert data["unsubscribe_url"] == SAMPLE_UNSUBSCRIBE_URL        # never the contact's own
     assert personalization["custom_args"]["lc_test"] == "1"
     assert runtime.redis.hgetall(runtime.keys.ledger(bold)) == ledger
 
 
-def test_a_webhook_step_is_test_sent_to_the_given_url_never_the_steps_own(runtime, settings):
+@pytest.mark.parametrize("reader", ["sample", "contact"])
+def test_a_webhook_step_is_test_sent_to_the_given_url_never_the_steps_own(runtime, settings, reader):
     write(settings.journeys_dir / "crm.yaml", """journey: crm
 trigger: {event: signup}
 steps:
@@ -160,17 +163,21 @@ steps:
     id: notify
     url: https://crm.invalid/hooks/lead
 """)
+    Lifecycle(runtime).identify("lee", {"first_name": "Lee", "email": "lee@example.com"})
+    who = sample_reader() if reader == "sample" else contact_reader(runtime, "lee")
     with WebhookReceiver() as receiver:
         adapter = WebhookChannel(settings, env={"LIFECYCLE_WEBHOOK_SECRET": SECRET})
         bench = Workbench.open(settings, ChannelRegistry(settings, instances={"webhook": adapter}))
         try:
-            done = send_test(bench, "crm", "notify", receiver.url + "/test", sample_reader())
+            with pytest.raises(InputError, match="'crm.invalid' is not a URL"):
+                send_test(bench, "crm", "notify", "crm.invalid", who)
+            done = send_test(bench, "crm", "notify", receiver.url + "/test", who)
         finally:
             bench.close()
         (request,) = receiver.delivered()
-    # A signed request with the sample contact's data, marked as a test in its body and headers
+    # A signed request with the reader's data, marked as a test in its body and headers
     assert done.sent
     assert request.headers["X-Lifecycle-Test"] == "1"
     payload = json.loads(request.body)
     assert payload["test"] is True and payload["step"] == "notify"
-    assert payload["contact"]["first_name"] == "Alexandra"
+    assert payload["contact"]["first_name"] == ("Alexandra" if reader == "sample" else "Lee")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 from automation.engine.scores import scores_view
@@ -110,3 +111,9 @@ def template_context(state: ContactState, journey: Journey, stage: str, step: st
     )
     context.update(extra)
     return context
+
+
+def plain_data(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Template extras (coupons, the unsubscribe link) as JSON for steps that send data: times as ISO text."""
+    return json.loads(json.dumps(extra, default=lambda value: value.isoformat() if hasattr(value, "isoformat")
+                                 else str(value)))

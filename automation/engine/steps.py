@@ -32,7 +32,7 @@ from automation.channels import Delivery, Failed, Misconfigured, Remove, Retry, 
 from automation.channels.base import Result
 from automation.engine import runs
 from automation.engine.apply import Plan, apply_plans, log_rule_errors
-from automation.engine.context import rule_context, run_vars, step_data, template_context
+from automation.engine.context import plain_data, rule_context, run_vars, step_data, template_context
 from automation.engine.broadcasts import cancelled
 from automation.engine.caps import caps_plan
 from automation.engine.evaluation import start_armed
@@ -352,7 +352,7 @@ def render(engine: Engine, job: Job, now: float) -> None:
                     "X-Lifecycle-Key": key})
     # Steps without a template (webhooks, provider-side templates) send the step's data instead.
     data = {} if step.template else {**step_data(state, journey, job.scope, step.id, now, engine.scores()),
-                                     **_plain(extra)}
+                                     **plain_data(extra)}
     job.delivery = Delivery(key=key, contact_id=state.id, journey=journey.name, stage=job.scope, step=step.id,
                             channel=step.channel, template=step.template, locale=used_locale, to=to,
                             parts=parts, at=now, headers=headers, metadata=metadata, options=options,
@@ -368,12 +368,6 @@ def _coupons(engine: Engine, job: Job) -> dict[str, Any]:
     if name in coupons:
         found["coupon"] = coupons[name].as_template_value()
     return found
-
-
-def _plain(extra: dict[str, Any]) -> dict[str, Any]:
-    """Template extras as JSON for steps that send data (times as ISO text)."""
-    return json.loads(json.dumps(extra, default=lambda value: value.isoformat() if hasattr(value, "isoformat")
-                                 else str(value)))
 
 
 # -- 4. send --------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ class SampleDict(dict):
         return Sample()
 
 
+#: The sample contact's unsubscribe link: a token no secret signs, so trying it unsubscribes no one.
+SAMPLE_UNSUBSCRIBE_URL = "https://example.com/unsubscribe?token=c2FtcGxlLWNvbnRhY3Q.AAAAAAAAAAAAAAAAAAAAAA"
 #: The sample contact's attributes (and id).
 SAMPLE_CONTACT = {"first_name": "Alexandra", "last_name": "Kowalska", "email": "alexandra@example.com",
                   "phone": "+48501234567", "locale": "en", "id": "sample-contact"}
@@ -58,7 +60,7 @@ def sample_context(variables: Mapping[str, Any], channel: str,
                           expires=datetime(2026, 5, 18, 9, 30, tzinfo=timezone.utc)),
         coupons=SampleDict(), scores=SampleDict(), stages=SampleDict(),
         recent_events=[], stage="stage", step="step", channel=channel, journey="journey",
-        unsubscribe_url="https://example.com/unsubscribe?token=c2FtcGxlLWNvbnRhY3Q.AAAAAAAAAAAAAAAAAAAAAA",
+        unsubscribe_url=SAMPLE_UNSUBSCRIBE_URL,
         days_since=lambda what: 30, hours_since=lambda what: 720,
         vars={**variables, **(run_vars or {})},
     )

@@ -1107,7 +1107,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "channel, marked as a test (no ledger, no counters)")
     p.add_argument("journey")
     p.add_argument("step", help="the step's id, as `lifecycle inspect` shows it (winback-coupon), or stage/id")
-    p.add_argument("--to", required=True, metavar="ADDRESS", help="the test address: email, phone (+E.164) ...")
+    p.add_argument("--to", required=True, metavar="ADDRESS",
+                   help="the test address: email, phone (+E.164), push token, or for a webhook step a URL of yours")
     p.add_argument("--contact", metavar="ID", help="render it for this contact (read only; default: sample data)")
     p.add_argument("--locale", help="with sample data: the locale to send (default: the journey's)")
     p.set_defaults(func=cmd_test_send)

@@ -106,7 +106,8 @@ class Previewed:
 
 # -- what to preview --------------------------------------------------------------------------------
 
-def _flows(journey: Journey) -> list[tuple[str, Flow]]:
+def flows_of(journey: Journey) -> list[tuple[str, Flow]]:
+    """(scope, flow) of each stage of a journey, or its one run's."""
     if journey.trigger is not None:
         return [(RUN, journey.flow)]
     return [(stage.name, stage.flow) for stage in journey.stages]
@@ -117,7 +118,7 @@ def messages_of(target: str, journeys: Mapping[str, Journey], catalog: TemplateC
     journey = journeys.get(target)
     if journey is not None:
         refs = [MessageRef(node.channel, node.template, journey, scope, node.id)
-                for scope, flow in _flows(journey)
+                for scope, flow in flows_of(journey)
                 for node in sorted(flow.sends(), key=lambda node: node.line) if node.template]
         if not refs:
             raise InputError(f"journey {target!r} sends no message from a template")
@@ -131,7 +132,7 @@ def messages_of(target: str, journeys: Mapping[str, Journey], catalog: TemplateC
     # A template's journey supplies its `vars` (brand, shop_url ...).
     users: dict[tuple[str, str], tuple[Journey, str, str]] = {}
     for name in sorted(journeys):
-        for scope, flow in _flows(journeys[name]):
+        for scope, flow in flows_of(journeys[name]):
             for node in flow.sends():
                 users.setdefault((node.channel, node.template), (journeys[name], scope, node.id))
     return [MessageRef(channel, target, *users.get((channel, target), (None, "", "")))
@@ -190,7 +191,7 @@ def _context(ref: MessageRef, reader: Reader, catalog: TemplateCatalog, locale: 
              unsubscribe: bool) -> dict[str, Any]:
     journey = ref.journey or Journey(name="", path="")
     # `vars.<name>` a split variant sets: the first variant's value, unless the contact has a variant.
-    variant_vars = sample_vars(flow for _, flow in _flows(journey)) if ref.journey else {}
+    variant_vars = sample_vars(flow for _, flow in flows_of(journey)) if ref.journey else {}
     sample = sample_context(journey.vars, ref.channel, variant_vars)
     if reader.state is None:
         return sample
@@ -199,7 +200,7 @@ def _context(ref: MessageRef, reader: Reader, catalog: TemplateCatalog, locale: 
     extra: dict[str, Any] = {"coupons": dict(reader.coupons), "coupon": sample["coupon"],
                              "vars": {**sample["vars"], **run_vars(journey, enrollment.stage if enrollment else None,
                                                                    enrollment.assignments if enrollment else {})}}
-    for _, flow in _flows(journey) if ref.journey else []:
+    for _, flow in flows_of(journey) if ref.journey else []:
         for node in flow.nodes.values():
             if isinstance(node, CouponNode) and node.spec.name in reader.coupons:
                 extra["coupon"] = reader.coupons[node.spec.name]

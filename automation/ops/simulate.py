@@ -559,16 +559,17 @@ def _apply(store: ContactStore, item: ScriptedEvent, contact: str, now: float, t
 
 
 def _note_waits(store: ContactStore, ids: Sequence[str], served: Mapping[str, Any], now: float,
-                timeline: _Recorder, seen: dict[tuple[str, str], tuple[str | None, float | None]]) -> None:
+                timeline: _Recorder, seen: dict[tuple[str, str], tuple[tuple[Any, ...], float | None]]) -> None:
     """A line for every run that now waits for a later step (the timeline shows what is pending)."""
     for cid, state in store.load_many(ids).items():
         for name, enrollment in state.enrollments.items():
             if name not in served:
                 continue
-            current, before = (enrollment.step, enrollment.due), seen.get((cid, name))
+            at = (enrollment.stage, enrollment.occurrence, enrollment.step)
+            current, before = (at, enrollment.due), seen.get((cid, name))
             seen[(cid, name)] = current
-            if before is not None and before[0] == current[0]:
-                continue    # the same step, due later (held by quiet hours or a cap): its own line says so
+            if before is not None and before[0] == at:
+                continue    # the same step of the same run, due later (held by quiet hours, a cap): its line says so
             if enrollment.step and enrollment.due is not None and enrollment.due > now + 0.001:
                 step = "its start" if enrollment.step == "^start" else f"'{enrollment.step}'"
                 timeline.note(now, cid, "wait", f"   waits until {timeline.local(enrollment.due, cid)} for {step} "

@@ -20,18 +20,19 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from automation.channels import Delivery
 from automation.channels.base import TEST_HEADER, Result, Sent
 from automation.errors import InputError
-from automation.engine.context import run_vars, step_data
+from automation.engine.context import plain_data, run_vars, step_data
+from automation.engine.scores import definitions
 from automation.expressions import did_you_mean
 from automation.language.flow import SendNode, sample_vars
 from automation.language.journey import Journey
-from automation.language.samples import SAMPLE_CONTACT
-from automation.ops.preview import MessageRef, Reader, Workbench, preview
+from automation.language.samples import SAMPLE_CONTACT, SAMPLE_UNSUBSCRIBE_URL
+from automation.ops.preview import MessageRef, Reader, Workbench, flows_of, preview
+from automation.store.contacts import ContactState
 
 #: Put before the subject of a test email and the title of a test push.
 TEST_PREFIX = "[TEST] "
@@ -51,7 +52,7 @@ class TestMessage:
 def find_step(journey: Journey, step: str) -> tuple[str, SendNode]:
     """A journey's send step by its id (as `lifecycle inspect` and the ledger name it), or `stage/id`."""
     scope_wanted, _, step_id = step.rpartition("/")
-    steps = [(scope, node) for scope, flow in _scopes(journey) for node in sorted(flow.sends(), key=lambda n: n.line)]
+    steps = [(scope, node) for scope, flow in flows_of(journey) for node in sorted(flow.sends(), key=lambda n: n.line)]
     found = [(scope, node) for scope, node in steps if node.id == step_id and scope_wanted in ("", scope)]
     names = [f"{scope}/{node.id}" for scope, node in steps]
     if not found:
@@ -76,32 +77,28 @@ def check_address(channel: str, to: str) -> None:
 
 def step_options(journey: Journey, scope: str, node: SendNode, reader: Reader) -> Mapping[str, Any]:
     """The step's options for `reader`: those read from `vars.<name>` with the split variants the contact
-    was given (for sample data, or a contact given none, the journey's value or the first variant's)."""
-    if not node.options_from_vars:
-        return node.options
+    was given; where that gives none (sample data, a contact not yet at the split), the journey's value or
+    the first variant's, as a preview shows it."""
     enrollment = reader.state.enrollments.get(journey.name) if reader.state is not None else None
-    if enrollment is None or not enrollment.assignments:
-        return node.options
-    values = run_vars(journey, scope, enrollment.assignments)
-    missing = sorted(name for name in node.options_from_vars.values() if values.get(name) is None)
-    if missing:
-        raise InputError(f"vars.{missing[0]} has no value in {reader.label}'s run: the step would fail for them")
-    return {**node.options, **{key: values[name] for key, name in node.options_from_vars.items()}}
+    values = run_vars(journey, scope, enrollment.assignments) if enrollment is not None else {}
+    return {**node.options, **{key: values[name] for key, name in node.options_from_vars.items()
+                               if values.get(name) is not None}}
 
 
-def step_data_for(journey: Journey, scope: str, node: SendNode, reader: Reader, now: float) -> dict[str, Any]:
-    """What a step without a template sends (a provider's template, a webhook), for `reader`."""
-    if reader.state is not None:
-        return step_data(reader.state, journey, scope, node.id, now)
-    at = datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z")
-    return {"journey": journey.name, "stage": scope, "step": node.id, "at": at, "contact": dict(SAMPLE_CONTACT),
-            "events": {}, "stages": {}, "scores": {},
-            "vars": {**journey.vars, **sample_vars([flow for _, flow in _scopes(journey)])}}
-
-
-def _scopes(journey: Journey) -> list[tuple[str, Any]]:
-    return [("run", journey.flow)] if journey.trigger is not None else \
-        [(stage.name, stage.flow) for stage in journey.stages]
+def step_data_for(bench: Workbench, journey: Journey, scope: str, node: SendNode, reader: Reader,
+                  now: float) -> dict[str, Any]:
+    """What a step without a template sends (a provider's template, a webhook), for `reader`, as the engine
+    builds it: the step's data, the contact's coupons and (for channels that have one) a sample
+    unsubscribe link, never the contact's own."""
+    state = reader.state or ContactState(id=SAMPLE_CONTACT["id"],
+                                         attributes={k: v for k, v in SAMPLE_CONTACT.items() if k != "id"})
+    data = step_data(state, journey, scope, node.id, now, definitions(bench.journeys.values()))
+    data["vars"] = {**sample_vars(flow for _, flow in flows_of(journey)), **data["vars"]}
+    extra: dict[str, Any] = {"coupons": dict(reader.coupons)} if reader.coupons else {}
+    adapter = bench.channels.get(node.channel)
+    if adapter is not None and adapter.unsubscribe_link(node.channel):
+        extra["unsubscribe_url"] = SAMPLE_UNSUBSCRIBE_URL
+    return {**data, **plain_data(extra)}
 
 
 def marked_delivery(bench: Workbench, journey: Journey, scope: str, node: SendNode, reader: Reader,
@@ -131,7 +128,7 @@ def marked_delivery(bench: Workbench, journey: Journey, scope: str, node: SendNo
     else:
         # The provider renders it (a SendGrid dynamic template) or a service receives it (a webhook):
         # the step's data, with `test` set so that either can tell.
-        data = {**step_data_for(journey, scope, node, reader, now), "test": True}
+        data = {**step_data_for(bench, journey, scope, node, reader, now), "test": True}
     contact_id = reader.state.id if reader.state is not None else "sample-contact"
     # Never a step's real key: the provider must not deduplicate it against the real message.
     key = f"test:{journey.name}:{scope}:{node.id}:{uuid.uuid4().hex[:12]}"

@@ -42,6 +42,25 @@ Check = Callable[[], "str | None"]
 REDIS_TIMEOUT = 2.0
 
 
+def one_at_a_time(check: Check) -> Check:
+    """`check`, run by one probe at a time: a probe that comes while another runs it answers what the
+    last run found, since waiting in line behind a slow Redis could outlast an orchestrator's probe
+    timeout (and the checks share a client, which each run disconnects)."""
+    lock = threading.Lock()
+    last: list[str | None] = [None]
+
+    def checked() -> str | None:
+        if not lock.acquire(blocking=False):
+            return last[0]
+        try:
+            last[0] = check()
+            return last[0]
+        finally:
+            lock.release()
+
+    return checked
+
+
 def redis_check(settings: Settings) -> Check:
     """Redis answers a PING within REDIS_TIMEOUT (a client of its own: a hung Redis must not hang the probe)."""
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=REDIS_TIMEOUT,
@@ -57,7 +76,7 @@ def redis_check(settings: Settings) -> Check:
             client.connection_pool.disconnect()
         return None
 
-    return check
+    return one_at_a_time(check)
 
 
 def served_journeys(settings: Settings, runtime: Runtime | None = None) -> JourneyRegistry:
@@ -82,25 +101,23 @@ def journeys_check(settings: Settings) -> Check:
     client = redis.Redis.from_url(settings.redis_url or "", decode_responses=True, socket_timeout=REDIS_TIMEOUT,
                                   socket_connect_timeout=REDIS_TIMEOUT) if deployed else None
     registry: list[JourneyRegistry] = []
-    lock = threading.Lock()    # probes may come at once; they share the client and the registry
 
     def check() -> str | None:
-        with lock:
-            try:
-                if client is not None:
-                    try:
-                        client.ping()
-                    except (redis.RedisError, OSError) as error:
-                        return f"the deployed versions cannot be read: redis does not answer: {error}"
-                if not registry:
-                    runtime = Runtime(settings, client, Keys(settings.namespace, settings.timer_shards),
-                                      SystemClock()) if client is not None else None
-                    registry.append(served_journeys(settings, runtime))
-                registry[0].refresh()
-                failed, journeys = registry[0].failed_files, registry[0].journeys
-            finally:
-                if client is not None:
-                    client.connection_pool.disconnect()
+        try:
+            if client is not None:
+                try:
+                    client.ping()
+                except (redis.RedisError, OSError) as error:
+                    return f"the deployed versions cannot be read: redis does not answer: {error}"
+            if not registry:
+                runtime = Runtime(settings, client, Keys(settings.namespace, settings.timer_shards),
+                                  SystemClock()) if client is not None else None
+                registry.append(served_journeys(settings, runtime))
+            registry[0].refresh()
+            failed, journeys = registry[0].failed_files, registry[0].journeys
+        finally:
+            if client is not None:
+                client.connection_pool.disconnect()
         if failed:
             return "journey files do not load: " + ", ".join(str(path) for path in failed)
         if not journeys:
@@ -108,7 +125,7 @@ def journeys_check(settings: Settings) -> Check:
                 f"no journeys load from {settings.journeys_dir}"
         return None
 
-    return check
+    return one_at_a_time(check)
 
 
 @dataclass
