@@ -39,17 +39,23 @@ def iso(instant: float) -> str:
     return datetime.fromtimestamp(instant, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def one_purchase(project, monkeypatch, capsys, days: int, start: str) -> dict:
+    """`lifecycle simulate --json` of the shipped customer lifecycle and guardrails for the sample contact,
+    who buys once at `start` and then nothing."""
+    shutil.copy(ROOT / "journeys" / "_workspace.yaml", project / "journeys")
+    monkeypatch.chdir(project)
+    code = main(["simulate", "customer-lifecycle", "--days", str(days), "--start", start,
+                 "--events", "day 0: purchase item='Merino shirt' value=40", "--json"])
+    assert code == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def test_a_purchase_then_silence_lapses_on_day_90_with_the_coupon_and_the_sms_3_days_later(
         project, monkeypatch, capsys):
     # Given the shipped customer lifecycle and guardrails, and the shipped sample contact, who buys on day 0
     # and then nothing
-    shutil.copy(ROOT / "journeys" / "_workspace.yaml", project / "journeys")
-    monkeypatch.chdir(project)
     # When 95 days are simulated (the command line, with machine output)
-    code = main(["simulate", "customer-lifecycle", "--days", "95", "--start", "2026-01-01T12:00",
-                 "--events", "day 0: purchase item='Merino shirt' value=40", "--json"])
-    assert code == 0
-    result = json.loads(capsys.readouterr().out)
+    result = one_purchase(project, monkeypatch, capsys, 95, "2026-01-01T12:00")
     timeline = result["timeline"]
     # Then the messages go out at exactly the times the journey implies, and nothing else
     assert sent(timeline) == [("thank-you", iso(START)), ("check-in", iso(CHECK_IN)),
@@ -71,12 +77,7 @@ def test_a_purchase_then_silence_lapses_on_day_90_with_the_coupon_and_the_sms_3_
 def test_a_message_held_for_the_night_goes_in_the_morning_and_the_next_wait_counts_from_then(
         project, monkeypatch, capsys):
     # Given the same contact whose first purchase is at 21:30, so the win-back falls due at night
-    shutil.copy(ROOT / "journeys" / "_workspace.yaml", project / "journeys")
-    monkeypatch.chdir(project)
-    code = main(["simulate", "customer-lifecycle", "--days", "100", "--start", "2026-01-01T21:30",
-                 "--events", "day 0: purchase item='Merino shirt' value=40", "--json"])
-    assert code == 0
-    timeline = json.loads(capsys.readouterr().out)["timeline"]
+    timeline = one_purchase(project, monkeypatch, capsys, 100, "2026-01-01T21:30")["timeline"]
     # Then the SMS is held until 08:00, and the push four days after it goes at 08:00 too, not held
     held = [(e["step"], e["local"]) for e in timeline if e["kind"] == "held"]
     assert held == [("winback-reminder", "Sat 2026-04-04 22:30 BST")]
