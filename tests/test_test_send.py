@@ -20,6 +20,7 @@ from automation.language.samples import SAMPLE_UNSUBSCRIBE_URL
 from automation.messages.unsubscribe import verify_token
 from automation.ops.cli import main
 from automation.ops.preview import Workbench, contact_reader, sample_reader
+from automation.ops import testsend
 from automation.ops.testsend import TEST_PREFIX, send_test
 from automation.server.webhooks import sendgrid_report, twilio_report
 from tests.conftest import DAY, write
@@ -48,17 +49,22 @@ def state_of(runtime) -> tuple[dict, dict, int]:
     return redis.hgetall(keys.ledger("jo")), redis.hgetall(keys.stats), redis.xlen(keys.activity)
 
 
+def sent_through(settings, adapters: dict, journey: str, step: str, to: str, reader) -> testsend.TestMessage:
+    """`send_test` with these channel adapters (the stand-ins' clients), on a workbench opened for it."""
+    bench = Workbench.open(settings, ChannelRegistry(settings, instances=adapters))
+    try:
+        return send_test(bench, journey, step, to, reader)
+    finally:
+        bench.close()
+
+
 def test_an_email_goes_to_the_test_address_once_marked_as_a_test(runtime, lapsed):
     before = state_of(runtime)
     with SendGridStandIn() as stand_in:
+        # When the win-back email is test-sent for jo to a marketer's address
         adapter = SendGridChannel(runtime.settings, env=env_for(stand_in))
-        bench = Workbench.open(runtime.settings, ChannelRegistry(runtime.settings, instances={"email": adapter}))
-        try:
-            # When the win-back email is test-sent for jo to a marketer's address
-            done = send_test(bench, "customer-lifecycle", "winback-coupon", "me@northwind.test",
-                             contact_reader(runtime, "jo"))
-        finally:
-            bench.close()
+        done = sent_through(runtime.settings, {"email": adapter}, "customer-lifecycle", "winback-coupon",
+                            "me@northwind.test", contact_reader(runtime, "jo"))
         exchanges = stand_in.exchanges
     # Then SendGrid received exactly one request, for the test address only, marked as a test
     assert done.sent
@@ -84,14 +90,10 @@ def test_an_email_goes_to_the_test_address_once_marked_as_a_test(runtime, lapsed
 def test_an_sms_goes_to_the_test_number_once_and_its_callbacks_are_ignored(runtime, lapsed):
     before = state_of(runtime)
     with TwilioStandIn() as stand_in:
+        # When the win-back SMS (named stage/step) is test-sent for jo to a marketer's phone
         adapter = TwilioChannel(runtime.settings, env=twilio_env(stand_in.url))
-        bench = Workbench.open(runtime.settings, ChannelRegistry(runtime.settings, instances={"sms": adapter}))
-        try:
-            # When the win-back SMS (named stage/step) is test-sent for jo to a marketer's phone
-            done = send_test(bench, "customer-lifecycle", "lapsed/winback-reminder", "+15557654321",
-                             contact_reader(runtime, "jo"))
-        finally:
-            bench.close()
+        done = sent_through(runtime.settings, {"sms": adapter}, "customer-lifecycle", "lapsed/winback-reminder",
+                            "+15557654321", contact_reader(runtime, "jo"))
         delivered, requests = stand_in.delivered(), len(stand_in.exchanges)
     # Then Twilio received exactly one request, for the test number
     assert done.sent and requests == 1
@@ -133,12 +135,9 @@ def test_a_dynamic_template_step_sends_the_contacts_data_with_their_variants_tem
         bold = next(f"c{n}" for n in range(10)
                     if lc.contact(f"c{n}").enrollments["template-ab"].assignments["design"] == "bold")
         ledger, before = runtime.redis.hgetall(runtime.keys.ledger(bold)), len(stand_in.exchanges)
-        bench = Workbench.open(settings, channels)
-        try:
-            # When its step is test-sent for that contact
-            done = send_test(bench, "template-ab", "email", "me@northwind.test", contact_reader(runtime, bold))
-        finally:
-            bench.close()
+        # When its step is test-sent for that contact
+        done = sent_through(settings, {"email": channels.adapters["email"]}, "template-ab", "email",
+                            "me@northwind.test", contact_reader(runtime, bold))
         exchanges = stand_in.exchanges[before:]
     # Then SendGrid got one request: their variant's template with their data, marked as a test, for the
     # test address
@@ -166,14 +165,10 @@ steps:
     Lifecycle(runtime).identify("lee", {"first_name": "Lee", "email": "lee@example.com"})
     who = sample_reader() if reader == "sample" else contact_reader(runtime, "lee")
     with WebhookReceiver() as receiver:
-        adapter = WebhookChannel(settings, env={"LIFECYCLE_WEBHOOK_SECRET": SECRET})
-        bench = Workbench.open(settings, ChannelRegistry(settings, instances={"webhook": adapter}))
-        try:
-            with pytest.raises(InputError, match="'crm.invalid' is not a URL"):
-                send_test(bench, "crm", "notify", "crm.invalid", who)
-            done = send_test(bench, "crm", "notify", receiver.url + "/test", who)
-        finally:
-            bench.close()
+        adapters = {"webhook": WebhookChannel(settings, env={"LIFECYCLE_WEBHOOK_SECRET": SECRET})}
+        with pytest.raises(InputError, match="'crm.invalid' is not a URL"):
+            sent_through(settings, adapters, "crm", "notify", "crm.invalid", who)
+        done = sent_through(settings, adapters, "crm", "notify", receiver.url + "/test", who)
         (request,) = receiver.delivered()
     # A signed request with the reader's data, marked as a test in its body and headers
     assert done.sent
