@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from automation.engine.scores import scores_view
 from automation.expressions import TimeTracker, time_functions, to_datetime
+from automation.language.flow import SendNode
 from automation.language.journey import RUN, Journey, ScoreDef
 from automation.store import fields
 from automation.store.contacts import ContactState
@@ -38,6 +39,15 @@ def run_vars(journey: Journey, scope: str | None, assignments: Mapping[str, str]
     """`vars.<name>`: the journey's vars, then what the run's split variants set."""
     flow = journey.flow_of(scope) if scope else None
     return {**journey.vars, **(flow.variant_vars(assignments) if flow is not None else {})}
+
+
+def send_options(journey: Journey, scope: str, node: SendNode, assignments: Mapping[str, str]) -> Mapping[str, Any]:
+    """A send step's options, those written `vars.<name>` read from the vars of a run given these split
+    variants; None where the run has no value."""
+    if not node.options_from_vars:
+        return node.options
+    values = run_vars(journey, scope, assignments)
+    return {**node.options, **{key: values.get(name) for key, name in node.options_from_vars.items()}}
 
 
 def rule_context(state: ContactState, journey: Journey, tracker: TimeTracker,

@@ -32,7 +32,7 @@ from automation.channels import Delivery, Failed, Misconfigured, Remove, Retry, 
 from automation.channels.base import Result
 from automation.engine import runs
 from automation.engine.apply import Plan, apply_plans, log_rule_errors
-from automation.engine.context import plain_data, rule_context, run_vars, step_data, template_context
+from automation.engine.context import plain_data, rule_context, send_options, step_data, template_context
 from automation.engine.broadcasts import cancelled
 from automation.engine.caps import caps_plan
 from automation.engine.evaluation import start_armed
@@ -102,12 +102,8 @@ class Job:
     def options(self) -> Mapping[str, Any]:
         """The step's options, those written `vars.<name>` read from the run's vars (a split variant's);
         None where the run has no value (`check` fails the step then)."""
-        step = self.step
-        if not step.options_from_vars:
-            return step.options
         enrollment = self.state.enrollments.get(self.journey.name)
-        values = run_vars(self.journey, self.scope, enrollment.assignments if enrollment else {})
-        return {**step.options, **{key: values.get(name) for key, name in step.options_from_vars.items()}}
+        return send_options(self.journey, self.scope, self.step, enrollment.assignments if enrollment else {})
 
     def decide(self, kind: str, code: str = "", detail: str = "") -> None:
         self.kind, self.code, self.detail = kind, code, detail

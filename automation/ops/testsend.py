@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from automation.channels import Delivery
 from automation.channels.base import TEST_HEADER, Result, Sent
 from automation.errors import InputError
-from automation.engine.context import plain_data, run_vars, step_data
+from automation.engine.context import plain_data, send_options, step_data
 from automation.engine.scores import definitions
 from automation.expressions import did_you_mean
 from automation.language.flow import SendNode, sample_vars
@@ -80,9 +80,8 @@ def step_options(journey: Journey, scope: str, node: SendNode, reader: Reader) -
     was given; where that gives none (sample data, a contact not yet at the split), the journey's value or
     the first variant's, as a preview shows it."""
     enrollment = reader.state.enrollments.get(journey.name) if reader.state is not None else None
-    values = run_vars(journey, scope, enrollment.assignments) if enrollment is not None else {}
-    return {**node.options, **{key: values[name] for key, name in node.options_from_vars.items()
-                               if values.get(name) is not None}}
+    options = send_options(journey, scope, node, enrollment.assignments if enrollment is not None else {})
+    return {key: node.options[key] if value is None else value for key, value in options.items()}
 
 
 def step_data_for(bench: Workbench, journey: Journey, scope: str, node: SendNode, reader: Reader,
